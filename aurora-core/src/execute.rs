@@ -1,0 +1,510 @@
+//! Execution: keys nodes as their inputs become known, answers from the cache, otherwise runs the
+//! plugin under a per-key lock and publishes the artifact atomically.
+//!
+//! Keys use the *content digests* of inputs, so a node whose output bytes did not change leaves
+//! its dependents cached (early cutoff). Independent nodes run in parallel (`jobs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use aurora_store::{Digest, PublishRequest, Store};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::explain::why_pending;
+use crate::plan::{Plan, PlannedNode};
+use crate::plugin::{ExecContext, InputSource, Progress};
+
+/// A node's state in a plan or a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Its key is in the action cache and the artifact is in the store.
+    Cached,
+    /// Not in the cache (plan), or not run because an upstream node failed or the run stopped.
+    Pending,
+    /// Ran in this invocation and published its artifact.
+    Executed,
+    Failed,
+}
+
+/// One node's line in a plan or run report (the `--json` shape of `nodes[]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub plugin: String,
+    /// Unknown while an upstream node is pending.
+    pub key: Option<Digest>,
+    pub status: NodeStatus,
+    pub artifact: Option<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms: Option<u64>,
+    /// Why a node is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub metrics: Map<String, Value>,
+}
+
+impl NodeReport {
+    fn new(node: &PlannedNode, status: NodeStatus) -> NodeReport {
+        NodeReport {
+            id: node.id.clone(),
+            plugin: node.plugin.id().to_string(),
+            key: None,
+            status,
+            artifact: None,
+            ms: None,
+            reason: None,
+            error: None,
+            metrics: Map::new(),
+        }
+    }
+}
+
+/// Things the CLI shows while a run goes on.
+pub enum Event<'a> {
+    Started { node: &'a str },
+    /// Another process holds the node's lock; we wait for it (and then usually find it cached).
+    Waiting { node: &'a str, holder: &'a str },
+    Finished { report: &'a NodeReport },
+}
+
+pub trait Observer: Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {
+    fn event(&self, _: Event<'_>) {}
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Nodes executed at the same time (at least 1).
+    pub jobs: usize,
+    /// Run only this node and what it depends on.
+    pub until: Option<String>,
+    /// Execute these nodes even when cached.
+    pub force: BTreeSet<String>,
+}
+
+/// Content digests of every `file:` input of the selected nodes, via the store's stat memo.
+/// Missing files are manifest errors (exit 2), found before anything runs.
+fn path_digests(plan: &Plan, store: &Store, selected: &BTreeSet<String>) -> Result<HashMap<String, Digest>, Diagnostics> {
+    let mut digests = HashMap::new();
+    let mut problems = Vec::new();
+    for node in plan.nodes.iter().filter(|n| selected.contains(&n.id)) {
+        for (name, input) in &node.inputs {
+            let InputSource::Path(file_ref) = &input.source else { continue };
+            if digests.contains_key(file_ref) {
+                continue;
+            }
+            let path = plan.manifest.input_path(file_ref);
+            if !path.exists() {
+                problems.push(
+                    Diagnostic::new(format!("input `{name}` of `{}`: `{}` does not exist", node.id, path.display()))
+                        .at(plan.manifest.sources.value(&input.pointer))
+                        .pointer(input.pointer.clone())
+                        .expected("an existing file or directory (`file:` paths are relative to the manifest that declares them)")
+                        .help("create the file, or fix the path"),
+                );
+                continue;
+            }
+            match store.hash_input(&path) {
+                Ok(d) => {
+                    digests.insert(file_ref.clone(), d);
+                }
+                Err(e) => problems.push(
+                    Diagnostic::new(format!("input `{name}` of `{}` cannot be read: {e}", node.id))
+                        .at(plan.manifest.sources.value(&input.pointer))
+                        .pointer(input.pointer.clone()),
+                ),
+            }
+        }
+    }
+    if let Err(e) = store.flush_memo() {
+        // The memo is a cache: failing to save it costs speed next time, not correctness.
+        eprintln!("warning: {e}");
+    }
+    if problems.is_empty() { Ok(digests) } else { Err(Diagnostics(problems)) }
+}
+
+/// Input digests of a node if every input is known.
+fn input_digests(
+    node: &PlannedNode,
+    paths: &HashMap<String, Digest>,
+    artifacts: &HashMap<String, Digest>,
+) -> Option<BTreeMap<String, Digest>> {
+    node.inputs
+        .iter()
+        .map(|(name, input)| {
+            let d = match &input.source {
+                InputSource::Path(f) => paths.get(f).copied(),
+                InputSource::Node(id) => artifacts.get(id).copied(),
+            };
+            d.map(|d| (name.clone(), d))
+        })
+        .collect()
+}
+
+/// Cached artifact for a key, if both the action and its artifact are present.
+fn cached(store: &Store, key: &Digest) -> Result<Option<aurora_store::ActionRecord>, aurora_store::StoreError> {
+    Ok(store.read_action(key)?.filter(|a| store.has_artifact(&a.artifact)))
+}
+
+/// Status of every node without executing anything (`aurora plan`).
+pub fn status(plan: &Plan, store: &Store) -> Result<Vec<NodeReport>, crate::Error> {
+    let all: BTreeSet<String> = plan.nodes.iter().map(|n| n.id.clone()).collect();
+    let paths = path_digests(plan, store, &all)?;
+    let mut artifacts = HashMap::new();
+    let mut reports = Vec::new();
+    for node in &plan.nodes {
+        let mut report = NodeReport::new(node, NodeStatus::Pending);
+        match input_digests(node, &paths, &artifacts) {
+            None => {
+                let waiting: Vec<&str> = node.upstream().filter(|u| !artifacts.contains_key(*u)).collect();
+                report.reason = Some(format!("waits on {}", waiting.join(", ")));
+            }
+            Some(digests) => {
+                let key = node.key(&digests);
+                report.key = Some(key);
+                match cached(store, &key)? {
+                    Some(action) => {
+                        report.status = NodeStatus::Cached;
+                        report.artifact = Some(action.artifact);
+                        artifacts.insert(node.id.clone(), action.artifact);
+                    }
+                    None => report.reason = Some(why_pending(store, node, &key, &digests)),
+                }
+            }
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+struct Done {
+    index: usize,
+    report: Result<NodeReport, crate::Error>,
+}
+
+/// Executes the plan. Returns one report per selected node, in plan order.
+pub fn run(
+    plan: &Plan,
+    store: &Store,
+    options: &RunOptions,
+    observer: &dyn Observer,
+    progress: &dyn Progress,
+) -> Result<Vec<NodeReport>, crate::Error> {
+    let mut selected: BTreeSet<String> = match &options.until {
+        Some(id) => {
+            if plan.node(id).is_none() {
+                return Err(Diagnostics::from(plan.unknown_node(id, "--until")).into());
+            }
+            plan.ancestors_of(id)
+        }
+        None => plan.nodes.iter().map(|n| n.id.clone()).collect(),
+    };
+    for id in &options.force {
+        if plan.node(id).is_none() {
+            return Err(Diagnostics::from(plan.unknown_node(id, "--force")).into());
+        }
+        selected.insert(id.clone());
+    }
+    let paths = path_digests(plan, store, &selected)?;
+    let jobs = options.jobs.max(1);
+
+    let mut remaining: HashMap<usize, usize> = HashMap::new();
+    let mut downstream: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut ready: BTreeSet<usize> = BTreeSet::new();
+    for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| selected.contains(&n.id)) {
+        let ups: BTreeSet<usize> = node.upstream().filter_map(|u| plan.position(u)).collect();
+        for &u in &ups {
+            downstream.entry(u).or_default().push(i);
+        }
+        if ups.is_empty() {
+            ready.insert(i);
+        } else {
+            remaining.insert(i, ups.len());
+        }
+    }
+
+    let mut artifacts: HashMap<String, Digest> = HashMap::new();
+    let mut reports: BTreeMap<usize, NodeReport> = BTreeMap::new();
+    let mut failed = false;
+    let mut store_error = None;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Done>();
+        let mut running = 0usize;
+        loop {
+            while !failed && running < jobs {
+                let Some(i) = ready.pop_first() else { break };
+                let node = &plan.nodes[i];
+                let digests = input_digests(node, &paths, &artifacts).expect("ready nodes have all inputs");
+                let force = options.force.contains(&node.id);
+                let tx = tx.clone();
+                running += 1;
+                scope.spawn(move || {
+                    let report = execute_node(plan, store, node, &digests, force, observer, progress);
+                    // The receiver outlives every worker (it is dropped after the scope).
+                    let _ = tx.send(Done { index: i, report });
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let done = rx.recv().expect("a running worker always reports");
+            running -= 1;
+            let report = match done.report {
+                Ok(r) => r,
+                Err(e) => {
+                    store_error.get_or_insert(e);
+                    failed = true;
+                    continue;
+                }
+            };
+            observer.event(Event::Finished { report: &report });
+            if let Some(a) = report.artifact.filter(|_| report.status != NodeStatus::Failed) {
+                artifacts.insert(report.id.clone(), a);
+                for &d in downstream.get(&done.index).map(Vec::as_slice).unwrap_or_default() {
+                    let r = remaining.get_mut(&d).expect("downstream nodes have a count");
+                    *r -= 1;
+                    if *r == 0 {
+                        ready.insert(d);
+                    }
+                }
+            } else {
+                failed = true;
+            }
+            reports.insert(done.index, report);
+        }
+    });
+    if let Some(e) = store_error {
+        return Err(e);
+    }
+    // Whatever did not run (upstream failed) is reported pending, in plan order.
+    for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| selected.contains(&n.id)) {
+        reports.entry(i).or_insert_with(|| {
+            let mut r = NodeReport::new(node, NodeStatus::Pending);
+            r.reason = Some("not run: an earlier node failed".to_string());
+            r
+        });
+    }
+    Ok(reports.into_values().collect())
+}
+
+fn execute_node(
+    plan: &Plan,
+    store: &Store,
+    node: &PlannedNode,
+    digests: &BTreeMap<String, Digest>,
+    force: bool,
+    observer: &dyn Observer,
+    progress: &dyn Progress,
+) -> Result<NodeReport, crate::Error> {
+    let started = Instant::now();
+    let key = node.key(digests);
+    let mut report = NodeReport::new(node, NodeStatus::Cached);
+    report.key = Some(key);
+    if !force && let Some(action) = cached(store, &key)? {
+        report.artifact = Some(action.artifact);
+        report.metrics = action.metrics;
+        return Ok(report);
+    }
+    observer.event(Event::Started { node: &node.id });
+    let holder = format!("pid {} running {}", std::process::id(), node.id);
+    let lock = store.lock_node(&key, &holder, &mut |h| observer.event(Event::Waiting { node: &node.id, holder: h }))?;
+    // Another process may have produced it while we waited for the lock.
+    if !force && let Some(action) = cached(store, &key)? {
+        report.artifact = Some(action.artifact);
+        report.metrics = action.metrics;
+        return Ok(report);
+    }
+    let work = store.prepare_work(&lock)?;
+    let mut log: Vec<u8> = Vec::new();
+    let outcome = invoke_plugin(plan, store, node, digests, &work, &mut log, progress);
+    report.ms = Some(started.elapsed().as_millis() as u64);
+    match outcome {
+        Ok(outcome) => {
+            let action = store.publish(
+                &lock,
+                work,
+                PublishRequest {
+                    node_id: node.id.clone(),
+                    plugin: node.plugin.id().to_string(),
+                    plugin_version: node.plugin.version().to_string(),
+                    components: node.key_components(digests),
+                    metrics: outcome.metrics,
+                    log: Some(log),
+                },
+            )?;
+            report.status = NodeStatus::Executed;
+            report.artifact = Some(action.artifact);
+            report.metrics = action.metrics;
+        }
+        Err(e) => {
+            // Keep the failed attempt's log next to its scratch for inspection; the next attempt
+            // empties `out/` but this file stays until the node succeeds.
+            let log_path = work.out.with_file_name("last-failure.log");
+            let _ = std::fs::write(&log_path, &log);
+            report.status = NodeStatus::Failed;
+            let tail = e.log_tail.clone().unwrap_or_else(|| log_tail(&log, 20));
+            let mut message = e.message;
+            if !tail.trim().is_empty() {
+                message.push_str(&format!("\n--- last lines of the log ({}) ---\n{tail}", log_path.display()));
+            }
+            report.error = Some(message);
+        }
+    }
+    Ok(report)
+}
+
+/// Runs the node's plugin on prepared scratch directories, turning a panic into a failure.
+fn invoke_plugin(
+    plan: &Plan,
+    store: &Store,
+    node: &PlannedNode,
+    digests: &BTreeMap<String, Digest>,
+    work: &aurora_store::WorkDir,
+    log: &mut Vec<u8>,
+    progress: &dyn Progress,
+) -> Result<crate::plugin::ExecOutcome, crate::plugin::PluginError> {
+    let inputs: BTreeMap<String, PathBuf> = node
+        .inputs
+        .iter()
+        .map(|(name, input)| {
+            let path = match &input.source {
+                InputSource::Path(f) => plan.manifest.input_path(f),
+                InputSource::Node(_) => store.artifact_dir(&digests[name]),
+            };
+            (name.clone(), path)
+        })
+        .collect();
+    let mut ctx = ExecContext {
+        node_id: &node.id,
+        config: &node.config,
+        seed: node.seed,
+        inputs: &inputs,
+        out_dir: &work.out,
+        resume_dir: &work.resume,
+        log,
+        progress,
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.plugin.execute(&mut ctx))).unwrap_or_else(|panic| {
+        Err(crate::plugin::PluginError::new(format!("the plugin panicked: {}", panic_message(&panic))))
+    })
+}
+
+/// Result of re-executing a cached node without the cache.
+#[derive(Debug, Serialize)]
+pub struct VerifyOutcome {
+    pub key: Digest,
+    pub artifact: Digest,
+    /// `changed: PATH`, `missing: PATH`, `extra: PATH`; empty when the bytes are identical.
+    pub differences: Vec<String>,
+}
+
+/// Re-executes one cached node from scratch (no resume state) and compares its outputs with the
+/// cached artifact, file by file. Publishes nothing.
+pub fn verify_node(plan: &Plan, store: &Store, id: &str, observer: &dyn Observer) -> Result<VerifyOutcome, crate::Error> {
+    let node = plan.node(id).ok_or_else(|| Diagnostics::from(plan.unknown_node(id, "--node")))?;
+    let reports = status(plan, store)?;
+    let report = reports.iter().find(|r| r.id == id).expect("status reports every node");
+    let (Some(key), Some(artifact), NodeStatus::Cached) = (report.key, report.artifact, report.status) else {
+        let manifest = display_manifest(plan);
+        return Err(Diagnostics::from(
+            Diagnostic::new(format!("cannot verify `{id}`: it is not in the cache ({})", report.reason.as_deref().unwrap_or("pending")))
+                .help(format!("run it first: `aurora run {manifest} --until {id}`")),
+        )
+        .into());
+    };
+    let selected: BTreeSet<String> = [id.to_string()].into();
+    let paths = path_digests(plan, store, &selected)?;
+    let artifacts: HashMap<String, Digest> =
+        reports.iter().filter_map(|r| r.artifact.map(|a| (r.id.clone(), a))).collect();
+    let digests = input_digests(node, &paths, &artifacts).expect("a cached node's inputs are known");
+    observer.event(Event::Started { node: id });
+    let holder = format!("pid {} verifying {id}", std::process::id());
+    let lock = store.lock_node(&key, &holder, &mut |h| observer.event(Event::Waiting { node: id, holder: h }))?;
+    let work = store.prepare_work(&lock)?;
+    let scratch = work.out.parent().map(Path::to_path_buf);
+    // Verification must not resume from a checkpoint: it re-derives the bytes from scratch.
+    let fresh = std::fs::remove_dir_all(&work.resume).and_then(|_| std::fs::create_dir_all(&work.resume));
+    if let Err(e) = fresh.or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { std::fs::create_dir_all(&work.resume) } else { Err(e) }) {
+        return Err(aurora_store::StoreError::Io {
+            op: "reset",
+            path: work.resume.clone(),
+            hint: "check permissions in the store's work/ directory".to_string(),
+            source: e,
+        }
+        .into());
+    }
+    let mut log = Vec::new();
+    let outcome = invoke_plugin(plan, store, node, &digests, &work, &mut log, &NoProgressSink);
+    let result = match outcome {
+        Err(e) => Err(Diagnostics::from(Diagnostic::new(format!(
+            "re-executing `{id}` failed: {}\n{}",
+            e.message,
+            e.log_tail.unwrap_or_else(|| log_tail(&log, 20))
+        )))
+        .into()),
+        Ok(_) => {
+            let (_, files) = aurora_store::hash_tree(&work.out)?;
+            let cached = store.read_artifact_manifest(&artifact)?.files;
+            Ok(VerifyOutcome { key, artifact, differences: compare_files(&cached, &files) })
+        }
+    };
+    if let Some(scratch) = scratch {
+        // Scratch of an unpublished attempt is plain writable files; leftovers are cleaned by gc.
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    drop(lock);
+    result
+}
+
+struct NoProgressSink;
+impl Progress for NoProgressSink {
+    fn update(&self, _: &str, _: u64, _: u64, _: &str) {}
+}
+
+fn display_manifest(plan: &Plan) -> String {
+    crate::manifest::display_path(&plan.manifest.path)
+}
+
+/// File-by-file differences between two artifact file lists (both sorted by path).
+fn compare_files(expected: &[aurora_store::FileEntry], actual: &[aurora_store::FileEntry]) -> Vec<String> {
+    let expected: BTreeMap<&str, &Digest> = expected.iter().map(|f| (f.path.as_str(), &f.blake3)).collect();
+    let actual: BTreeMap<&str, &Digest> = actual.iter().map(|f| (f.path.as_str(), &f.blake3)).collect();
+    let mut out = Vec::new();
+    for (path, digest) in &expected {
+        match actual.get(path) {
+            None => out.push(format!("missing: {path}")),
+            Some(d) if d != digest => out.push(format!("changed: {path}")),
+            Some(_) => {}
+        }
+    }
+    out.extend(actual.keys().filter(|p| !expected.contains_key(*p)).map(|p| format!("extra: {p}")));
+    out
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+/// The last `n` lines of a log.
+pub fn log_tail(log: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

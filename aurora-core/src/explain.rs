@@ -1,0 +1,72 @@
+//! Why is a node pending? Compares its current key components with those of the last key this
+//! node id had in a recorded run.
+
+use std::collections::BTreeMap;
+
+use aurora_store::{Digest, Store};
+use serde_json::Value;
+
+use crate::plan::PlannedNode;
+
+/// How many recent run records to search for a node's previous key.
+const RUNS_SEARCHED: usize = 50;
+
+/// A short human reason: "new", "config changed (argv)", "input changed (raw)", ...
+pub fn why_pending(store: &Store, node: &PlannedNode, key: &Digest, digests: &BTreeMap<String, Digest>) -> String {
+    let Some(previous_key) = previous_key(store, &node.id) else {
+        return "new".to_string();
+    };
+    if previous_key == *key {
+        return "artifact missing from the store (removed by gc or by hand)".to_string();
+    }
+    let Some(previous) = store.read_action(&previous_key).ok().flatten().map(|a| a.components) else {
+        return "new (its previous result is no longer in the store)".to_string();
+    };
+    let now = node.key_components(digests);
+    let mut reasons = Vec::new();
+    if previous["plugin"] != now["plugin"] {
+        reasons.push(format!("plugin changed ({} -> {})", previous["plugin"], now["plugin"]));
+    } else if previous["plugin_version"] != now["plugin_version"] {
+        reasons.push(format!(
+            "plugin version changed ({} -> {})",
+            previous["plugin_version"].as_str().unwrap_or("?"),
+            now["plugin_version"].as_str().unwrap_or("?")
+        ));
+    }
+    if previous["config"] != now["config"] {
+        reasons.push(format!("config changed ({})", changed_keys(&previous["config"], &now["config"]).join(", ")));
+    }
+    if previous["seed"] != now["seed"] {
+        reasons.push("seed changed".to_string());
+    }
+    if previous["inputs"] != now["inputs"] {
+        reasons.push(format!("input changed ({})", changed_keys(&previous["inputs"], &now["inputs"]).join(", ")));
+    }
+    if previous["facts"] != now["facts"] {
+        reasons.push(format!("execution facts changed ({})", changed_keys(&previous["facts"], &now["facts"]).join(", ")));
+    }
+    if reasons.is_empty() { "key changed".to_string() } else { reasons.join("; ") }
+}
+
+/// Top-level keys whose values differ between two JSON objects.
+fn changed_keys(a: &Value, b: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let a = a.as_object().unwrap_or(&empty);
+    let b = b.as_object().unwrap_or(&empty);
+    let mut keys: Vec<String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        keys.push("value".to_string());
+    }
+    keys
+}
+
+/// The key `node_id` had in the most recent run record that mentions it.
+fn previous_key(store: &Store, node_id: &str) -> Option<Digest> {
+    let runs = store.list_runs().ok()?;
+    runs.iter().rev().take(RUNS_SEARCHED).find_map(|id| {
+        let record = store.read_run(id).ok()?;
+        record["nodes"].as_array()?.iter().find(|n| n["id"] == node_id).and_then(|n| n["key"].as_str()).and_then(|k| k.parse().ok())
+    })
+}

@@ -1,0 +1,126 @@
+//! The manifest: a TOML file that pins everything deciding an experiment's result.
+//!
+//! Resolution order: the `extends` chain (parents first, children override), then the selected
+//! profile (`--profile NAME`, else `experiment.default_profile`) deep-merged over it, then each
+//! `--set`. The resolved manifest drops `extends`, `profiles` and `experiment.default_profile`
+//! (they have been applied) and its canonical JSON, hashed with blake3, is the manifest digest.
+
+mod resolve;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+
+use aurora_store::Digest;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::canonical::digest_json;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+pub use resolve::display_path;
+pub use tree::{FILE_PREFIX, SourceMap};
+
+/// `[experiment]`: what the study is and its root seed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Short name of the experiment, used in reports.
+    pub name: String,
+    /// What the experiment studies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The paper or source this experiment reproduces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<String>,
+    /// Root seed; every node's seed is derived from it and the node's id.
+    pub seed: u64,
+    /// Profile applied when `--profile` is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_profile: Option<String>,
+}
+
+/// How to resolve a manifest.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    /// `--profile NAME`; `None` falls back to `experiment.default_profile`.
+    pub profile: Option<String>,
+    /// `--set a.b=VALUE` overrides, applied in order.
+    pub sets: Vec<String>,
+}
+
+/// A manifest after extends, profile and `--set`.
+#[derive(Debug, Clone)]
+pub struct ResolvedManifest {
+    /// The manifest file given on the command line (absolute).
+    pub path: PathBuf,
+    /// The repository root containing the manifest (or its directory outside a repository).
+    pub project_root: PathBuf,
+    /// The profile that was applied.
+    pub profile: Option<String>,
+    /// The resolved manifest as JSON.
+    pub value: Value,
+    /// Where every value came from.
+    pub sources: SourceMap,
+    /// blake3 of the canonical JSON of `value`.
+    pub digest: Digest,
+}
+
+impl ResolvedManifest {
+    /// The `[experiment]` table (validated by [`crate::validate`]).
+    pub fn experiment(&self) -> Result<Experiment, Diagnostics> {
+        let raw = self.value.get("experiment").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(raw).map_err(|e| {
+            Diagnostic::new(format!("invalid `[experiment]`: {e}"))
+                .at(self.sources.value("/experiment"))
+                .pointer("/experiment")
+                .into()
+        })
+    }
+
+    /// `file:REL` value -> absolute path (REL is relative to the project root after resolution).
+    pub fn input_path(&self, file_ref: &str) -> PathBuf {
+        let rel = file_ref.strip_prefix(FILE_PREFIX).unwrap_or(file_ref);
+        self.project_root.join(rel)
+    }
+}
+
+/// The project root for a manifest: the enclosing git work tree, or the manifest's directory.
+pub fn project_root_for(manifest_dir: &Path) -> PathBuf {
+    git2::Repository::discover(manifest_dir)
+        .ok()
+        .and_then(|r| r.workdir().and_then(|w| w.canonicalize().ok()))
+        .unwrap_or_else(|| manifest_dir.to_path_buf())
+}
+
+/// Resolves a manifest file. Errors are located diagnostics (exit code 2 in the CLI).
+pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest, Diagnostics> {
+    let abs = path.canonicalize().map_err(|e| {
+        Diagnostic::new(format!("cannot read manifest `{}`: {e}", path.display()))
+            .help("pass the path of a manifest TOML file, e.g. experiments/aurora-m.toml")
+    })?;
+    let dir = abs.parent().expect("a file has a parent").to_path_buf();
+    let project_root = project_root_for(&dir);
+    let mut tree = resolve::load_chain(&abs, &project_root, &mut Vec::new(), None)?.tree;
+
+    let default_profile = tree
+        .as_table()
+        .and_then(|t| t.get("experiment"))
+        .and_then(|e| e.as_table())
+        .and_then(|e| e.get("default_profile"))
+        .and_then(|p| p.to_json().as_str().map(str::to_string));
+    let profile = options.profile.clone().or(default_profile);
+    resolve::apply_profile(&mut tree, profile.as_deref())?;
+
+    let cwd = std::env::current_dir().unwrap_or_else(|_| dir.clone());
+    for set in &options.sets {
+        resolve::apply_set(&mut tree, set, &cwd, &project_root)?;
+    }
+    if let Some(exp) = tree.as_table_mut().and_then(|t| t.get_mut("experiment")).and_then(|e| e.as_table_mut()) {
+        exp.remove("default_profile");
+    }
+
+    let value = tree.to_json();
+    let sources = tree.source_map();
+    let digest = digest_json(&value);
+    Ok(ResolvedManifest { path: abs, project_root, profile, value, sources, digest })
+}

@@ -1,0 +1,343 @@
+//! Command-line interface: argument parsing and one function per subcommand.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use aurora_core::{Digest, Store};
+use aurora_core::execute::{self, NodeStatus, RunOptions};
+use aurora_core::manifest::{self, ResolveOptions, ResolvedManifest};
+use aurora_core::plan::{Plan, plan};
+use aurora_core::plugin::registry;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::output;
+
+#[derive(Parser)]
+#[command(name = "aurora", version, about = "Declarative, content-addressed continual-pretraining experiments")]
+#[command(after_help = "The store is `.aurora/` at the root of the manifest's repository; set AURORA_STORE to move it.\nExit codes: 0 ok, 1 a node failed or verification differed, 2 bad usage or bad manifest.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the manifest digest (blake3 of the canonical resolved manifest).
+    Digest(ManifestArgs),
+    /// Show the DAG with each node's status and why pending nodes are pending.
+    Plan {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Execute what is not cached.
+    Run {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Nodes executed at the same time.
+        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        jobs: usize,
+        /// Run only this node and what it depends on.
+        #[arg(long, value_name = "NODE")]
+        until: Option<String>,
+        /// Execute this node even if cached (repeatable).
+        #[arg(long, value_name = "NODE")]
+        force: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-execute a node without the cache and compare, or re-hash the whole store.
+    Verify {
+        /// The manifest (with --node).
+        manifest: Option<PathBuf>,
+        #[arg(long, value_name = "NODE", requires = "manifest")]
+        node: Option<String>,
+        /// Re-hash every artifact in the store and check every cache entry.
+        #[arg(long, conflicts_with = "node")]
+        store: bool,
+        #[arg(long, short = 'p', value_name = "NAME")]
+        profile: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Remove artifacts that no kept manifest and no recent run reaches.
+    Gc {
+        /// Keep everything this manifest's current plan uses (repeatable).
+        #[arg(long, value_name = "MANIFEST")]
+        keep: Vec<PathBuf>,
+        /// Keep what the most recent N run records used.
+        #[arg(long, default_value_t = 10)]
+        keep_runs: usize,
+        /// Print what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List registered plugins.
+    Plugins {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the manifest JSON Schema, or write/check all schemas in a directory.
+    Schema {
+        /// Write `manifest.schema.json` and `plugins/*.schema.json` here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// With --out: fail (exit 1) if the files differ from what the code generates.
+        #[arg(long, requires = "out")]
+        check: bool,
+    },
+    /// Inspect run records.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Check that every manifest snippet in a book's Markdown validates.
+    BookCheck {
+        /// The book directory (containing src/).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// One line per run, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run record (an id or a unique prefix of one).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// The manifest TOML file.
+    manifest: PathBuf,
+    /// Profile to apply (default: experiment.default_profile).
+    #[arg(long, short = 'p', value_name = "NAME")]
+    profile: Option<String>,
+    /// Override a value after extends and profile, e.g. --set experiment.seed=7 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl ManifestArgs {
+    fn resolve(&self) -> Result<ResolvedManifest> {
+        resolve(&self.manifest, self.profile.clone(), self.sets.clone())
+    }
+}
+
+fn resolve(path: &Path, profile: Option<String>, sets: Vec<String>) -> Result<ResolvedManifest> {
+    Ok(manifest::resolve(path, &ResolveOptions { profile, sets })?)
+}
+
+/// `AURORA_STORE`, else `.aurora/` at the root of the given project.
+fn store_path(project_root: &Path) -> PathBuf {
+    match std::env::var_os("AURORA_STORE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => project_root.join(".aurora"),
+    }
+}
+
+fn open_store(project_root: &Path) -> Result<Store> {
+    let path = store_path(project_root);
+    Store::open(&path).with_context(|| format!("cannot use the store at {}", path.display()))
+}
+
+/// The store for commands without a manifest: that of the repository containing the current directory.
+fn open_existing_store_here() -> Result<Store> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let path = store_path(&manifest::project_root_for(&cwd));
+    Store::open_existing(&path).with_context(|| format!("no store at {} (run `aurora run MANIFEST` first, or set AURORA_STORE)", path.display()))
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Digest(args) => {
+            let plan = plan(args.resolve()?)?;
+            println!("{}", plan.manifest.digest);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { manifest, json } => cmd_plan(&manifest, json),
+        Command::Run { manifest, jobs, until, force, json } => cmd_run(&manifest, jobs, until, force, json),
+        Command::Verify { manifest, node, store, profile, sets } => match (manifest, node, store) {
+            (_, _, true) => cmd_verify_store(),
+            (Some(m), Some(node), false) => cmd_verify_node(&m, profile, sets, &node),
+            _ => bail!("nothing to verify: use `aurora verify MANIFEST --node ID` or `aurora verify --store`"),
+        },
+        Command::Gc { keep, keep_runs, dry_run } => cmd_gc(&keep, keep_runs, dry_run),
+        Command::Plugins { json } => {
+            print!("{}", output::plugins(registry(), json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { out, check } => cmd_schema(out.as_deref(), check),
+        Command::Runs { command } => cmd_runs(command),
+        Command::BookCheck { dir } => crate::output::book_check(&dir),
+    }
+}
+
+fn cmd_plan(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
+    let plan = plan(args.resolve()?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let reports = execute::status(&plan, &store)?;
+    print!("{}", output::plan_report(&plan, &reports, json, None));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_run(args: &ManifestArgs, jobs: usize, until: Option<String>, force: Vec<String>, json: bool) -> Result<ExitCode> {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let plan = plan(args.resolve()?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let observer = output::StderrObserver::new(!json);
+    let options = RunOptions { jobs, until, force: force.into_iter().collect::<BTreeSet<_>>() };
+    let reports = execute::run(&plan, &store, &options, &observer, &observer)?;
+    let failed = reports.iter().any(|r| r.status == NodeStatus::Failed);
+    let run_id = aurora_core::record::new_run_id(started);
+    let record = aurora_core::record::run_record(
+        &run_id,
+        &plan,
+        started,
+        SystemTime::now(),
+        &reports,
+        if failed { "failed" } else { "ok" },
+    );
+    store.write_run(&run_id, &record).context("cannot write the run record")?;
+    print!("{}", output::plan_report(&plan, &reports, json, Some((&run_id, clock.elapsed()))));
+    for r in reports.iter().filter(|r| r.status == NodeStatus::Failed) {
+        eprintln!("error: node {} failed: {}", r.id, r.error.as_deref().unwrap_or("(no message)"));
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn cmd_verify_node(path: &Path, profile: Option<String>, sets: Vec<String>, node: &str) -> Result<ExitCode> {
+    let plan: Plan = plan(resolve(path, profile, sets)?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let outcome = execute::verify_node(&plan, &store, node, &output::StderrObserver::new(true))?;
+    print!("{}", output::verify_node(node, &outcome));
+    Ok(if outcome.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_verify_store() -> Result<ExitCode> {
+    let store = open_existing_store_here()?;
+    let report = store.verify().context("cannot verify the store")?;
+    print!("{}", output::verify_store(&store, &report));
+    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_gc(keep: &[PathBuf], keep_runs: usize, dry_run: bool) -> Result<ExitCode> {
+    let mut artifacts = BTreeSet::new();
+    let mut actions = BTreeSet::new();
+    let mut store = None;
+    for path in keep {
+        let plan = plan(resolve(path, None, Vec::new())?)?;
+        let s = open_store(&plan.manifest.project_root)?;
+        for r in execute::status(&plan, &s)? {
+            actions.extend(r.key);
+            artifacts.extend(r.artifact);
+        }
+        store.get_or_insert(s);
+    }
+    let store = match store {
+        Some(s) => s,
+        None => open_existing_store_here()?,
+    };
+    let runs = store.list_runs()?;
+    for id in runs.iter().rev().take(keep_runs) {
+        let record = store.read_run(id)?;
+        for node in record["nodes"].as_array().into_iter().flatten() {
+            actions.extend(node["key"].as_str().and_then(|k| k.parse::<Digest>().ok()));
+            artifacts.extend(node["artifact"].as_str().and_then(|k| k.parse::<Digest>().ok()));
+        }
+    }
+    let report = store.gc(&artifacts, &actions, dry_run).context("garbage collection failed")?;
+    print!("{}", output::gc(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_schema(out: Option<&Path>, check: bool) -> Result<ExitCode> {
+    let files = aurora_core::schema::schema_files();
+    let Some(dir) = out else {
+        print!("{}", files["manifest.schema.json"]);
+        return Ok(ExitCode::SUCCESS);
+    };
+    if check {
+        let mut drift = Vec::new();
+        for (rel, content) in &files {
+            let on_disk = std::fs::read_to_string(dir.join(rel)).unwrap_or_default();
+            if &on_disk != content {
+                drift.push(rel.clone());
+            }
+        }
+        let plugins_dir = dir.join("plugins");
+        for entry in std::fs::read_dir(&plugins_dir).into_iter().flatten().flatten() {
+            let rel = format!("plugins/{}", entry.file_name().to_string_lossy());
+            if !files.contains_key(&rel) {
+                drift.push(format!("{rel} (no such plugin any more)"));
+            }
+        }
+        if drift.is_empty() {
+            println!("schemas are up to date ({} files)", files.len());
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("error: generated schemas differ from {}:", dir.display());
+        for d in &drift {
+            eprintln!("  {d}");
+        }
+        eprintln!("help: run `cargo xtask schema` and commit the result");
+        return Ok(ExitCode::from(1));
+    }
+    let plugins_dir = dir.join("plugins");
+    if plugins_dir.exists() {
+        std::fs::remove_dir_all(&plugins_dir).with_context(|| format!("cannot clear {}", plugins_dir.display()))?;
+    }
+    std::fs::create_dir_all(&plugins_dir).with_context(|| format!("cannot create {}", plugins_dir.display()))?;
+    for (rel, content) in &files {
+        let path = dir.join(rel);
+        std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("wrote {} schema files to {}", files.len(), dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_runs(command: RunsCommand) -> Result<ExitCode> {
+    let store = open_existing_store_here()?;
+    match command {
+        RunsCommand::List { json } => {
+            let mut records = Vec::new();
+            for id in store.list_runs()? {
+                records.push(store.read_run(&id)?);
+            }
+            if json {
+                let summaries: Vec<_> = records.iter().map(output::run_summary).collect();
+                println!("{}", serde_json::to_string_pretty(&json!(summaries))?);
+            } else {
+                print!("{}", output::runs_table(&records));
+            }
+        }
+        RunsCommand::Show { id, json } => {
+            let record = store.read_run(&id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                print!("{}", output::run_details(&record));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

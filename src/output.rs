@@ -1,0 +1,355 @@
+//! Everything the CLI prints. Functions return strings so tests can snapshot them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aurora_core::execute::{Event, NodeReport, NodeStatus, Observer, VerifyOutcome};
+use aurora_core::manifest::display_path;
+use aurora_core::plan::Plan;
+use aurora_core::plugin::{Progress, Registry};
+use aurora_core::{Digest, Store};
+use aurora_store::{GcReport, VerifyReport};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+fn status_word(s: NodeStatus) -> &'static str {
+    match s {
+        NodeStatus::Cached => "cached",
+        NodeStatus::Pending => "pending",
+        NodeStatus::Executed => "executed",
+        NodeStatus::Failed => "FAILED",
+    }
+}
+
+fn short(d: Option<Digest>) -> String {
+    d.map_or_else(|| "-".to_string(), |d| d.short())
+}
+
+/// The plan or run table (or its JSON).
+pub fn plan_report(plan: &Plan, reports: &[NodeReport], json: bool, run: Option<(&str, Duration)>) -> String {
+    let m = &plan.manifest;
+    if json {
+        let mut doc = json!({
+            "manifest_digest": m.digest,
+            "profile": m.profile,
+            "nodes": reports,
+        });
+        if let Some((id, _)) = run {
+            doc["run_id"] = Value::String(id.to_string());
+        }
+        return format!("{}\n", serde_json::to_string_pretty(&doc).expect("reports serialise"));
+    }
+    let mut out = String::new();
+    let profile = m.profile.as_deref().map(|p| format!(" (profile {p})")).unwrap_or_default();
+    let _ = writeln!(out, "manifest {}{profile}", display_path(&m.path));
+    let _ = writeln!(out, "digest   {}", m.digest);
+    let id_width = reports.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    let plugin_width = reports.iter().map(|r| r.plugin.len()).max().unwrap_or(6).max(6);
+    let _ = writeln!(out, "  {:<8}  {:<id_width$}  {:<plugin_width$}  {:<12}  DETAIL", "STATUS", "NODE", "PLUGIN", "KEY");
+    for r in reports {
+        let detail = match (r.status, r.ms) {
+            (NodeStatus::Executed, Some(ms)) => format!("{ms} ms -> {}", short(r.artifact)),
+            (NodeStatus::Failed, _) => "see the error below".to_string(),
+            (NodeStatus::Pending, _) => r.reason.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<8}  {:<id_width$}  {:<plugin_width$}  {:<12}  {detail}",
+            status_word(r.status),
+            r.id,
+            r.plugin,
+            short(r.key)
+        )
+        .map(|_| ());
+    }
+    let mut counts: Vec<(NodeStatus, usize)> = Vec::new();
+    for s in [NodeStatus::Executed, NodeStatus::Cached, NodeStatus::Pending, NodeStatus::Failed] {
+        let n = reports.iter().filter(|r| r.status == s).count();
+        if n > 0 {
+            counts.push((s, n));
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {}", status_word(*s).to_lowercase())).collect();
+    let _ = write!(out, "{} nodes: {}", reports.len(), counts.join(", "));
+    match run {
+        Some((id, elapsed)) => {
+            let _ = writeln!(out, " in {:.2} s (run {id})", elapsed.as_secs_f64());
+        }
+        None => out.push('\n'),
+    }
+    out
+}
+
+/// Progress lines and bars on stderr.
+pub struct StderrObserver {
+    show: bool,
+    bars: MultiProgress,
+    node_bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl StderrObserver {
+    pub fn new(show: bool) -> Self {
+        StderrObserver { show, bars: MultiProgress::new(), node_bars: Mutex::new(HashMap::new()) }
+    }
+
+    fn line(&self, text: String) {
+        if !self.show {
+            return;
+        }
+        if self.bars.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            // Printing through MultiProgress keeps bars intact.
+            let _ = self.bars.println(text);
+        }
+    }
+}
+
+impl Observer for StderrObserver {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Started { node } => self.line(format!("  running   {node}")),
+            Event::Waiting { node, holder } => self.line(format!("  waiting   {node}: locked by {holder}")),
+            Event::Finished { report } => {
+                if let Some(bar) = self.node_bars.lock().expect("bar map").remove(&report.id) {
+                    bar.finish_and_clear();
+                }
+                match report.status {
+                    NodeStatus::Executed => {
+                        self.line(format!("  done      {} ({} ms)", report.id, report.ms.unwrap_or_default()))
+                    }
+                    NodeStatus::Failed => self.line(format!("  FAILED    {}", report.id)),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+impl Progress for StderrObserver {
+    fn update(&self, node: &str, done: u64, total: u64, message: &str) {
+        if !self.show {
+            return;
+        }
+        let mut bars = self.node_bars.lock().expect("bar map");
+        let bar = bars.entry(node.to_string()).or_insert_with(|| {
+            let bar = self.bars.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template("  {prefix:<24} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(node.to_string());
+            bar
+        });
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(message.to_string());
+    }
+}
+
+pub fn plugins(registry: &Registry, json: bool) -> String {
+    if json {
+        let list: Vec<Value> = registry
+            .iter()
+            .map(|p| json!({"id": p.id(), "kind": p.kind(), "version": p.version(), "description": p.description()}))
+            .collect();
+        return format!("{}\n", serde_json::to_string_pretty(&list).expect("serialises"));
+    }
+    let width = registry.iter().map(|p| p.id().len()).max().unwrap_or(2);
+    let mut out = String::new();
+    for p in registry.iter() {
+        let _ = writeln!(out, "{:<width$}  {:<9}  v{:<6}  {}", p.id(), p.kind().as_str(), p.version(), p.description());
+    }
+    out
+}
+
+pub fn verify_node(node: &str, outcome: &VerifyOutcome) -> String {
+    if outcome.differences.is_empty() {
+        return format!("{node}: identical (artifact {})\n", outcome.artifact);
+    }
+    let mut out = format!("{node}: DIFFERS from the cached artifact {}\n", outcome.artifact);
+    for d in &outcome.differences {
+        let _ = writeln!(out, "  {d}");
+    }
+    out
+}
+
+pub fn verify_store(store: &Store, report: &VerifyReport) -> String {
+    let mut out = format!(
+        "store {}: {} artifacts and {} cache entries checked\n",
+        store.root().display(),
+        report.artifacts_checked,
+        report.actions_checked
+    );
+    for p in &report.problems {
+        let _ = writeln!(out, "  problem: {p}");
+    }
+    for w in &report.stray_work {
+        let _ = writeln!(out, "  note: unfinished work left by an interrupted run: {} (resumed or removed by the next run or gc)", w.display());
+    }
+    out.push_str(if report.is_ok() { "ok\n" } else { "store has problems (see above)\n" });
+    out
+}
+
+pub fn gc(report: &GcReport) -> String {
+    let verb = if report.dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    for (path, bytes) in &report.removed {
+        let _ = writeln!(out, "  {verb} {} ({})", path.display(), human_bytes(*bytes));
+    }
+    let _ = writeln!(out, "{verb} {} items, {}", report.removed.len(), human_bytes(report.bytes));
+    out
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = n as f64;
+    let mut u = 0;
+    while x >= 1024.0 && u + 1 < UNITS.len() {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{x:.1} {}", UNITS[u]) }
+}
+
+/// The fields of a run record worth a line.
+pub fn run_summary(record: &Value) -> Value {
+    let nodes = record["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let count = |s: &str| nodes.iter().filter(|n| n["status"] == s).count();
+    json!({
+        "id": record["id"],
+        "outcome": record["outcome"],
+        "manifest": record["manifest"]["path"],
+        "profile": record["manifest"]["profile"],
+        "digest": record["manifest"]["digest"],
+        "executed": count("executed"),
+        "cached": count("cached"),
+        "failed": count("failed"),
+        "commit": record["git"]["commit"],
+        "dirty": record["git"]["dirty"],
+    })
+}
+
+pub fn runs_table(records: &[Value]) -> String {
+    let mut out = String::new();
+    for r in records.iter().map(run_summary) {
+        let digest = r["digest"].as_str().map(|d| &d[..12.min(d.len())]).unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "{}  {:<6}  {}  {}  executed {} cached {} failed {}",
+            r["id"].as_str().unwrap_or("?"),
+            r["outcome"].as_str().unwrap_or("?"),
+            r["manifest"].as_str().unwrap_or("?"),
+            digest,
+            r["executed"],
+            r["cached"],
+            r["failed"]
+        );
+    }
+    if records.is_empty() {
+        out.push_str("no runs recorded yet\n");
+    }
+    out
+}
+
+pub fn run_details(record: &Value) -> String {
+    let mut out = String::new();
+    let s = run_summary(record);
+    let _ = writeln!(out, "run      {}", s["id"].as_str().unwrap_or("?"));
+    let _ = writeln!(out, "outcome  {}", s["outcome"].as_str().unwrap_or("?"));
+    let _ = writeln!(out, "manifest {} (profile {})", s["manifest"].as_str().unwrap_or("?"), s["profile"]);
+    let _ = writeln!(out, "digest   {}", s["digest"].as_str().unwrap_or("?"));
+    let _ = writeln!(out, "git      {} (dirty: {})", s["commit"].as_str().unwrap_or("none"), s["dirty"]);
+    let _ = writeln!(out, "started  {}  finished {}", record["started_at"].as_str().unwrap_or("?"), record["finished_at"].as_str().unwrap_or("?"));
+    let _ = writeln!(out, "versions {}", record["versions"]["tools"]);
+    for n in record["nodes"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<8}  {}  key {}  artifact {}{}",
+            n["status"].as_str().unwrap_or("?"),
+            n["id"].as_str().unwrap_or("?"),
+            n["key"].as_str().map(|k| &k[..12.min(k.len())]).unwrap_or("-"),
+            n["artifact"].as_str().map(|k| &k[..12.min(k.len())]).unwrap_or("-"),
+            n["ms"].as_u64().map(|ms| format!("  {ms} ms")).unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// Validates every ```toml block in the book that is a whole manifest (has `[experiment]`), or a
+/// plugin entry (has `plugin =`, checked inside a minimal manifest). Blocks with `extends` are
+/// skipped (their parent is not in the book).
+pub fn book_check(dir: &Path) -> Result<ExitCode> {
+    let src = dir.join("src");
+    let mut files = Vec::new();
+    collect_markdown(&src, &mut files).with_context(|| format!("cannot read {}", src.display()))?;
+    files.sort();
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut checked = 0;
+    let mut failures = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        for (line, block) in toml_blocks(&text) {
+            if block.contains("extends") {
+                continue;
+            }
+            let manifest = if block.contains("[experiment]") {
+                block.clone()
+            } else if block.contains("plugin =") {
+                format!("[experiment]\nname = \"snippet\"\nseed = 0\n\n{block}")
+            } else {
+                continue;
+            };
+            let path = scratch.path().join("snippet.toml");
+            std::fs::write(&path, &manifest).context("cannot write a snippet")?;
+            checked += 1;
+            let resolved = aurora_core::manifest::resolve(&path, &Default::default())
+                .map_err(aurora_core::Error::from)
+                .and_then(|m| aurora_core::plan::plan(m).map_err(aurora_core::Error::from));
+            if let Err(e) = resolved {
+                failures += 1;
+                eprintln!("{}:{line}: this manifest snippet does not validate:\n{e}", file.display());
+            }
+        }
+    }
+    println!("{checked} manifest snippets checked in {} files, {failures} invalid", files.len());
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn collect_markdown(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_markdown(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// (1-based line of the opening fence, block text) for every ```toml fenced block.
+fn toml_blocks(text: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        match &mut current {
+            None if trimmed.starts_with("```toml") => current = Some((i + 1, String::new())),
+            Some(_) if trimmed.starts_with("```") => blocks.extend(current.take()),
+            Some((_, block)) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
