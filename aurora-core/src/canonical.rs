@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn floats_are_shortest_round_trip() {
         let v = json!([0.1, 1e300, -0.0, 123456789.125]);
-        assert_eq!(String::from_utf8(canonical_json(&v)).unwrap(), "[0.1,1e300,-0.0,123456789.125]");
+        assert_eq!(String::from_utf8(canonical_json(&v)).unwrap(), "[0.1,1e+300,-0.0,123456789.125]");
     }
 
     #[test]

@@ -120,12 +120,23 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
 
     let mut nodes: BTreeMap<String, PlannedNode> = BTreeMap::new();
     for (plugin, spec) in specs {
-        if nodes.contains_key(&spec.id) {
+        if let Some(existing) = nodes.get(&spec.id) {
+            // Two entries may plan the same shared node (e.g. two mixtures tokenizing one source);
+            // that is one node, not a conflict, when everything that defines it is identical.
+            let same = existing.plugin.id() == plugin.id()
+                && existing.config == spec.config
+                && existing.inputs.iter().map(|(k, v)| (k, &v.source)).eq(spec.inputs.iter().map(|(k, v)| (k, &v.source)));
+            if same {
+                continue;
+            }
             problems.push(
-                Diagnostic::new(format!("two nodes have the id `{}`", spec.id))
+                Diagnostic::new(format!("two different nodes have the id `{}`", spec.id))
                     .at(manifest.sources.key(&spec.pointer))
                     .pointer(spec.pointer.clone())
-                    .help("node ids must be unique; rename one of the entries"),
+                    .help(format!(
+                        "the other is planned by the entry at {}; node ids must be unique, rename one of the entries",
+                        crate::validate::pointer_to_dotted(&existing.pointer)
+                    )),
             );
             continue;
         }

@@ -159,10 +159,7 @@ pub(crate) fn apply_set(tree: &mut Sourced, arg: &str, cwd: &Path, project_root:
             return Err(Diagnostic::new(format!("`--set {arg}`: {place} has no key `{seg}`"))
                 .at(Some(whole))
                 .expected("a key that exists in the resolved manifest (after extends and profile)")
-                .help(format!(
-                    "{}; to add a key, write it in the manifest or a profile",
-                    suggestion(seg, &names)
-                ))
+                .help(format!("{} (`--set` only changes keys; add new ones in the manifest)", suggestion(seg, &names)))
                 .into());
         }
         if i + 1 == segments.len() {
