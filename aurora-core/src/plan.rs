@@ -119,7 +119,22 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
     }
 
     let mut nodes: BTreeMap<String, PlannedNode> = BTreeMap::new();
-    for (plugin, spec) in specs {
+    for (entry_plugin, spec) in specs {
+        let plugin = match spec.plugin {
+            None => entry_plugin,
+            Some(id) => match crate::plugin::registry().get(id) {
+                Some(p) => p,
+                None => {
+                    problems.push(
+                        Diagnostic::new(format!("node `{}` needs the plugin `{id}`, which is not registered", spec.id))
+                            .at(manifest.sources.value(&spec.pointer))
+                            .pointer(spec.pointer.clone())
+                            .help(format!("`{}` plans it; link the crate providing `{id}` into the binary", entry_plugin.id())),
+                    );
+                    continue;
+                }
+            },
+        };
         if let Some(existing) = nodes.get(&spec.id) {
             // Two entries may plan the same shared node (e.g. two mixtures tokenizing one source);
             // that is one node, not a conflict, when everything that defines it is identical.

@@ -96,6 +96,10 @@ pub struct InputSpec {
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
     pub id: String,
+    /// The registered plugin that executes this node; `None` means the entry's own plugin. Lets
+    /// one entry plan shared helper nodes (e.g. a mixture planning `tokens/...` nodes executed by
+    /// a tokenization plugin that has no entry of its own).
+    pub plugin: Option<&'static str>,
     /// Only what changes the node's output; paths of inputs do not belong here (inputs enter the
     /// key by content digest).
     pub config: Value,

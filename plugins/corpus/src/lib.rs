@@ -1,0 +1,1 @@
+//! aurora-corpus (being written).
