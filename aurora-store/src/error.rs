@@ -68,7 +68,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
-    #[error("cannot encode {what} for {path}: {source} (this is a bug in aurora; please report it)")]
+    #[error(
+        "cannot encode {what} for {path}: {source} (this is a bug in aurora; please report it)"
+    )]
     Encode {
         what: &'static str,
         path: PathBuf,

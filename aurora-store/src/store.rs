@@ -253,7 +253,7 @@ impl Store {
             };
             out.push(parse_action(&path, &bytes)?);
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by_key(|a| a.key);
         Ok(out)
     }
 
@@ -281,9 +281,7 @@ impl Store {
     }
 
     pub(crate) fn lock_path(&self, key: &Digest) -> PathBuf {
-        self.root
-            .join(LOCKS)
-            .join(format!("{}.lock", key.to_hex()))
+        self.root.join(LOCKS).join(format!("{}.lock", key.to_hex()))
     }
 
     pub(crate) fn work_root(&self, key: &Digest) -> PathBuf {
@@ -321,7 +319,11 @@ impl Store {
     }
 
     /// Non-blocking [`Store::lock_node`]: `None` if another holder has it right now.
-    pub fn try_lock_node(&self, key: &Digest, holder: &str) -> Result<Option<NodeLock>, StoreError> {
+    pub fn try_lock_node(
+        &self,
+        key: &Digest,
+        holder: &str,
+    ) -> Result<Option<NodeLock>, StoreError> {
         loop {
             let (path, file) = self.open_lock_file(key)?;
             match file.try_lock() {
@@ -372,7 +374,9 @@ impl Store {
         mut file: File,
         holder: &str,
     ) -> Result<Option<NodeLock>, StoreError> {
-        let ours = file.metadata().map_err(|e| StoreError::io("stat", path, e))?;
+        let ours = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat", path, e))?;
         match fs::metadata(path) {
             Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
             Ok(_) => return Ok(None),
@@ -418,7 +422,10 @@ impl Store {
         let key = lock.key;
         let work_root = self.work_root(&key);
         if work.out != work_root.join("out") {
-            return Err(StoreError::WorkDirMismatch { path: work.out, key });
+            return Err(StoreError::WorkDirMismatch {
+                path: work.out,
+                key,
+            });
         }
         let out = work.out;
         let (digest, files) = hash::hash_tree(&out)?;

@@ -223,8 +223,14 @@ impl Store {
         for name in fsutil::list_dir(&work)? {
             let path = work.join(&name);
             match Digest::from_hex(&name) {
+                Ok(key) if dry_run => {
+                    if let LockState::Free(_) = self.probe_lock(&key)? {
+                        remove(&mut report, path)?;
+                    }
+                }
                 Ok(key) => {
-                    if let LockState::Free(guard) = self.probe_lock(&key)? {
+                    // A real lock (created if absent), so no node can start here meanwhile.
+                    if let Some(guard) = self.try_lock_node(&key, "aurora gc")? {
                         remove(&mut report, path)?;
                         drop(guard);
                     }
@@ -272,7 +278,10 @@ impl Store {
 
     /// Temp files (from writers killed between create and rename) older than [`TMP_GRACE`].
     fn old_temp_files(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let mut dirs = vec![self.root().to_path_buf(), self.root().join(crate::store::RUNS)];
+        let mut dirs = vec![
+            self.root().to_path_buf(),
+            self.root().join(crate::store::RUNS),
+        ];
         let actions = self.root().join(ACTIONS);
         for shard in fsutil::list_dir(&actions)? {
             dirs.push(actions.join(shard));
@@ -320,8 +329,11 @@ fn check_artifact(dir: &Path, digest: Digest) -> Option<VerifyProblem> {
     if actual == digest && manifest.digest == digest && files == manifest.files {
         return None;
     }
-    let recorded: BTreeMap<&str, &crate::FileEntry> =
-        manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let recorded: BTreeMap<&str, &crate::FileEntry> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
     let on_disk: BTreeMap<&str, &crate::FileEntry> =
         files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut changed = Vec::new();
@@ -338,7 +350,9 @@ fn check_artifact(dir: &Path, digest: Digest) -> Option<VerifyProblem> {
         }
     }
     if changed.is_empty() {
-        changed.push(format!("{MANIFEST_FILE} (digest field does not match the content)"));
+        changed.push(format!(
+            "{MANIFEST_FILE} (digest field does not match the content)"
+        ));
     }
     Some(VerifyProblem::ArtifactChanged {
         digest,
