@@ -102,7 +102,7 @@ impl Memo {
     }
 
     /// Serialised memo: the file as it is on disk now, with our changes on top.
-    pub(crate) fn merged_bytes(&self, path: &Path) -> Vec<u8> {
+    pub(crate) fn merged_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let mut entries = read_entries(path);
         for (k, v) in &self.dirty {
             entries.insert(k.clone(), v.clone());
@@ -111,7 +111,7 @@ impl Memo {
             version: MEMO_VERSION,
             entries,
         };
-        serde_json::to_vec(&file).unwrap_or_default()
+        serde_json::to_vec(&file).ok()
     }
 
     pub(crate) fn mark_clean(&mut self) {

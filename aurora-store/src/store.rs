@@ -576,8 +576,11 @@ impl Store {
             return Ok(());
         }
         let path = self.root.join(MEMO_FILE);
-        let bytes = memo.merged_bytes(&path);
-        fsutil::write_atomic(&path, &bytes)?;
+        // Encoding a map of strings and numbers cannot fail; if it ever did, skipping the
+        // write only costs re-hashing (the memo is a cache).
+        if let Some(bytes) = memo.merged_bytes(&path) {
+            fsutil::write_atomic(&path, &bytes)?;
+        }
         memo.mark_clean();
         Ok(())
     }
