@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use aurora_core::{Digest, Store};
 use aurora_core::execute::{self, NodeStatus, RunOptions};
 use aurora_core::manifest::{self, ResolveOptions, ResolvedManifest};
 use aurora_core::plan::{Plan, plan};
 use aurora_core::plugin::registry;
+use aurora_core::{Digest, Store};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
@@ -18,7 +18,9 @@ use crate::output;
 
 #[derive(Parser)]
 #[command(name = "aurora", version, about = "Declarative, content-addressed continual-pretraining experiments")]
-#[command(after_help = "The store is `.aurora/` at the root of the manifest's repository; set AURORA_STORE to move it.\nExit codes: 0 ok, 1 a node failed or verification differed, 2 bad usage or bad manifest.")]
+#[command(
+    after_help = "The store is `.aurora/` at the root of the manifest's repository; set AURORA_STORE to move it.\nExit codes: 0 ok, 1 a node failed or verification differed, 2 bad usage or bad manifest."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -163,7 +165,9 @@ fn open_store(project_root: &Path) -> Result<Store> {
 fn open_existing_store_here() -> Result<Store> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let path = store_path(&manifest::project_root_for(&cwd));
-    Store::open_existing(&path).with_context(|| format!("no store at {} (run `aurora run MANIFEST` first, or set AURORA_STORE)", path.display()))
+    Store::open_existing(&path).with_context(|| {
+        format!("no store at {} (run `aurora run MANIFEST` first, or set AURORA_STORE)", path.display())
+    })
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -199,7 +203,13 @@ fn cmd_plan(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_run(args: &ManifestArgs, jobs: usize, until: Option<String>, force: Vec<String>, json: bool) -> Result<ExitCode> {
+fn cmd_run(
+    args: &ManifestArgs,
+    jobs: usize,
+    until: Option<String>,
+    force: Vec<String>,
+    json: bool,
+) -> Result<ExitCode> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let plan = plan(args.resolve()?)?;

@@ -50,7 +50,8 @@ pub fn plan_report(plan: &Plan, reports: &[NodeReport], json: bool, run: Option<
     let _ = writeln!(out, "digest   {}", m.digest);
     let id_width = reports.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
     let plugin_width = reports.iter().map(|r| r.plugin.len()).max().unwrap_or(6).max(6);
-    let _ = writeln!(out, "  {:<8}  {:<id_width$}  {:<plugin_width$}  {:<12}  DETAIL", "STATUS", "NODE", "PLUGIN", "KEY");
+    let _ =
+        writeln!(out, "  {:<8}  {:<id_width$}  {:<plugin_width$}  {:<12}  DETAIL", "STATUS", "NODE", "PLUGIN", "KEY");
     for r in reports {
         let detail = match (r.status, r.ms) {
             (NodeStatus::Executed, Some(ms)) => format!("{ms} ms -> {}", short(r.artifact)),
@@ -192,7 +193,11 @@ pub fn verify_store(store: &Store, report: &VerifyReport) -> String {
         let _ = writeln!(out, "  problem: {p}");
     }
     for w in &report.stray_work {
-        let _ = writeln!(out, "  note: unfinished work left by an interrupted run: {} (resumed or removed by the next run or gc)", w.display());
+        let _ = writeln!(
+            out,
+            "  note: unfinished work left by an interrupted run: {} (resumed or removed by the next run or gc)",
+            w.display()
+        );
     }
     out.push_str(if report.is_ok() { "ok\n" } else { "store has problems (see above)\n" });
     out
@@ -267,7 +272,12 @@ pub fn run_details(record: &Value) -> String {
     let _ = writeln!(out, "manifest {} (profile {})", s["manifest"].as_str().unwrap_or("?"), s["profile"]);
     let _ = writeln!(out, "digest   {}", s["digest"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "git      {} (dirty: {})", s["commit"].as_str().unwrap_or("none"), s["dirty"]);
-    let _ = writeln!(out, "started  {}  finished {}", record["started_at"].as_str().unwrap_or("?"), record["finished_at"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        out,
+        "started  {}  finished {}",
+        record["started_at"].as_str().unwrap_or("?"),
+        record["finished_at"].as_str().unwrap_or("?")
+    );
     let _ = writeln!(out, "versions {}", record["versions"]["tools"]);
     for n in record["nodes"].as_array().into_iter().flatten() {
         let _ = writeln!(

@@ -69,10 +69,17 @@ impl NodeReport {
 
 /// Things the CLI shows while a run goes on.
 pub enum Event<'a> {
-    Started { node: &'a str },
+    Started {
+        node: &'a str,
+    },
     /// Another process holds the node's lock; we wait for it (and then usually find it cached).
-    Waiting { node: &'a str, holder: &'a str },
-    Finished { report: &'a NodeReport },
+    Waiting {
+        node: &'a str,
+        holder: &'a str,
+    },
+    Finished {
+        report: &'a NodeReport,
+    },
 }
 
 pub trait Observer: Sync {
@@ -97,7 +104,11 @@ pub struct RunOptions {
 
 /// Content digests of every `file:` input of the selected nodes, via the store's stat memo.
 /// Missing files are manifest errors (exit 2), found before anything runs.
-fn path_digests(plan: &Plan, store: &Store, selected: &BTreeSet<String>) -> Result<HashMap<String, Digest>, Diagnostics> {
+fn path_digests(
+    plan: &Plan,
+    store: &Store,
+    selected: &BTreeSet<String>,
+) -> Result<HashMap<String, Digest>, Diagnostics> {
     let mut digests = HashMap::new();
     let mut problems = Vec::new();
     for node in plan.nodes.iter().filter(|n| selected.contains(&n.id)) {
@@ -413,15 +424,23 @@ pub struct VerifyOutcome {
 
 /// Re-executes one cached node from scratch (no resume state) and compares its outputs with the
 /// cached artifact, file by file. Publishes nothing.
-pub fn verify_node(plan: &Plan, store: &Store, id: &str, observer: &dyn Observer) -> Result<VerifyOutcome, crate::Error> {
+pub fn verify_node(
+    plan: &Plan,
+    store: &Store,
+    id: &str,
+    observer: &dyn Observer,
+) -> Result<VerifyOutcome, crate::Error> {
     let node = plan.node(id).ok_or_else(|| Diagnostics::from(plan.unknown_node(id, "--node")))?;
     let reports = status(plan, store)?;
     let report = reports.iter().find(|r| r.id == id).expect("status reports every node");
     let (Some(key), Some(artifact), NodeStatus::Cached) = (report.key, report.artifact, report.status) else {
         let manifest = display_manifest(plan);
         return Err(Diagnostics::from(
-            Diagnostic::new(format!("cannot verify `{id}`: it is not in the cache ({})", report.reason.as_deref().unwrap_or("pending")))
-                .help(format!("run it first: `aurora run {manifest} --until {id}`")),
+            Diagnostic::new(format!(
+                "cannot verify `{id}`: it is not in the cache ({})",
+                report.reason.as_deref().unwrap_or("pending")
+            ))
+            .help(format!("run it first: `aurora run {manifest} --until {id}`")),
         )
         .into());
     };
@@ -437,7 +456,9 @@ pub fn verify_node(plan: &Plan, store: &Store, id: &str, observer: &dyn Observer
     let scratch = work.out.parent().map(Path::to_path_buf);
     // Verification must not resume from a checkpoint: it re-derives the bytes from scratch.
     let fresh = std::fs::remove_dir_all(&work.resume).and_then(|_| std::fs::create_dir_all(&work.resume));
-    if let Err(e) = fresh.or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { std::fs::create_dir_all(&work.resume) } else { Err(e) }) {
+    if let Err(e) = fresh.or_else(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound { std::fs::create_dir_all(&work.resume) } else { Err(e) }
+    }) {
         return Err(aurora_store::StoreError::Io {
             op: "reset",
             path: work.resume.clone(),

@@ -43,7 +43,8 @@ pub fn why_pending(store: &Store, node: &PlannedNode, key: &Digest, digests: &BT
         reasons.push(format!("input changed ({})", changed_keys(&previous["inputs"], &now["inputs"]).join(", ")));
     }
     if previous["facts"] != now["facts"] {
-        reasons.push(format!("execution facts changed ({})", changed_keys(&previous["facts"], &now["facts"]).join(", ")));
+        reasons
+            .push(format!("execution facts changed ({})", changed_keys(&previous["facts"], &now["facts"]).join(", ")));
     }
     if reasons.is_empty() { "key changed".to_string() } else { reasons.join("; ") }
 }
@@ -67,6 +68,11 @@ fn previous_key(store: &Store, node_id: &str) -> Option<Digest> {
     let runs = store.list_runs().ok()?;
     runs.iter().rev().take(RUNS_SEARCHED).find_map(|id| {
         let record = store.read_run(id).ok()?;
-        record["nodes"].as_array()?.iter().find(|n| n["id"] == node_id).and_then(|n| n["key"].as_str()).and_then(|k| k.parse().ok())
+        record["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == node_id)
+            .and_then(|n| n["key"].as_str())
+            .and_then(|k| k.parse().ok())
     })
 }

@@ -129,7 +129,10 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
                         Diagnostic::new(format!("node `{}` needs the plugin `{id}`, which is not registered", spec.id))
                             .at(manifest.sources.value(&spec.pointer))
                             .pointer(spec.pointer.clone())
-                            .help(format!("`{}` plans it; link the crate providing `{id}` into the binary", entry_plugin.id())),
+                            .help(format!(
+                                "`{}` plans it; link the crate providing `{id}` into the binary",
+                                entry_plugin.id()
+                            )),
                     );
                     continue;
                 }
@@ -140,7 +143,11 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
             // that is one node, not a conflict, when everything that defines it is identical.
             let same = existing.plugin.id() == plugin.id()
                 && existing.config == spec.config
-                && existing.inputs.iter().map(|(k, v)| (k, &v.source)).eq(spec.inputs.iter().map(|(k, v)| (k, &v.source)));
+                && existing
+                    .inputs
+                    .iter()
+                    .map(|(k, v)| (k, &v.source))
+                    .eq(spec.inputs.iter().map(|(k, v)| (k, &v.source)));
             if same {
                 continue;
             }
@@ -180,11 +187,14 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
                 let refs: Vec<String> = ids.iter().map(|i| i.replacen('/', ".", 1)).collect();
                 let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
                 problems.push(
-                    Diagnostic::new(format!("input `{name}` of `{}` refers to `{as_ref}`, which is not defined", node.id))
-                        .at(manifest.sources.value(&input.pointer))
-                        .pointer(input.pointer.clone())
-                        .expected("`SECTION.NAME` of an entry in this manifest, or `file:PATH`")
-                        .help(suggestion(&as_ref, &refs)),
+                    Diagnostic::new(format!(
+                        "input `{name}` of `{}` refers to `{as_ref}`, which is not defined",
+                        node.id
+                    ))
+                    .at(manifest.sources.value(&input.pointer))
+                    .pointer(input.pointer.clone())
+                    .expected("`SECTION.NAME` of an entry in this manifest, or `file:PATH`")
+                    .help(suggestion(&as_ref, &refs)),
                 );
             }
         }
@@ -201,8 +211,8 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
                 .help("a node cannot depend on its own output; remove one of the inputs in the cycle"),
         )
     })?;
-    let mut nodes = nodes;
-    let ordered: Vec<PlannedNode> = order.iter().map(|id| nodes.remove(id).expect("ordered ids come from the map")).collect();
+    let ordered: Vec<PlannedNode> =
+        order.iter().map(|id| nodes.remove(id).expect("ordered ids come from the map")).collect();
     let index = ordered.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
     Ok(Plan { manifest, nodes: ordered, index })
 }

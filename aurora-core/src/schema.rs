@@ -64,7 +64,8 @@ pub fn manifest_schema() -> Value {
     let mut branches = Vec::new();
     for plugin in registry().iter() {
         let mut config = hoist(plugin_schema(plugin), plugin.id(), &mut defs);
-        if let Some(props) = config.as_object_mut().and_then(|o| o.get_mut("properties")).and_then(Value::as_object_mut) {
+        if let Some(props) = config.as_object_mut().and_then(|o| o.get_mut("properties")).and_then(Value::as_object_mut)
+        {
             props.insert(PLUGIN_KEY.into(), json!({ "const": plugin.id() }));
         }
         defs.insert(plugin.id().to_string(), config);

@@ -52,7 +52,9 @@ fn validate_section(manifest: &ResolvedManifest, section: &str, entries: &Value)
             Diagnostic::new(format!("unknown top-level key `{section}`"))
                 .at(manifest.sources.key(&pointer))
                 .pointer(pointer)
-                .expected("`[experiment]`, `extends`, `[profiles.NAME]`, or a section of plugin entries `[SECTION.NAME]`")
+                .expected(
+                    "`[experiment]`, `extends`, `[profiles.NAME]`, or a section of plugin entries `[SECTION.NAME]`",
+                )
                 .help(match close {
                     Some(c) => format!("did you mean `{c}`?"),
                     None => "plugin entries look like `[steps.clean]` with `plugin = \"exec.command\"`".into(),
@@ -154,13 +156,20 @@ pub fn entry_config(entry: &Value) -> Value {
 }
 
 /// Validates `instance` (found at `base_pointer` in the manifest) against `schema`.
-pub fn schema_errors(manifest: &ResolvedManifest, schema: &Value, instance: &Value, base_pointer: &str) -> Vec<Diagnostic> {
+pub fn schema_errors(
+    manifest: &ResolvedManifest,
+    schema: &Value,
+    instance: &Value,
+    base_pointer: &str,
+) -> Vec<Diagnostic> {
     let validator = match jsonschema::validator_for(schema) {
         Ok(v) => v,
         Err(e) => {
             // A plugin shipped an invalid schema: a plugin bug, reported as such.
-            return vec![Diagnostic::new(format!("the schema for `{base_pointer}` is invalid: {e}"))
-                .help("this is a bug in the plugin; please report it")];
+            return vec![
+                Diagnostic::new(format!("the schema for `{base_pointer}` is invalid: {e}"))
+                    .help("this is a bug in the plugin; please report it"),
+            ];
         }
     };
     let mut out = Vec::new();

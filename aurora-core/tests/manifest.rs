@@ -52,7 +52,10 @@ fn scalar(v: &V) -> String {
         V::Str(s) => serde_json::to_string(s).unwrap(),
         V::Array(items) => format!("[{}]", items.iter().map(scalar).collect::<Vec<_>>().join(", ")),
         V::Table(t) => {
-            format!("{{ {} }}", t.iter().map(|(k, v)| format!("{} = {}", key(k), scalar(v))).collect::<Vec<_>>().join(", "))
+            format!(
+                "{{ {} }}",
+                t.iter().map(|(k, v)| format!("{} = {}", key(k), scalar(v))).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }
@@ -80,7 +83,11 @@ fn render_inline(t: &BTreeMap<String, V>) -> String {
         let rendered = match v {
             V::Table(sub) => format!(
                 "{{   {}   }}",
-                sub.iter().rev().map(|(k, v)| format!("{}   =   {}", key(k), scalar(v))).collect::<Vec<_>>().join(" ,  ")
+                sub.iter()
+                    .rev()
+                    .map(|(k, v)| format!("{}   =   {}", key(k), scalar(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ,  ")
             ),
             other => scalar(other),
         };
@@ -205,7 +212,8 @@ fn profile_deep_merges_and_is_dropped_from_the_resolved_manifest() {
     let paper = resolve(&path, &ResolveOptions { profile: Some("paper".into()), sets: vec![] }).unwrap();
     assert_eq!(paper.value["model"]["layers"], 40);
     // Writing the local profile out in full gives the same digest.
-    let flat = write(dir.path(), "flat.toml", "[experiment]\nname = \"p\"\nseed = 1\n[model]\nhidden = 6144\nlayers = 2\n");
+    let flat =
+        write(dir.path(), "flat.toml", "[experiment]\nname = \"p\"\nseed = 1\n[model]\nhidden = 6144\nlayers = 2\n");
     assert_eq!(resolve(&flat, &ResolveOptions::default()).unwrap().digest, local.digest);
 }
 
@@ -213,7 +221,8 @@ fn profile_deep_merges_and_is_dropped_from_the_resolved_manifest() {
 fn set_overrides_existing_keys_and_parses_toml_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "m.toml", "[experiment]\nname = \"s\"\nseed = 1\n[model]\nlayers = 4\nname = \"x\"\n");
-    let sets = vec!["model.layers=8".to_string(), "model.name=hello world".to_string(), "experiment.seed=7".to_string()];
+    let sets =
+        vec!["model.layers=8".to_string(), "model.name=hello world".to_string(), "experiment.seed=7".to_string()];
     let m = resolve(&path, &ResolveOptions { profile: None, sets }).unwrap();
     assert_eq!(m.value["model"]["layers"], 8);
     assert_eq!(m.value["model"]["name"], "hello world");
@@ -245,7 +254,8 @@ fn extends_cycle_names_the_chain() {
 #[test]
 fn unknown_profile_lists_the_available_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "m.toml", "[experiment]\nname = \"s\"\nseed = 1\n[profiles.local]\n[profiles.paper]\n");
+    let path =
+        write(dir.path(), "m.toml", "[experiment]\nname = \"s\"\nseed = 1\n[profiles.local]\n[profiles.paper]\n");
     let msg = error_of(&path, ResolveOptions { profile: Some("papr".into()), sets: vec![] });
     insta::assert_snapshot!(msg);
 }

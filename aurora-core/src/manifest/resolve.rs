@@ -37,8 +37,7 @@ pub(crate) fn load_chain(
             .help("check the path; `extends` paths are relative to the file that declares them")
     })?;
     if let Some(pos) = stack.iter().position(|p| p == &abs) {
-        let chain: Vec<String> =
-            stack[pos..].iter().chain(std::iter::once(&abs)).map(|p| display_path(p)).collect();
+        let chain: Vec<String> = stack[pos..].iter().chain(std::iter::once(&abs)).map(|p| display_path(p)).collect();
         return Err(Diagnostic::new(format!("`extends` cycle: {}", chain.join(" -> ")))
             .at(referenced_from)
             .help("remove one of the `extends` lines so that the chain ends in a manifest without `extends`")
@@ -135,8 +134,7 @@ pub(crate) fn apply_set(tree: &mut Sourced, arg: &str, cwd: &Path, project_root:
     }
     let value_span = key.len() + 1..arg.len();
     // A bare word that is not TOML (e.g. `--set x.name=hello`) is taken as a string.
-    let parsed = toml_edit::Value::from_str(raw.trim())
-        .unwrap_or_else(|_| toml_edit::Value::from(raw.to_string()));
+    let parsed = toml_edit::Value::from_str(raw.trim()).unwrap_or_else(|_| toml_edit::Value::from(raw.to_string()));
     let ctx = LoadCtx { file: file.clone(), dir: cwd, project_root };
     let mut table = toml_edit::Table::new();
     table.insert("v", toml_edit::Item::Value(parsed));

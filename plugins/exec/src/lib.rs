@@ -131,7 +131,8 @@ impl Plugin for ExecCommand {
         let cwd = work.join("cwd");
         let log_path = work.join("command.log");
         reset_dir(&cwd).map_err(|e| PluginError::new(format!("cannot prepare {}: {e}", cwd.display())))?;
-        let log = File::create(&log_path).map_err(|e| PluginError::new(format!("cannot create {}: {e}", log_path.display())))?;
+        let log = File::create(&log_path)
+            .map_err(|e| PluginError::new(format!("cannot create {}: {e}", log_path.display())))?;
         let log_err = log.try_clone().map_err(|e| PluginError::new(format!("cannot share the log file: {e}")))?;
 
         let mut cmd = Command::new(&config.argv[0]);
@@ -186,9 +187,9 @@ impl Plugin for ExecCommand {
         // Anything the command left running in the background must not outlive the step.
         kill_group(pgid);
         let mut text = Vec::new();
-        File::open(&log_path).and_then(|mut f| f.read_to_end(&mut text)).map_err(|e| {
-            PluginError::new(format!("cannot read the command's log {}: {e}", log_path.display()))
-        })?;
+        File::open(&log_path)
+            .and_then(|mut f| f.read_to_end(&mut text))
+            .map_err(|e| PluginError::new(format!("cannot read the command's log {}: {e}", log_path.display())))?;
         ctx.log.write_all(&text).map_err(|e| PluginError::new(format!("cannot keep the log: {e}")))?;
         let status = status.map_err(|e| PluginError::new(format!("waiting for `{}` failed: {e}", config.argv[0])))?;
         if status.success() {
@@ -202,8 +203,20 @@ impl Plugin for ExecCommand {
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             (None, None) => "ended abnormally".to_string(),
         };
-        Err(PluginError::new(format!("`{}` {how}; nothing was published", config.argv.join(" "))))
+        Err(PluginError::new(format!("`{}` {how}; nothing was published", abbreviate(&config.argv))))
     }
+}
+
+/// The command line for messages: each argument on one line, long ones (inline scripts) cut.
+fn abbreviate(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let first = a.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            let cut: String = first.chars().take(40).collect();
+            if cut.len() < a.trim().len() { format!("{cut}...") } else { cut }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn kill_group(pgid: i32) {
@@ -221,4 +234,3 @@ fn reset_dir(dir: &Path) -> std::io::Result<()> {
     }
     std::fs::create_dir_all(dir)
 }
-
