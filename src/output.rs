@@ -269,7 +269,8 @@ pub fn run_details(record: &Value) -> String {
     let s = run_summary(record);
     let _ = writeln!(out, "run      {}", s["id"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "outcome  {}", s["outcome"].as_str().unwrap_or("?"));
-    let _ = writeln!(out, "manifest {} (profile {})", s["manifest"].as_str().unwrap_or("?"), s["profile"]);
+    let profile = s["profile"].as_str().map_or_else(String::new, |p| format!(" (profile {p})"));
+    let _ = writeln!(out, "manifest {}{profile}", s["manifest"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "digest   {}", s["digest"].as_str().unwrap_or("?"));
     let _ = writeln!(out, "git      {} (dirty: {})", s["commit"].as_str().unwrap_or("none"), s["dirty"]);
     let _ = writeln!(

@@ -281,7 +281,6 @@ fn a_failing_command_publishes_nothing_and_can_be_fixed() {
 }
 
 #[test]
-#[ignore = "BUG: after a failed run, `aurora plan` says the failed node's artifact was \"removed by gc or by hand\""]
 fn plan_after_a_failure_does_not_blame_gc() {
     let p = Project::new();
     p.write("manifest.toml", FAILING);
@@ -381,7 +380,6 @@ fn sigkill_during_a_step_leaves_a_valid_store_and_the_rerun_completes() {
 }
 
 #[test]
-#[ignore = "BUG: processes started in the background by a command survive a SIGKILL of aurora (PR_SET_PDEATHSIG covers only the direct child)"]
 fn sigkill_of_aurora_also_kills_what_the_command_started() {
     let p = Project::new();
     let sync = p.path("sync");
@@ -896,7 +894,6 @@ fn runs_list_and_show() {
 }
 
 #[test]
-#[ignore = "BUG: `aurora runs show` prints the profile as raw JSON: `(profile null)` / `(profile \"local\")`"]
 fn runs_show_prints_the_profile_as_text() {
     let p = Project::new();
     p.write("manifest.toml", DIGEST_BASE);

@@ -13,9 +13,12 @@ const RUNS_SEARCHED: usize = 50;
 
 /// A short human reason: "new", "config changed (argv)", "input changed (raw)", ...
 pub fn why_pending(store: &Store, node: &PlannedNode, key: &Digest, digests: &BTreeMap<String, Digest>) -> String {
-    let Some(previous_key) = previous_key(store, &node.id) else {
+    let Some((previous_key, failed_in)) = previous_key(store, &node.id, key) else {
         return "new".to_string();
     };
+    if let Some(run) = failed_in {
+        return format!("failed in run {run} (see `aurora runs show {run}`)");
+    }
     if previous_key == *key {
         return "artifact missing from the store (removed by gc or by hand)".to_string();
     }
@@ -63,16 +66,22 @@ fn changed_keys(a: &Value, b: &Value) -> Vec<String> {
     keys
 }
 
-/// The key `node_id` had in the most recent run record that mentions it.
-fn previous_key(store: &Store, node_id: &str) -> Option<Digest> {
+/// The key `node_id` last had in a recorded run where it succeeded (executed or cached), or, if
+/// the most recent attempt with the current key failed, that run's id.
+fn previous_key(store: &Store, node_id: &str, current: &Digest) -> Option<(Digest, Option<String>)> {
     let runs = store.list_runs().ok()?;
-    runs.iter().rev().take(RUNS_SEARCHED).find_map(|id| {
-        let record = store.read_run(id).ok()?;
-        record["nodes"]
-            .as_array()?
-            .iter()
-            .find(|n| n["id"] == node_id)
-            .and_then(|n| n["key"].as_str())
-            .and_then(|k| k.parse().ok())
-    })
+    let mut failed_in = None;
+    for id in runs.iter().rev().take(RUNS_SEARCHED) {
+        let Ok(record) = store.read_run(id) else { continue };
+        let Some(entry) = record["nodes"].as_array().and_then(|nodes| nodes.iter().find(|n| n["id"] == node_id)) else {
+            continue;
+        };
+        let Some(key) = entry["key"].as_str().and_then(|k| k.parse::<Digest>().ok()) else { continue };
+        match entry["status"].as_str() {
+            Some("executed" | "cached") => return Some((key, None)),
+            Some("failed") if key == *current && failed_in.is_none() => failed_in = Some(id.clone()),
+            _ => {}
+        }
+    }
+    failed_in.map(|run| (*current, Some(run)))
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -162,12 +162,29 @@ impl Plugin for ExecCommand {
                 Ok(())
             });
         }
+        // The watchdog kills the command's whole process group as soon as aurora goes away, however
+        // it goes (even SIGKILL): it blocks reading a pipe whose only write end aurora holds.
+        // PR_SET_PDEATHSIG alone reaches only the direct child, not what it started.
+        let mut watchdog = Command::new("/bin/sh")
+            .args(["-c", "read pgid; read _; kill -9 -\"$pgid\" 2>/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| PluginError::new(format!("cannot start the process watchdog /bin/sh: {e}")))?;
         let mut child = cmd.spawn().map_err(|e| {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
             PluginError::new(format!(
                 "cannot start `{}`: {e} (is it installed and on PATH? PATH is the only variable passed through)",
                 config.argv[0]
             ))
         })?;
+        let mut watchdog_pipe = watchdog.stdin.take().expect("stdin is piped");
+        // If this write fails the watchdog is gone; the group is still killed below on every path
+        // where aurora survives.
+        let _ = writeln!(watchdog_pipe, "{}", child.id());
         let pgid = child.id() as i32;
         let status = match config.timeout_s {
             None => child.wait(),
@@ -186,6 +203,8 @@ impl Plugin for ExecCommand {
         };
         // Anything the command left running in the background must not outlive the step.
         kill_group(pgid);
+        drop(watchdog_pipe);
+        let _ = watchdog.wait();
         let mut text = Vec::new();
         File::open(&log_path)
             .and_then(|mut f| f.read_to_end(&mut text))
