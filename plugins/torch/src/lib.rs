@@ -40,6 +40,11 @@ pub fn libtorch_version() -> &'static str {
     env!("AURORA_LIBTORCH_VERSION")
 }
 
+// Run records list the libtorch version next to aurora's own.
+aurora_core::inventory::submit! {
+    aurora_core::record::ToolVersion { name: "libtorch", version: || libtorch_version().to_string() }
+}
+
 /// The libtorch lib directory this crate was built against (for diagnostics only: never
 /// put it in a cache key, it is an absolute path).
 pub fn libtorch_lib_dir() -> &'static str {
