@@ -2,6 +2,7 @@
 //! repository with its own `.aurora/` store) and drives the real binary.
 
 mod common;
+mod conformance;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;

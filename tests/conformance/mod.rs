@@ -1,0 +1,96 @@
+//! Conformance: one suite instantiated for every registered plugin, and the generated schemas
+//! checked against what users' editors see.
+
+// Registration is by linking: the plugins this binary links are the registry under test.
+use aurora_exec as _;
+use aurora_torch as _;
+
+use aurora_core::plugin::registry;
+use serde_json::Value;
+
+/// Adding a plugin crate must be a deliberate, visible change: this list is the registry.
+#[test]
+fn registry_has_exactly_these_plugins_sorted_and_unique() {
+    let ids = registry().ids();
+    assert_eq!(ids, vec!["exec.command"]);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "the registry iterates in id order without duplicates");
+}
+
+#[test]
+fn every_plugin_is_well_formed() {
+    for plugin in registry().iter() {
+        let id = plugin.id();
+        let (kind, name) = id.split_once('.').unwrap_or_else(|| panic!("`{id}` is not `kind.name`"));
+        assert!(!name.is_empty() && !name.contains('.'), "`{id}`: the name part must be non-empty and dot-free");
+        assert_eq!(kind, plugin.kind().as_str(), "`{id}`: the id's kind prefix must match kind()");
+        assert!(!plugin.version().trim().is_empty(), "`{id}`: version must be non-empty (it enters every key)");
+        assert!(!plugin.description().trim().is_empty(), "`{id}`: description must be non-empty");
+        let schema = plugin.config_schema().to_value();
+        jsonschema::validator_for(&schema)
+            .unwrap_or_else(|e| panic!("`{id}`: its config schema does not compile: {e}"));
+        assert_eq!(
+            schema["additionalProperties"],
+            Value::Bool(false),
+            "`{id}`: configs must reject unknown keys (#[serde(deny_unknown_fields)]) so typos are reported"
+        );
+    }
+}
+
+#[test]
+fn committed_schemas_match_the_code() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    for (rel, content) in aurora_core::schema::schema_files() {
+        let on_disk = std::fs::read_to_string(dir.join(&rel)).unwrap_or_default();
+        assert!(on_disk == content, "schemas/{rel} is out of date: run `cargo xtask schema`");
+    }
+}
+
+/// What an editor does with `#:schema ../schemas/manifest.schema.json`: validate the raw file
+/// (before resolution, so `extends` and `profiles` are present).
+#[test]
+fn shipped_manifests_validate_against_the_editor_schema() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("schemas/manifest.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the manifest schema compiles");
+    let mut checked = 0;
+    for dir in ["experiments", "experiments/ablations"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.starts_with("#:schema ../"), "{}: must start with a `#:schema` line", path.display());
+            let raw: toml::Value = toml::from_str(&text).unwrap();
+            let json = serde_json::to_value(raw).unwrap();
+            let errors: Vec<String> =
+                validator.iter_errors(&json).map(|e| format!("{e} at {}", e.instance_path())).collect();
+            assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no manifests found");
+}
+
+#[test]
+fn the_editor_schema_rejects_what_validation_rejects() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("schemas/manifest.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let bad = serde_json::json!({
+        "experiment": {"name": "x", "seed": 1},
+        "steps": {"a": {"plugin": "exec.command", "argvv": ["true"]}}
+    });
+    assert!(!validator.is_valid(&bad), "an unknown key inside a plugin entry must be flagged in the editor");
+    let good = serde_json::json!({
+        "experiment": {"name": "x", "seed": 1},
+        "steps": {"a": {"plugin": "exec.command", "argv": ["true"]}}
+    });
+    assert!(validator.is_valid(&good));
+}
