@@ -5,4 +5,6 @@
 //! its own), `source.megatron`, `mixer.blend`. Library API: [`megatron`] (the indexed dataset),
 //! [`store::TokenStore`] and [`loader::MixtureReader`].
 
+pub mod documents;
 pub mod megatron;
+pub mod tokenizer;
