@@ -59,7 +59,10 @@ fn field(doc: &Value, id: &str, name: &str) -> String {
 }
 
 fn statuses(doc: &Value) -> Vec<(String, String)> {
-    nodes(doc).iter().map(|n| (n["id"].as_str().unwrap().to_string(), n["status"].as_str().unwrap().to_string())).collect()
+    nodes(doc)
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap().to_string(), n["status"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 fn expect_statuses(doc: &Value, expected: &[(&str, &str)]) {
@@ -74,7 +77,8 @@ fn assert_artifact(p: &Project, doc: &Value, id: &str, file: &str, contents: &st
     assert!(is_hex64(&key) && is_hex64(&artifact), "{id}: key {key} / artifact {artifact}");
     let dir = p.artifact_dir(&artifact);
     assert_eq!(fs::read_to_string(dir.join(file)).unwrap_or_default(), contents, "{id}: {file} in {}", dir.display());
-    let meta: Value = serde_json::from_str(&fs::read_to_string(dir.join("ARTIFACT.json")).expect("ARTIFACT.json")).unwrap();
+    let meta: Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("ARTIFACT.json")).expect("ARTIFACT.json")).unwrap();
     assert_eq!(meta["digest"], artifact.as_str());
     assert_eq!(meta["node_id"], id);
     let action: Value = serde_json::from_str(&fs::read_to_string(p.action_path(&key)).expect("action record")).unwrap();
@@ -213,7 +217,8 @@ env = { DECLARED = "declared value" }
     assert_eq!(read("path.txt"), std::env::var("PATH").unwrap(), "PATH is passed through");
     // The whole environment: PATH, the declared env, the AURORA_* variables (plus PWD, which the
     // shell exports itself).
-    let names: Vec<String> = read("names.txt").lines().filter(|n| !["PWD", "OLDPWD", "SHLVL", "_"].contains(n)).map(String::from).collect();
+    let names: Vec<String> =
+        read("names.txt").lines().filter(|n| !["PWD", "OLDPWD", "SHLVL", "_"].contains(n)).map(String::from).collect();
     assert_eq!(names, ["AURORA_IN_X", "AURORA_NODE", "AURORA_OUT", "AURORA_SEED", "DECLARED", "PATH"]);
 }
 
@@ -371,7 +376,8 @@ fn sigkill_during_a_step_leaves_a_valid_store_and_the_rerun_completes() {
     expect_statuses(&doc, &[("steps/a", "executed"), ("steps/b", "executed")]);
     assert_eq!(field(&doc, "steps/a", "key"), key);
     let artifact = p.artifact_dir(&field(&doc, "steps/a", "artifact"));
-    let mut files: Vec<String> = fs::read_dir(&artifact).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> =
+        fs::read_dir(&artifact).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     assert_eq!(files, ["ARTIFACT.json", "ARTIFACT.log", "final.txt", "partial.txt"]);
     assert_artifact(&p, &doc, "steps/b", "b.txt", "done\n");
@@ -511,7 +517,11 @@ env = {{ LOG = "{log}" }}
     assert_eq!(lines, ["steps/a", "steps/b", "steps/c"]);
 
     let doc1: Value = serde_json::from_str(&stdout(&out1)).unwrap();
-    let run2_id = stdout(&out2).trim_end().rsplit_once("(run ").map(|(_, id)| id.trim_end_matches(')').to_string()).expect("run id");
+    let run2_id = stdout(&out2)
+        .trim_end()
+        .rsplit_once("(run ")
+        .map(|(_, id)| id.trim_end_matches(')').to_string())
+        .expect("run id");
     let doc2 = p.json(&["runs", "show", &run2_id, "--json"]);
     for id in ["steps/a", "steps/b", "steps/c"] {
         let mut pair = [field(&doc1, id, "status"), field(&doc2, id, "status")];
@@ -582,7 +592,9 @@ fn bad_wrong_type() {
 #[test]
 fn bad_missing_file_input() {
     let p = Project::new();
-    let m = format!("{HEADER}[steps.a]\nplugin = \"exec.command\"\nargv = [\"true\"]\ninputs = {{ raw = \"file:data/missing.txt\" }}\n");
+    let m = format!(
+        "{HEADER}[steps.a]\nplugin = \"exec.command\"\nargv = [\"true\"]\ninputs = {{ raw = \"file:data/missing.txt\" }}\n"
+    );
     let err = bad(&p, &m, &["run", "m.toml"]);
     assert!(err.contains(&located("m.toml", &m, "\"file:data/missing.txt\"")), "{err}");
     assert!(err.contains("does not exist"), "{err}");
@@ -650,7 +662,9 @@ fn bad_set_on_a_missing_key() {
 #[test]
 fn bad_profile_that_does_not_exist() {
     let p = Project::new();
-    let m = format!("{HEADER}[steps.a]\nplugin = \"exec.command\"\nargv = [\"true\"]\n\n[profiles.local]\nsteps.a.argv = [\"false\"]\n");
+    let m = format!(
+        "{HEADER}[steps.a]\nplugin = \"exec.command\"\nargv = [\"true\"]\n\n[profiles.local]\nsteps.a.argv = [\"false\"]\n"
+    );
     let err = bad(&p, &m, &["plan", "m.toml", "--profile", "locl"]);
     assert!(err.contains("no profile named `locl`"), "{err}");
     assert!(err.contains("did you mean `local`?"), "{err}");
@@ -777,7 +791,10 @@ fn digest_is_canonical() {
     let set = p.digest(&["base.toml", "--set", "experiment.seed=9"]);
     assert_ne!(set, base);
     assert_eq!(set, p.digest(&["seed9.toml"]));
-    assert_eq!(p.digest(&["base.toml", "--set", "steps.a.argv=[\"sh\", \"-c\", \"echo ho\"]"]), p.digest(&["argv.toml"]));
+    assert_eq!(
+        p.digest(&["base.toml", "--set", "steps.a.argv=[\"sh\", \"-c\", \"echo ho\"]"]),
+        p.digest(&["argv.toml"])
+    );
 
     // --profile deep-merges (env.Y survives, env.X and the seed change).
     let local = p.digest(&["base.toml", "--profile", "local"]);
@@ -827,7 +844,10 @@ inputs = { extra = "file:extra.txt", a = "steps.a" }
     let out = p.run_in("experiments", &["plan", "ablations/child.toml", "--json"]);
     assert_code(&out, 0, "plan the child from experiments/");
     let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    expect_statuses(&plan, &[("steps/a", "cached"), ("steps/b", "cached"), ("steps/c", "pending"), ("steps/d", "pending")]);
+    expect_statuses(
+        &plan,
+        &[("steps/a", "cached"), ("steps/b", "cached"), ("steps/c", "pending"), ("steps/d", "pending")],
+    );
     assert_eq!(node(&plan, "steps/c")["reason"], "config changed (argv)");
     assert_eq!(node(&plan, "steps/d")["reason"], "new");
     for id in ["steps/a", "steps/b"] {
@@ -835,7 +855,10 @@ inputs = { extra = "file:extra.txt", a = "steps.a" }
     }
 
     let child = p.json(&["run", "experiments/ablations/child.toml", "--json"]);
-    expect_statuses(&child, &[("steps/a", "cached"), ("steps/b", "cached"), ("steps/c", "executed"), ("steps/d", "executed")]);
+    expect_statuses(
+        &child,
+        &[("steps/a", "cached"), ("steps/b", "cached"), ("steps/c", "executed"), ("steps/d", "executed")],
+    );
     let [(_, a), (_, b), _] = chain_expected(raw);
     assert_artifact(&p, &child, "steps/c", "c.txt", &b);
     assert_artifact(&p, &child, "steps/d", "d.txt", &format!("extra bytes\n{a}"));
@@ -865,7 +888,10 @@ fn runs_list_and_show() {
 
     let list = p.run_ok(&["runs", "list"]);
     assert_eq!(list.lines().count(), 2);
-    assert!(list.lines().next().unwrap().starts_with(id1) && list.lines().nth(1).unwrap().starts_with(id2), "oldest first:\n{list}");
+    assert!(
+        list.lines().next().unwrap().starts_with(id1) && list.lines().nth(1).unwrap().starts_with(id2),
+        "oldest first:\n{list}"
+    );
     insta::assert_snapshot!("runs_list", p.redact(&list));
 
     let summaries = p.json(&["runs", "list", "--json"]);
@@ -876,7 +902,10 @@ fn runs_list_and_show() {
         assert_eq!(s["outcome"], "ok");
         assert_eq!(s["manifest"], "manifest.toml");
         assert_eq!(s["digest"], r1["manifest_digest"]);
-        assert_eq!((s["executed"].as_u64(), s["cached"].as_u64(), s["failed"].as_u64()), (Some(executed), Some(cached), Some(0)));
+        assert_eq!(
+            (s["executed"].as_u64(), s["cached"].as_u64(), s["failed"].as_u64()),
+            (Some(executed), Some(cached), Some(0))
+        );
     }
 
     let show = p.run_ok(&["runs", "show", id1]);

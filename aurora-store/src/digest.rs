@@ -38,10 +38,7 @@ impl Digest {
 
     /// Parse 64 hex characters (either case).
     pub fn from_hex(s: &str) -> Result<Digest, StoreError> {
-        let err = |reason: String| StoreError::InvalidDigest {
-            input: s.to_string(),
-            reason,
-        };
+        let err = |reason: String| StoreError::InvalidDigest { input: s.to_string(), reason };
         if s.len() != 64 {
             return Err(err(format!("expected 64 characters, got {}", s.len())));
         }

@@ -29,19 +29,13 @@ pub enum StoreError {
     )]
     NotAStore { path: PathBuf },
 
-    #[error(
-        "no store at {path} (run a pipeline first to create it, or set AURORA_STORE to the store you meant)"
-    )]
+    #[error("no store at {path} (run a pipeline first to create it, or set AURORA_STORE to the store you meant)")]
     StoreMissing { path: PathBuf },
 
     #[error(
         "store at {path} has layout version {found:?}, but this aurora understands version {expected:?} (use the aurora release that created it, or move the store aside so a fresh one is created)"
     )]
-    VersionMismatch {
-        path: PathBuf,
-        found: String,
-        expected: &'static str,
-    },
+    VersionMismatch { path: PathBuf, found: String, expected: &'static str },
 
     #[error(
         "{path} is a symbolic link; artifacts and hashed inputs must be plain files and directories (replace the link with a copy of its target)"
@@ -68,9 +62,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
-    #[error(
-        "cannot encode {what} for {path}: {source} (this is a bug in aurora; please report it)"
-    )]
+    #[error("cannot encode {what} for {path}: {source} (this is a bug in aurora; please report it)")]
     Encode {
         what: &'static str,
         path: PathBuf,
@@ -97,10 +89,7 @@ pub enum StoreError {
     RunNotFound { id: String, dir: PathBuf },
 
     #[error("run id prefix {prefix:?} is ambiguous: it matches {} (type more characters)", .candidates.join(", "))]
-    AmbiguousRun {
-        prefix: String,
-        candidates: Vec<String>,
-    },
+    AmbiguousRun { prefix: String, candidates: Vec<String> },
 }
 
 /// Short lowercase description of an I/O error: stable across libc versions (unlike the
@@ -141,27 +130,12 @@ impl StoreError {
     /// An I/O error with the default hint for its kind.
     pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
         let hint = hint_for(&source);
-        StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            hint,
-            source,
-        }
+        StoreError::Io { op, path: path.to_path_buf(), hint, source }
     }
 
     /// An I/O error with a specific hint.
-    pub(crate) fn io_hint(
-        op: &'static str,
-        path: &Path,
-        source: io::Error,
-        hint: impl Into<String>,
-    ) -> StoreError {
-        StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            hint: hint.into(),
-            source,
-        }
+    pub(crate) fn io_hint(op: &'static str, path: &Path, source: io::Error, hint: impl Into<String>) -> StoreError {
+        StoreError::Io { op, path: path.to_path_buf(), hint: hint.into(), source }
     }
 
     /// The path the error is about, when there is one (for callers that want to highlight it).
@@ -180,9 +154,9 @@ impl StoreError {
             | StoreError::ArtifactMissing { path, .. }
             | StoreError::WorkDirMismatch { path, .. } => Some(path),
             StoreError::RunNotFound { dir, .. } => Some(dir),
-            StoreError::InvalidDigest { .. }
-            | StoreError::InvalidRunId { .. }
-            | StoreError::AmbiguousRun { .. } => None,
+            StoreError::InvalidDigest { .. } | StoreError::InvalidRunId { .. } | StoreError::AmbiguousRun { .. } => {
+                None
+            }
         }
     }
 }

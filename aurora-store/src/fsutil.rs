@@ -18,10 +18,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// final rename stays on one file system (rename is only atomic there).
 pub(crate) fn tmp_path_for(target: &Path) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = format!("{TMP_PREFIX}{}-{n}-{name}", std::process::id());
     target.with_file_name(tmp)
 }
@@ -29,8 +26,7 @@ pub(crate) fn tmp_path_for(target: &Path) -> PathBuf {
 /// fsync a directory so renames/creations inside it survive a power loss.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     let f = File::open(dir).map_err(|e| StoreError::io("open directory", dir, e))?;
-    f.sync_all()
-        .map_err(|e| StoreError::io("fsync directory", dir, e))
+    f.sync_all().map_err(|e| StoreError::io("fsync directory", dir, e))
 }
 
 /// Write `bytes` to `target` atomically: a reader sees the old file or the complete new one,
@@ -43,8 +39,7 @@ pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError
             .create_new(true)
             .open(&tmp)
             .map_err(|e| StoreError::io("create", &tmp, e))?;
-        f.write_all(bytes)
-            .map_err(|e| StoreError::io("write", &tmp, e))?;
+        f.write_all(bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
         drop(f);
         fs::rename(&tmp, target).map_err(|e| StoreError::io("rename into place", target, e))

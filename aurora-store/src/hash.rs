@@ -30,20 +30,14 @@ pub fn hash_file(path: &Path) -> Result<Digest, StoreError> {
 pub(crate) fn hash_file_sized(path: &Path) -> Result<(Digest, u64), StoreError> {
     let meta = fs::symlink_metadata(path).map_err(|e| StoreError::io("read", path, e))?;
     if meta.file_type().is_symlink() {
-        return Err(StoreError::Symlink {
-            path: path.to_path_buf(),
-        });
+        return Err(StoreError::Symlink { path: path.to_path_buf() });
     }
     if !meta.is_file() {
-        return Err(StoreError::SpecialFile {
-            path: path.to_path_buf(),
-        });
+        return Err(StoreError::SpecialFile { path: path.to_path_buf() });
     }
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_reader(file)
-        .map_err(|e| StoreError::io("read", path, e))?;
+    hasher.update_reader(file).map_err(|e| StoreError::io("read", path, e))?;
     Ok((hasher.finalize().into(), hasher.count()))
 }
 
@@ -60,9 +54,7 @@ pub(crate) struct WalkedFile {
 pub(crate) fn walk_tree(dir: &Path) -> Result<Vec<WalkedFile>, StoreError> {
     let meta = fs::symlink_metadata(dir).map_err(|e| StoreError::io("read", dir, e))?;
     if meta.file_type().is_symlink() {
-        return Err(StoreError::Symlink {
-            path: dir.to_path_buf(),
-        });
+        return Err(StoreError::Symlink { path: dir.to_path_buf() });
     }
     let mut out = Vec::new();
     walk_into(dir, "", &mut out)?;
@@ -75,20 +67,13 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<WalkedFile>) -> Result<(), 
     for entry in rd {
         let entry = entry.map_err(|e| StoreError::io("read directory", dir, e))?;
         let abs = entry.path();
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|_| StoreError::NonUtf8Path { path: abs.clone() })?;
+        let name = entry.file_name().into_string().map_err(|_| StoreError::NonUtf8Path { path: abs.clone() })?;
         if prefix.is_empty() && (name == MANIFEST_FILE || name == LOG_FILE) {
             continue;
         }
         let meta = fs::symlink_metadata(&abs).map_err(|e| StoreError::io("read", &abs, e))?;
         let ft = meta.file_type();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
         if ft.is_symlink() {
             return Err(StoreError::Symlink { path: abs });
         } else if ft.is_dir() {
@@ -123,11 +108,7 @@ pub fn hash_tree(dir: &Path) -> Result<(Digest, Vec<FileEntry>), StoreError> {
     let mut files = Vec::with_capacity(walked.len());
     for w in walked {
         let (blake3, size) = hash_file_sized(&w.abs)?;
-        files.push(FileEntry {
-            path: w.rel,
-            size,
-            blake3,
-        });
+        files.push(FileEntry { path: w.rel, size, blake3 });
     }
     Ok((tree_digest(&files), files))
 }

@@ -48,10 +48,7 @@ impl Fingerprint {
 }
 
 pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -78,17 +75,11 @@ pub(crate) struct Memo {
 impl Memo {
     /// Load statmemo.json; a missing, unreadable or corrupt file yields an empty memo.
     pub(crate) fn load(path: &Path) -> Memo {
-        Memo {
-            entries: read_entries(path),
-            dirty: HashMap::new(),
-        }
+        Memo { entries: read_entries(path), dirty: HashMap::new() }
     }
 
     pub(crate) fn get(&self, path: &str, fp: &Fingerprint) -> Option<Digest> {
-        self.entries
-            .get(path)
-            .filter(|e| e.fp == *fp)
-            .map(|e| e.digest)
+        self.entries.get(path).filter(|e| e.fp == *fp).map(|e| e.digest)
     }
 
     pub(crate) fn insert(&mut self, path: String, fp: Fingerprint, digest: Digest) {
@@ -107,10 +98,7 @@ impl Memo {
         for (k, v) in &self.dirty {
             entries.insert(k.clone(), v.clone());
         }
-        let file = MemoFile {
-            version: MEMO_VERSION,
-            entries,
-        };
+        let file = MemoFile { version: MEMO_VERSION, entries };
         serde_json::to_vec(&file).ok()
     }
 

@@ -107,9 +107,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         match fs::metadata(root) {
             Ok(m) if !m.is_dir() => {
-                return Err(StoreError::NotADirectory {
-                    path: root.to_path_buf(),
-                });
+                return Err(StoreError::NotADirectory { path: root.to_path_buf() });
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -125,9 +123,7 @@ impl Store {
                 .flatten()
                 .any(|e| !e.file_name().to_string_lossy().starts_with(TMP_PREFIX));
             if non_empty {
-                return Err(StoreError::NotAStore {
-                    path: root.to_path_buf(),
-                });
+                return Err(StoreError::NotAStore { path: root.to_path_buf() });
             }
             // VERSION first: a crash after it leaves a valid (empty) store, never an
             // unmarked directory full of store subdirectories.
@@ -149,22 +145,16 @@ impl Store {
     pub fn open_existing(root: &Path) -> Result<Store, StoreError> {
         match fs::metadata(root) {
             Ok(m) if !m.is_dir() => {
-                return Err(StoreError::NotADirectory {
-                    path: root.to_path_buf(),
-                });
+                return Err(StoreError::NotADirectory { path: root.to_path_buf() });
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::StoreMissing {
-                    path: root.to_path_buf(),
-                });
+                return Err(StoreError::StoreMissing { path: root.to_path_buf() });
             }
             Err(e) => return Err(StoreError::io("open store", root, e)),
         }
         if !check_version(root)? {
-            return Err(StoreError::StoreMissing {
-                path: root.to_path_buf(),
-            });
+            return Err(StoreError::StoreMissing { path: root.to_path_buf() });
         }
         Ok(Store::new(root))
     }
@@ -172,12 +162,7 @@ impl Store {
     fn new(root: &Path) -> Store {
         // Absolute, so paths in errors and records do not depend on a later chdir.
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        Store {
-            root,
-            memo: Mutex::new(None),
-            memo_hits: AtomicU64::new(0),
-            memo_misses: AtomicU64::new(0),
-        }
+        Store { root, memo: Mutex::new(None), memo_hits: AtomicU64::new(0), memo_misses: AtomicU64::new(0) }
     }
 
     pub fn root(&self) -> &Path {
@@ -200,18 +185,10 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.exists() => {
-                return Err(StoreError::ArtifactMissing {
-                    digest: *digest,
-                    path: dir,
-                });
+                return Err(StoreError::ArtifactMissing { digest: *digest, path: dir });
             }
             Err(e) => {
-                return Err(StoreError::io_hint(
-                    "read",
-                    &path,
-                    e,
-                    "run `aurora verify` to check the store",
-                ));
+                return Err(StoreError::io_hint("read", &path, e, "run `aurora verify` to check the store"));
             }
         };
         serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptJson {
@@ -225,10 +202,7 @@ impl Store {
     /// `actions/<first 2 hex>/<key>.json`.
     pub(crate) fn action_path(&self, key: &Digest) -> PathBuf {
         let hex = key.to_hex();
-        self.root
-            .join(ACTIONS)
-            .join(&hex[..2])
-            .join(format!("{hex}.json"))
+        self.root.join(ACTIONS).join(&hex[..2]).join(format!("{hex}.json"))
     }
 
     /// The action record for a node key; `None` if absent, an error naming the file if corrupt.
@@ -292,12 +266,7 @@ impl Store {
     /// `locks/<key>.lock`: the kernel drops it when the holder dies, so a stale lock from a
     /// killed run is taken over with no pid bookkeeping. If the lock is busy, `on_wait` is
     /// called once with the holder's text ("pid 1234 on host, node steps/x") before blocking.
-    pub fn lock_node(
-        &self,
-        key: &Digest,
-        holder: &str,
-        on_wait: &mut dyn FnMut(&str),
-    ) -> Result<NodeLock, StoreError> {
+    pub fn lock_node(&self, key: &Digest, holder: &str, on_wait: &mut dyn FnMut(&str)) -> Result<NodeLock, StoreError> {
         let mut waited = false;
         loop {
             let (path, mut file) = self.open_lock_file(key)?;
@@ -319,11 +288,7 @@ impl Store {
     }
 
     /// Non-blocking [`Store::lock_node`]: `None` if another holder has it right now.
-    pub fn try_lock_node(
-        &self,
-        key: &Digest,
-        holder: &str,
-    ) -> Result<Option<NodeLock>, StoreError> {
+    pub fn try_lock_node(&self, key: &Digest, holder: &str) -> Result<Option<NodeLock>, StoreError> {
         loop {
             let (path, file) = self.open_lock_file(key)?;
             match file.try_lock() {
@@ -374,9 +339,7 @@ impl Store {
         mut file: File,
         holder: &str,
     ) -> Result<Option<NodeLock>, StoreError> {
-        let ours = file
-            .metadata()
-            .map_err(|e| StoreError::io("stat", path, e))?;
+        let ours = file.metadata().map_err(|e| StoreError::io("stat", path, e))?;
         match fs::metadata(path) {
             Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
             Ok(_) => return Ok(None),
@@ -413,19 +376,11 @@ impl Store {
     /// ours is discarded); fsync cas/; write the action record atomically; remove work/<key>/.
     /// A process killed at any instant leaves no cas dir or a complete one, and no action
     /// record or a valid one pointing at a complete artifact.
-    pub fn publish(
-        &self,
-        lock: &NodeLock,
-        work: WorkDir,
-        req: PublishRequest,
-    ) -> Result<ActionRecord, StoreError> {
+    pub fn publish(&self, lock: &NodeLock, work: WorkDir, req: PublishRequest) -> Result<ActionRecord, StoreError> {
         let key = lock.key;
         let work_root = self.work_root(&key);
         if work.out != work_root.join("out") {
-            return Err(StoreError::WorkDirMismatch {
-                path: work.out,
-                key,
-            });
+            return Err(StoreError::WorkDirMismatch { path: work.out, key });
         }
         let out = work.out;
         let (digest, files) = hash::hash_tree(&out)?;
@@ -457,10 +412,7 @@ impl Store {
                 // Another process published the same content between our check and rename.
                 Err(e)
                     if target.is_dir()
-                        && matches!(
-                            e.kind(),
-                            io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
-                        ) =>
+                        && matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists) =>
                 {
                     fsutil::remove_tree(&out)?;
                 }
@@ -493,12 +445,7 @@ impl Store {
     /// costs one stat and no read; directories cost one stat per file.
     pub fn hash_input(&self, path: &Path) -> Result<Digest, StoreError> {
         let canon = fs::canonicalize(path).map_err(|e| {
-            StoreError::io_hint(
-                "read input",
-                path,
-                e,
-                "check the path in the manifest and that the file exists",
-            )
+            StoreError::io_hint("read input", path, e, "check the path in the manifest and that the file exists")
         })?;
         let meta = fs::metadata(&canon).map_err(|e| StoreError::io("read input", &canon, e))?;
         if meta.is_dir() {
@@ -506,11 +453,7 @@ impl Store {
             let mut files = Vec::with_capacity(walked.len());
             for w in walked {
                 let (blake3, size) = self.memo_hash(&w.abs, &w.meta)?;
-                files.push(FileEntry {
-                    path: w.rel,
-                    size,
-                    blake3,
-                });
+                files.push(FileEntry { path: w.rel, size, blake3 });
             }
             Ok(hash::tree_digest(&files))
         } else {
@@ -521,9 +464,7 @@ impl Store {
     /// Memoised digest of one regular file at a canonical path, given its metadata.
     fn memo_hash(&self, path: &Path, meta: &fs::Metadata) -> Result<(Digest, u64), StoreError> {
         if !meta.is_file() {
-            return Err(StoreError::SpecialFile {
-                path: path.to_path_buf(),
-            });
+            return Err(StoreError::SpecialFile { path: path.to_path_buf() });
         }
         let fp = Fingerprint::of(meta);
         let key = path.to_str();
@@ -614,24 +555,15 @@ impl Store {
         let chosen = if ids.iter().any(|i| i == id) {
             id.to_string()
         } else {
-            let matches: Vec<String> = if id.is_empty() {
-                Vec::new()
-            } else {
-                ids.into_iter().filter(|i| i.starts_with(id)).collect()
-            };
+            let matches: Vec<String> =
+                if id.is_empty() { Vec::new() } else { ids.into_iter().filter(|i| i.starts_with(id)).collect() };
             match matches.len() {
                 0 => {
-                    return Err(StoreError::RunNotFound {
-                        id: id.to_string(),
-                        dir,
-                    });
+                    return Err(StoreError::RunNotFound { id: id.to_string(), dir });
                 }
                 1 => matches.into_iter().next().unwrap_or_default(),
                 _ => {
-                    return Err(StoreError::AmbiguousRun {
-                        prefix: id.to_string(),
-                        candidates: matches,
-                    });
+                    return Err(StoreError::AmbiguousRun { prefix: id.to_string(), candidates: matches });
                 }
             }
         };
@@ -668,12 +600,7 @@ fn check_version(root: &Path) -> Result<bool, StoreError> {
 }
 
 fn create_err(path: &Path, e: io::Error) -> StoreError {
-    StoreError::io_hint(
-        "create store at",
-        path,
-        e,
-        "set AURORA_STORE to a writable directory",
-    )
+    StoreError::io_hint("create store at", path, e, "set AURORA_STORE to a writable directory")
 }
 
 /// Replace the generic hint of an I/O error during store creation with the AURORA_STORE one.
@@ -689,11 +616,7 @@ fn read_holder(file: &mut File) -> String {
     let _ = file.rewind();
     let _ = file.read_to_string(&mut s);
     let s = s.trim();
-    if s.is_empty() {
-        "another process".to_string()
-    } else {
-        s.to_string()
-    }
+    if s.is_empty() { "another process".to_string() } else { s.to_string() }
 }
 
 fn parse_action(path: &Path, bytes: &[u8]) -> Result<ActionRecord, StoreError> {
@@ -705,11 +628,7 @@ fn parse_action(path: &Path, bytes: &[u8]) -> Result<ActionRecord, StoreError> {
     })
 }
 
-pub(crate) fn to_json<T: Serialize>(
-    value: &T,
-    what: &'static str,
-    path: &Path,
-) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn to_json<T: Serialize>(value: &T, what: &'static str, path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Encode {
         what,
         path: path.to_path_buf(),
@@ -723,12 +642,6 @@ fn validate_run_id(id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && !id.starts_with('.')
         && id.len() <= 200
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidRunId { id: id.to_string() })
-    }
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'));
+    if ok { Ok(()) } else { Err(StoreError::InvalidRunId { id: id.to_string() }) }
 }

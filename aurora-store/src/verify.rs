@@ -56,10 +56,9 @@ impl fmt::Display for VerifyProblem {
                 "artifact {digest} changed on disk ({}); delete cas/{digest} and rerun to recompute it",
                 files.join(", ")
             ),
-            VerifyProblem::ArtifactUnreadable { digest, reason } => write!(
-                f,
-                "artifact {digest} is unreadable: {reason}; delete cas/{digest} and rerun to recompute it"
-            ),
+            VerifyProblem::ArtifactUnreadable { digest, reason } => {
+                write!(f, "artifact {digest} is unreadable: {reason}; delete cas/{digest} and rerun to recompute it")
+            }
             VerifyProblem::DanglingAction { key, artifact } => write!(
                 f,
                 "action {key} points at missing artifact {artifact}; rerun to recompute it, or run `aurora gc` to drop the record"
@@ -69,11 +68,9 @@ impl fmt::Display for VerifyProblem {
                 "corrupt action record {}: {reason}; delete it and the node will be recomputed",
                 path.display()
             ),
-            VerifyProblem::StrayCasEntry { path } => write!(
-                f,
-                "{} is not an artifact (its name is not a digest); move it out of the store",
-                path.display()
-            ),
+            VerifyProblem::StrayCasEntry { path } => {
+                write!(f, "{} is not an artifact (its name is not a digest); move it out of the store", path.display())
+            }
         }
     }
 }
@@ -122,10 +119,7 @@ impl Store {
             let record: crate::ActionRecord = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.problems.push(VerifyProblem::CorruptAction {
-                        path,
-                        reason: e.to_string(),
-                    });
+                    report.problems.push(VerifyProblem::CorruptAction { path, reason: e.to_string() });
                     continue;
                 }
             };
@@ -137,10 +131,7 @@ impl Store {
                 continue;
             }
             if !self.has_artifact(&record.artifact) {
-                report.problems.push(VerifyProblem::DanglingAction {
-                    key: record.key,
-                    artifact: record.artifact,
-                });
+                report.problems.push(VerifyProblem::DanglingAction { key: record.key, artifact: record.artifact });
             }
         }
 
@@ -169,10 +160,7 @@ impl Store {
         keep_actions: &BTreeSet<Digest>,
         dry_run: bool,
     ) -> Result<GcReport, StoreError> {
-        let mut report = GcReport {
-            dry_run,
-            ..GcReport::default()
-        };
+        let mut report = GcReport { dry_run, ..GcReport::default() };
         let remove = |report: &mut GcReport, path: PathBuf| -> Result<(), StoreError> {
             let size = fsutil::disk_size(&path);
             if !dry_run {
@@ -243,10 +231,7 @@ impl Store {
         let locks = self.root().join(LOCKS);
         for name in fsutil::list_dir(&locks)? {
             let path = locks.join(&name);
-            let Some(key) = name
-                .strip_suffix(".lock")
-                .and_then(|s| Digest::from_hex(s).ok())
-            else {
+            let Some(key) = name.strip_suffix(".lock").and_then(|s| Digest::from_hex(s).ok()) else {
                 continue;
             };
             if let LockState::Free(guard) = self.probe_lock(&key)? {
@@ -278,10 +263,7 @@ impl Store {
 
     /// Temp files (from writers killed between create and rename) older than [`TMP_GRACE`].
     fn old_temp_files(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let mut dirs = vec![
-            self.root().to_path_buf(),
-            self.root().join(crate::store::RUNS),
-        ];
+        let mut dirs = vec![self.root().to_path_buf(), self.root().join(crate::store::RUNS)];
         let actions = self.root().join(ACTIONS);
         for shard in fsutil::list_dir(&actions)? {
             dirs.push(actions.join(shard));
@@ -329,13 +311,8 @@ fn check_artifact(dir: &Path, digest: Digest) -> Option<VerifyProblem> {
     if actual == digest && manifest.digest == digest && files == manifest.files {
         return None;
     }
-    let recorded: BTreeMap<&str, &crate::FileEntry> = manifest
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), f))
-        .collect();
-    let on_disk: BTreeMap<&str, &crate::FileEntry> =
-        files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let recorded: BTreeMap<&str, &crate::FileEntry> = manifest.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let on_disk: BTreeMap<&str, &crate::FileEntry> = files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut changed = Vec::new();
     for (p, f) in &recorded {
         match on_disk.get(p) {
@@ -350,12 +327,7 @@ fn check_artifact(dir: &Path, digest: Digest) -> Option<VerifyProblem> {
         }
     }
     if changed.is_empty() {
-        changed.push(format!(
-            "{MANIFEST_FILE} (digest field does not match the content)"
-        ));
+        changed.push(format!("{MANIFEST_FILE} (digest field does not match the content)"));
     }
-    Some(VerifyProblem::ArtifactChanged {
-        digest,
-        files: changed,
-    })
+    Some(VerifyProblem::ArtifactChanged { digest, files: changed })
 }

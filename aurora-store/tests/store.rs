@@ -10,9 +10,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use aurora_store::{
-    ActionRecord, Digest, PublishRequest, Store, StoreError, VerifyProblem, hash_file, hash_tree,
-};
+use aurora_store::{ActionRecord, Digest, PublishRequest, Store, StoreError, VerifyProblem, hash_file, hash_tree};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------- helpers
@@ -50,9 +48,7 @@ fn request(node_id: &str) -> PublishRequest {
 
 /// Lock, prepare, write `files` into out/, publish.
 fn publish(store: &Store, node: &str, files: &[(&str, &[u8])]) -> ActionRecord {
-    let lock = store
-        .lock_node(&key(node), "test", &mut |_| {})
-        .expect("lock");
+    let lock = store.lock_node(&key(node), "test", &mut |_| {}).expect("lock");
     let work = store.prepare_work(&lock).expect("prepare");
     write_files(&work.out, files);
     store.publish(&lock, work, request(node)).expect("publish")
@@ -68,12 +64,8 @@ fn cas_entries(store: &Store) -> Vec<String> {
 }
 
 fn set_old_mtime(path: &Path) {
-    let f = fs::File::options()
-        .write(true)
-        .open(path)
-        .expect("open for set_modified");
-    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
-        .expect("set mtime");
+    let f = fs::File::options().write(true).open(path).expect("open for set_modified");
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600)).expect("set mtime");
 }
 
 fn redact(msg: &str, tmp: &Path) -> String {
@@ -114,12 +106,7 @@ fn hash_tree_excludes_top_level_artifact_metadata_only() {
     write_files(&a, &[("x.txt", b"x"), ("sub/ARTIFACT.json", b"nested")]);
     write_files(
         &b,
-        &[
-            ("x.txt", b"x"),
-            ("sub/ARTIFACT.json", b"nested"),
-            ("ARTIFACT.json", b"{}"),
-            ("ARTIFACT.log", b"log"),
-        ],
+        &[("x.txt", b"x"), ("sub/ARTIFACT.json", b"nested"), ("ARTIFACT.json", b"{}"), ("ARTIFACT.log", b"log")],
     );
     fs::create_dir_all(b.join("empty/dir")).expect("mkdir");
     let (da, fa) = hash_tree(&a).expect("hash a");
@@ -129,10 +116,7 @@ fn hash_tree_excludes_top_level_artifact_metadata_only() {
     let paths: Vec<&str> = fa.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["sub/ARTIFACT.json", "x.txt"]);
     assert_eq!(fa[1].size, 1);
-    assert_eq!(
-        fa[1].blake3,
-        hash_file(&a.join("x.txt")).expect("hash file")
-    );
+    assert_eq!(fa[1].blake3, hash_file(&a.join("x.txt")).expect("hash file"));
 }
 
 #[test]
@@ -142,25 +126,16 @@ fn hash_tree_rejects_symlinks_naming_the_path() {
     std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).expect("ln");
     let err = hash_tree(tmp.path()).expect_err("symlink");
     assert!(matches!(err, StoreError::Symlink { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains(&tmp.path().join("link").display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&tmp.path().join("link").display().to_string()), "{err}");
 }
 
 /// Small random trees: relative paths (no path is a directory of another) -> bytes.
 fn tree_strategy() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
-    prop::collection::btree_map(
-        "[a-c]{1,2}(/[a-c]{1,2}){0,2}",
-        prop::collection::vec(any::<u8>(), 0..16),
-        1..6,
-    )
-    .prop_filter("a file cannot also be a directory", |m| {
-        m.keys()
-            .all(|k| !m.keys().any(|o| o.starts_with(&format!("{k}/"))))
-    })
-    .prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("[a-c]{1,2}(/[a-c]{1,2}){0,2}", prop::collection::vec(any::<u8>(), 0..16), 1..6)
+        .prop_filter("a file cannot also be a directory", |m| {
+            m.keys().all(|k| !m.keys().any(|o| o.starts_with(&format!("{k}/"))))
+        })
+        .prop_map(|m| m.into_iter().collect())
 }
 
 fn write_tree(dir: &Path, files: &[(String, Vec<u8>)]) {
@@ -210,9 +185,7 @@ proptest! {
 fn publish_creates_complete_read_only_artifact_and_action() {
     let (_tmp, store) = new_store();
     let files: &[(&str, &[u8])] = &[("model.bin", b"weights"), ("eval/score.json", b"{}")];
-    let lock = store
-        .lock_node(&key("n1"), "test", &mut |_| {})
-        .expect("lock");
+    let lock = store.lock_node(&key("n1"), "test", &mut |_| {}).expect("lock");
     let work = store.prepare_work(&lock).expect("prepare");
     write_files(&work.out, files);
     let (expected, _) = hash_tree(&work.out).expect("hash");
@@ -225,10 +198,7 @@ fn publish_creates_complete_read_only_artifact_and_action() {
     assert!(store.has_artifact(&expected));
     let dir = store.artifact_dir(&expected);
     assert_eq!(fs::read(dir.join("model.bin")).expect("read"), b"weights");
-    assert_eq!(
-        fs::read(dir.join("ARTIFACT.log")).expect("log"),
-        b"log line\n"
-    );
+    assert_eq!(fs::read(dir.join("ARTIFACT.log")).expect("log"), b"log line\n");
     let m = store.read_artifact_manifest(&expected).expect("manifest");
     assert_eq!(m.digest, expected);
     assert_eq!(m.node_key, key("n1"));
@@ -238,16 +208,8 @@ fn publish_creates_complete_read_only_artifact_and_action() {
     assert_eq!(m.metrics["loss"], serde_json::json!(1.5));
     // Metadata files do not enter the digest: re-hashing the published dir agrees.
     assert_eq!(hash_tree(&dir).expect("rehash").0, expected);
-    for f in [
-        "model.bin",
-        "eval/score.json",
-        "ARTIFACT.json",
-        "ARTIFACT.log",
-    ] {
-        let mode = fs::metadata(dir.join(f))
-            .expect("meta")
-            .permissions()
-            .mode();
+    for f in ["model.bin", "eval/score.json", "ARTIFACT.json", "ARTIFACT.log"] {
+        let mode = fs::metadata(dir.join(f)).expect("meta").permissions().mode();
         assert_eq!(mode & 0o222, 0, "{f} is writable: {mode:o}");
     }
     assert_eq!(store.read_action(&key("n1")).expect("read"), Some(rec));
@@ -267,9 +229,7 @@ fn identical_content_from_two_keys_shares_one_artifact() {
     let actions = store.list_actions().expect("list");
     assert_eq!(actions.len(), 2);
     assert!(actions.contains(&r1) && actions.contains(&r2));
-    let m = store
-        .read_artifact_manifest(&r1.artifact)
-        .expect("manifest");
+    let m = store.read_artifact_manifest(&r1.artifact).expect("manifest");
     assert_eq!(m.node_key, key("first"), "first producer is recorded");
     assert!(store.verify().expect("verify").is_ok());
 }
@@ -277,16 +237,10 @@ fn identical_content_from_two_keys_shares_one_artifact() {
 #[test]
 fn publish_rejects_a_work_dir_of_another_key() {
     let (_tmp, store) = new_store();
-    let a = store
-        .lock_node(&key("a"), "t", &mut |_| {})
-        .expect("lock a");
-    let b = store
-        .lock_node(&key("b"), "t", &mut |_| {})
-        .expect("lock b");
+    let a = store.lock_node(&key("a"), "t", &mut |_| {}).expect("lock a");
+    let b = store.lock_node(&key("b"), "t", &mut |_| {}).expect("lock b");
     let work_b = store.prepare_work(&b).expect("prepare b");
-    let err = store
-        .publish(&a, work_b, request("a"))
-        .expect_err("mismatch");
+    let err = store.publish(&a, work_b, request("a")).expect_err("mismatch");
     assert!(matches!(err, StoreError::WorkDirMismatch { .. }), "{err:?}");
 }
 
@@ -305,10 +259,7 @@ fn prepare_work_empties_out_but_keeps_resume() {
     let lock = store.lock_node(&k, "t", &mut |_| {}).expect("relock");
     let work = store.prepare_work(&lock).expect("prepare again");
     assert_eq!(fs::read_dir(&work.out).expect("out").count(), 0);
-    assert_eq!(
-        fs::read(work.resume.join("ckpt/step-10.bin")).expect("resume kept"),
-        b"state"
-    );
+    assert_eq!(fs::read(work.resume.join("ckpt/step-10.bin")).expect("resume kept"), b"state");
     // After a successful publish, the whole work dir (resume included) is gone.
     write_files(&work.out, &[("final.bin", b"done")]);
     store.publish(&lock, work, request("r")).expect("publish");
@@ -337,10 +288,7 @@ fn killed_run_leaves_only_stray_work_which_prepare_cleans() {
     assert_eq!(store.read_action(&k).expect("read"), None);
     let report = store.verify().expect("verify");
     assert!(report.is_ok(), "{:?}", report.problems);
-    assert_eq!(
-        report.stray_work,
-        [store.root().join("work").join(k.to_hex())]
-    );
+    assert_eq!(report.stray_work, [store.root().join("work").join(k.to_hex())]);
 
     let lock = store.lock_node(&k, "t", &mut |_| {}).expect("lock");
     let work = store.prepare_work(&lock).expect("prepare");
@@ -380,12 +328,7 @@ struct Holder {
 fn spawn_holder(store: &Store, k: &Digest) -> Holder {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .args([
-            "helper_lock_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["helper_lock_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(HELPER_ROOT, store.root())
         .env(HELPER_KEY, k.to_hex())
         .stdin(Stdio::piped())
@@ -403,10 +346,7 @@ fn spawn_holder(store: &Store, k: &Digest) -> Holder {
             break;
         }
     }
-    Holder {
-        child,
-        _stdout: stdout,
-    }
+    Holder { child, _stdout: stdout }
 }
 
 #[test]
@@ -442,10 +382,7 @@ fn lock_blocks_until_another_process_releases() {
         let lock = waiter.join().expect("waiter thread");
         assert_eq!(lock.key(), &k);
         assert!(wait_rx.try_recv().is_err(), "on_wait is called only once");
-        assert_eq!(
-            store.lock_holder(&k).expect("holder").as_deref(),
-            Some("parent")
-        );
+        assert_eq!(store.lock_holder(&k).expect("holder").as_deref(), Some("parent"));
     });
     assert!(holder.child.wait().expect("wait").success());
 }
@@ -459,9 +396,7 @@ fn lock_of_a_sigkilled_process_is_taken_over() {
     holder.child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
     holder.child.wait().expect("wait");
     let mut waited = false;
-    let lock = store
-        .lock_node(&k, "me", &mut |_| waited = true)
-        .expect("take over");
+    let lock = store.lock_node(&k, "me", &mut |_| waited = true).expect("take over");
     assert!(!waited, "a dead holder's lock must be free without waiting");
     assert_eq!(lock.key(), &k);
 }
@@ -473,13 +408,7 @@ fn gc_unlinking_a_lock_file_does_not_split_the_lock() {
     let first = store.lock_node(&k, "one", &mut |_| {}).expect("lock");
     // Someone removes the lock file while it is held (as a buggy cleanup might): a new
     // locker gets a fresh file; the lock must still be exclusive once the old one drops.
-    fs::remove_file(
-        store
-            .root()
-            .join("locks")
-            .join(format!("{}.lock", k.to_hex())),
-    )
-    .expect("unlink");
+    fs::remove_file(store.root().join("locks").join(format!("{}.lock", k.to_hex()))).expect("unlink");
     drop(first);
     let second = store.lock_node(&k, "two", &mut |_| {}).expect("lock 2");
     assert!(store.try_lock_node(&k, "three").expect("try").is_none());
@@ -506,11 +435,7 @@ fn verify_detects_modified_artifact_dangling_and_corrupt_actions() {
     // Corrupt an action record.
     let corrupt_key = key("corrupt");
     let hex = corrupt_key.to_hex();
-    let corrupt_path = store
-        .root()
-        .join("actions")
-        .join(&hex[..2])
-        .join(format!("{hex}.json"));
+    let corrupt_path = store.root().join("actions").join(&hex[..2]).join(format!("{hex}.json"));
     fs::create_dir_all(corrupt_path.parent().expect("parent")).expect("mkdir");
     fs::write(&corrupt_path, b"{ not json").expect("write");
 
@@ -518,36 +443,23 @@ fn verify_detects_modified_artifact_dangling_and_corrupt_actions() {
     assert!(!report.is_ok());
     assert_eq!(report.artifacts_checked, 2);
     assert_eq!(report.actions_checked, 4);
-    assert!(report.problems.contains(&VerifyProblem::ArtifactChanged {
-        digest: bad.artifact,
-        files: vec!["a.txt (modified)".into()],
-    }));
-    assert!(report.problems.contains(&VerifyProblem::DanglingAction {
-        key: gone.key,
-        artifact: gone.artifact,
-    }));
     assert!(
-        report.problems.iter().any(
-            |p| matches!(p, VerifyProblem::CorruptAction { path, .. } if *path == corrupt_path)
-        )
+        report
+            .problems
+            .contains(&VerifyProblem::ArtifactChanged { digest: bad.artifact, files: vec!["a.txt (modified)".into()] })
+    );
+    assert!(report.problems.contains(&VerifyProblem::DanglingAction { key: gone.key, artifact: gone.artifact }));
+    assert!(
+        report.problems.iter().any(|p| matches!(p, VerifyProblem::CorruptAction { path, .. } if *path == corrupt_path))
     );
     assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
-    assert!(
-        !report
-            .problems
-            .iter()
-            .any(|p| p.to_string().contains(&good.artifact.to_hex()))
-    );
+    assert!(!report.problems.iter().any(|p| p.to_string().contains(&good.artifact.to_hex())));
     let msg = report.problems[0].to_string();
     assert!(msg.contains("delete") || msg.contains("rerun"), "{msg}");
 
     // read_action names the corrupt file.
     let err = store.read_action(&corrupt_key).expect_err("corrupt");
-    assert!(
-        err.to_string()
-            .contains(&corrupt_path.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&corrupt_path.display().to_string()), "{err}");
 }
 
 // ---------------------------------------------------------------- gc
@@ -561,16 +473,12 @@ fn gc_removes_only_unkept_items_and_dry_run_deletes_nothing() {
     let orphan = publish(&store, "orphan", &[("o.bin", b"orphan")]);
     // A stray work dir of a crashed node.
     {
-        let lock = store
-            .lock_node(&key("crashed"), "t", &mut |_| {})
-            .expect("lock");
+        let lock = store.lock_node(&key("crashed"), "t", &mut |_| {}).expect("lock");
         let work = store.prepare_work(&lock).expect("prepare");
         write_files(&work.out, &[("partial", b"xyz")]);
     }
     // A work dir of a node that is running now: kept.
-    let running = store
-        .lock_node(&key("running"), "t", &mut |_| {})
-        .expect("lock");
+    let running = store.lock_node(&key("running"), "t", &mut |_| {}).expect("lock");
     let running_work = store.prepare_work(&running).expect("prepare");
     write_files(&running_work.out, &[("busy", b"busy")]);
 
@@ -578,34 +486,21 @@ fn gc_removes_only_unkept_items_and_dry_run_deletes_nothing() {
     let keep_actions: BTreeSet<Digest> = [kept.key, orphan.key].into();
     let before_cas = cas_entries(&store);
 
-    let dry = store
-        .gc(&keep_artifacts, &keep_actions, true)
-        .expect("dry gc");
+    let dry = store.gc(&keep_artifacts, &keep_actions, true).expect("dry gc");
     assert!(dry.dry_run);
     assert_eq!(cas_entries(&store), before_cas, "dry run deleted something");
     assert_eq!(store.list_actions().expect("list").len(), 3);
-    assert!(
-        store
-            .root()
-            .join("work")
-            .join(key("crashed").to_hex())
-            .exists()
-    );
+    assert!(store.root().join("work").join(key("crashed").to_hex()).exists());
 
     let real = store.gc(&keep_artifacts, &keep_actions, false).expect("gc");
     assert!(!real.dry_run);
-    let paths = |r: &aurora_store::GcReport| -> BTreeSet<PathBuf> {
-        r.removed.iter().map(|(p, _)| p.clone()).collect()
-    };
+    let paths =
+        |r: &aurora_store::GcReport| -> BTreeSet<PathBuf> { r.removed.iter().map(|(p, _)| p.clone()).collect() };
     assert_eq!(paths(&dry), paths(&real));
     // Same sizes, except lock files: gc writes its own holder text into a lock it takes.
     let sizes = |r: &aurora_store::GcReport| -> Vec<(PathBuf, u64)> {
-        let mut v: Vec<_> = r
-            .removed
-            .iter()
-            .filter(|(p, _)| !p.starts_with(store.root().join("locks")))
-            .cloned()
-            .collect();
+        let mut v: Vec<_> =
+            r.removed.iter().filter(|(p, _)| !p.starts_with(store.root().join("locks"))).cloned().collect();
         v.sort();
         v
     };
@@ -618,24 +513,14 @@ fn gc_removes_only_unkept_items_and_dry_run_deletes_nothing() {
     assert!(removed.contains(&store.artifact_dir(&orphan.artifact)));
     assert!(removed.contains(&root.join("work").join(key("crashed").to_hex())));
     assert!(!removed.contains(&store.artifact_dir(&kept.artifact)));
-    assert!(
-        !removed
-            .iter()
-            .any(|p| p.starts_with(root.join("work").join(key("running").to_hex())))
-    );
+    assert!(!removed.iter().any(|p| p.starts_with(root.join("work").join(key("running").to_hex()))));
     // The dropped artifact's size: its file plus its metadata files.
-    let (_, dropped_size) = real
-        .removed
-        .iter()
-        .find(|(p, _)| *p == store.artifact_dir(&dropped.artifact))
-        .expect("dropped listed");
+    let (_, dropped_size) =
+        real.removed.iter().find(|(p, _)| *p == store.artifact_dir(&dropped.artifact)).expect("dropped listed");
     assert!(*dropped_size >= 10, "{dropped_size}");
 
     assert_eq!(cas_entries(&store), [kept.artifact.to_hex()]);
-    assert_eq!(
-        store.list_actions().expect("list"),
-        std::slice::from_ref(&kept)
-    );
+    assert_eq!(store.list_actions().expect("list"), std::slice::from_ref(&kept));
     assert!(!root.join("work").join(key("crashed").to_hex()).exists());
     assert!(running_work.out.join("busy").exists());
     let locks: Vec<_> = fs::read_dir(root.join("locks"))
@@ -680,10 +565,8 @@ fn hash_input_memoises_by_stat_and_notices_changes() {
     assert_eq!(d2b, d2);
     fs::write(&input, b"TWO, LONGER\n").expect("rewrite same size");
     let f = fs::File::options().write(true).open(&input).expect("open");
-    f.set_modified(
-        fs::metadata(&input).expect("m").modified().expect("mtime") - Duration::from_secs(3600),
-    )
-    .expect("set");
+    f.set_modified(fs::metadata(&input).expect("m").modified().expect("mtime") - Duration::from_secs(3600))
+        .expect("set");
     let d3 = store.hash_input(&input).expect("hash");
     assert_eq!(d3, hash_file(&input).expect("direct"));
     assert_ne!(d3, d2);
@@ -710,18 +593,9 @@ fn memo_persists_across_store_handles_and_ignores_corruption() {
     store.flush_memo().expect("flush");
     let memo_path = store.root().join("statmemo.json");
     assert!(memo_path.exists());
-    let mtime = fs::metadata(&memo_path)
-        .expect("m")
-        .modified()
-        .expect("mtime");
+    let mtime = fs::metadata(&memo_path).expect("m").modified().expect("mtime");
     store.flush_memo().expect("no-op flush");
-    assert_eq!(
-        fs::metadata(&memo_path)
-            .expect("m")
-            .modified()
-            .expect("mtime"),
-        mtime
-    );
+    assert_eq!(fs::metadata(&memo_path).expect("m").modified().expect("mtime"), mtime);
 
     let again = Store::open(store.root()).expect("reopen");
     assert_eq!(again.hash_input(&input).expect("hash"), d);
@@ -770,22 +644,13 @@ fn run_records_round_trip_with_prefix_lookup() {
     let p = store.write_run("20240101-120000-aaaa", &r1).expect("write");
     assert!(p.ends_with("runs/20240101-120000-aaaa.json"));
     store.write_run("20240101-130000-bbbb", &r2).expect("write");
-    assert_eq!(
-        store.list_runs().expect("list"),
-        ["20240101-120000-aaaa", "20240101-130000-bbbb"]
-    );
+    assert_eq!(store.list_runs().expect("list"), ["20240101-120000-aaaa", "20240101-130000-bbbb"]);
     assert_eq!(store.read_run("20240101-120000-aaaa").expect("read"), r1);
     assert_eq!(store.read_run("20240101-13").expect("prefix"), r2);
     let err = store.read_run("20240101").expect_err("ambiguous");
     insta::assert_snapshot!(err.to_string(), @r#"run id prefix "20240101" is ambiguous: it matches 20240101-120000-aaaa, 20240101-130000-bbbb (type more characters)"#);
-    assert!(matches!(
-        store.read_run("2099").expect_err("none"),
-        StoreError::RunNotFound { .. }
-    ));
-    assert!(matches!(
-        store.write_run("../evil", &r1).expect_err("bad id"),
-        StoreError::InvalidRunId { .. }
-    ));
+    assert!(matches!(store.read_run("2099").expect_err("none"), StoreError::RunNotFound { .. }));
+    assert!(matches!(store.write_run("../evil", &r1).expect_err("bad id"), StoreError::InvalidRunId { .. }));
 }
 
 // ---------------------------------------------------------------- error messages
@@ -846,9 +711,5 @@ fn open_existing_creates_nothing_and_reads_an_empty_store() {
     assert!(store.list_runs().expect("runs").is_empty());
     assert!(store.list_actions().expect("actions").is_empty());
     assert!(store.verify().expect("verify").is_ok());
-    assert_eq!(
-        fs::read_dir(&root).expect("root").count(),
-        1,
-        "open_existing wrote files"
-    );
+    assert_eq!(fs::read_dir(&root).expect("root").count(), 1, "open_existing wrote files");
 }

@@ -19,10 +19,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
 
     let lib = libtorch_lib_dir();
-    let root = lib
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| lib.clone());
+    let root = lib.parent().map(Path::to_path_buf).unwrap_or_else(|| lib.clone());
 
     let version = libtorch_version(&root);
     println!("cargo:rustc-env=AURORA_LIBTORCH_VERSION={version}");
@@ -33,9 +30,7 @@ fn main() {
     libtorch_link::emit_link_args(&lib);
 
     // Same flags as torch-sys uses for its own C++ wrapper.
-    let include = std::env::var_os("LIBTORCH_INCLUDE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.clone());
+    let include = std::env::var_os("LIBTORCH_INCLUDE").map(PathBuf::from).unwrap_or_else(|| root.clone());
     let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()
         .cpp(true)
@@ -70,10 +65,7 @@ fn libtorch_version(root: &Path) -> String {
     if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
         for line in text.lines() {
             if let Some(rest) = line.trim().strip_prefix("__version__") {
-                let v = rest
-                    .trim_start_matches([' ', '='])
-                    .trim()
-                    .trim_matches(['\'', '"']);
+                let v = rest.trim_start_matches([' ', '=']).trim().trim_matches(['\'', '"']);
                 if !v.is_empty() {
                     return v.to_owned();
                 }

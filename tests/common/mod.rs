@@ -77,11 +77,7 @@ impl Project {
     /// `aurora ARGS` in `dir` (relative to the project root), store at its default place.
     pub fn command_in(&self, dir: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aurora"));
-        cmd.args(args)
-            .current_dir(self.path(dir))
-            .env_remove("AURORA_STORE")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
+        cmd.args(args).current_dir(self.path(dir)).env_remove("AURORA_STORE").env("NO_COLOR", "1").stdin(Stdio::null());
         cmd
     }
 
@@ -108,7 +104,8 @@ impl Project {
     /// Runs `aurora ARGS` (which must include `--json`), asserts success and parses stdout.
     pub fn json(&self, args: &[&str]) -> Value {
         let text = self.run_ok(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("aurora {}: stdout is not JSON ({e}):\n{text}", args.join(" ")))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("aurora {}: stdout is not JSON ({e}):\n{text}", args.join(" ")))
     }
 
     /// `aurora digest ARGS` (asserting success and the one-line shape).
@@ -284,7 +281,9 @@ pub fn process_is_dead(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X'))),
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
     }
 }
 

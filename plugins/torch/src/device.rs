@@ -20,9 +20,7 @@ impl FromStr for DeviceSpec {
     type Err = TorchError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || TorchError::InvalidDevice {
-            input: s.to_owned(),
-        };
+        let invalid = || TorchError::InvalidDevice { input: s.to_owned() };
         match s {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),

@@ -24,11 +24,7 @@ pub enum TorchError {
          build with `cargo xtask libtorch --cuda` (or point LIBTORCH at a CUDA/ROCm libtorch), \
          rebuild, and check that a GPU is visible; or use device \"cpu\""
     )]
-    CudaUnavailable {
-        spec: DeviceSpec,
-        version: &'static str,
-        lib: &'static str,
-    },
+    CudaUnavailable { spec: DeviceSpec, version: &'static str, lib: &'static str },
     /// `cuda:N` with N beyond the visible devices.
     #[error("device `cuda:{index}` requested but only {count} CUDA device(s) are visible")]
     NoSuchCudaDevice { index: usize, count: i64 },
@@ -61,18 +57,10 @@ pub fn cuda_available() -> bool {
 pub fn resolve(spec: DeviceSpec) -> Result<tch::Device, TorchError> {
     match spec {
         DeviceSpec::Cpu => Ok(tch::Device::Cpu),
-        DeviceSpec::Auto => Ok(if cuda_available() {
-            tch::Device::Cuda(0)
-        } else {
-            tch::Device::Cpu
-        }),
+        DeviceSpec::Auto => Ok(if cuda_available() { tch::Device::Cuda(0) } else { tch::Device::Cpu }),
         DeviceSpec::Cuda(index) => {
             if !cuda_available() {
-                return Err(TorchError::CudaUnavailable {
-                    spec,
-                    version: libtorch_version(),
-                    lib: libtorch_lib_dir(),
-                });
+                return Err(TorchError::CudaUnavailable { spec, version: libtorch_version(), lib: libtorch_lib_dir() });
             }
             let count = tch::Cuda::device_count();
             if i64::try_from(index).map_or(true, |i| i >= count) {
@@ -96,10 +84,7 @@ unsafe extern "C" {
 /// # Panics
 /// If `threads < 1`.
 pub fn set_deterministic(threads: i32) {
-    assert!(
-        threads >= 1,
-        "set_deterministic: threads must be >= 1, got {threads}"
-    );
+    assert!(threads >= 1, "set_deterministic: threads must be >= 1, got {threads}");
     tch::set_num_threads(threads);
     // SAFETY: plain C functions from src/shim.cpp; they catch every C++ exception.
     let rc = unsafe { aurora_torch_set_deterministic(1) };

@@ -20,24 +20,16 @@ fn linear_forward_backward_matches_analytic_gradient() {
     aurora_torch::set_deterministic(1);
 
     // y = x W^T + b with W: 2x3, b: 2; x: 4x3 (batch of 4). loss = mean((y - t)^2).
-    let x_data: [[f32; 3]; 4] = [
-        [1.0, 2.0, 3.0],
-        [-1.0, 0.5, 0.0],
-        [0.25, -2.0, 1.5],
-        [2.0, 1.0, -1.0],
-    ];
+    let x_data: [[f32; 3]; 4] = [[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0], [0.25, -2.0, 1.5], [2.0, 1.0, -1.0]];
     let w_data: [[f32; 3]; 2] = [[0.5, -0.25, 0.125], [-1.0, 0.75, 0.5]];
     let b_data: [f32; 2] = [0.1, -0.2];
     let t_data: [[f32; 2]; 4] = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.5], [0.5, -0.5]];
 
     let flat = |rows: &[[f32; 3]]| rows.iter().flatten().copied().collect::<Vec<f32>>();
     let x = Tensor::from_slice(&flat(&x_data)).reshape([4, 3]);
-    let w = Tensor::from_slice(&flat(&w_data))
-        .reshape([2, 3])
-        .set_requires_grad(true);
+    let w = Tensor::from_slice(&flat(&w_data)).reshape([2, 3]).set_requires_grad(true);
     let b = Tensor::from_slice(&b_data).set_requires_grad(true);
-    let t =
-        Tensor::from_slice(&t_data.iter().flatten().copied().collect::<Vec<f32>>()).reshape([4, 2]);
+    let t = Tensor::from_slice(&t_data.iter().flatten().copied().collect::<Vec<f32>>()).reshape([4, 2]);
 
     let y = x.linear(&w, Some(&b));
     let loss = (&y - &t).square().mean(Kind::Float);
@@ -50,10 +42,7 @@ fn linear_forward_backward_matches_analytic_gradient() {
     let mut expected_loss = 0f64;
     for i in 0..4 {
         for j in 0..2 {
-            let yij: f64 = (0..3)
-                .map(|k| x_data[i][k] as f64 * w_data[j][k] as f64)
-                .sum::<f64>()
-                + b_data[j] as f64;
+            let yij: f64 = (0..3).map(|k| x_data[i][k] as f64 * w_data[j][k] as f64).sum::<f64>() + b_data[j] as f64;
             let r = yij - t_data[i][j] as f64;
             expected_loss += r * r / n;
             let dy = 2.0 * r / n;
@@ -85,11 +74,7 @@ fn seeded_run(seed: i64) -> Vec<u32> {
     let loss = x.apply(&layer).tanh().sum(Kind::Float);
     loss.backward();
     let mut bits = Vec::new();
-    for (_, var) in vs
-        .variables()
-        .into_iter()
-        .collect::<std::collections::BTreeMap<_, _>>()
-    {
+    for (_, var) in vs.variables().into_iter().collect::<std::collections::BTreeMap<_, _>>() {
         bits.extend(to_vec(&var).iter().map(|v| v.to_bits()));
         bits.extend(to_vec(&var.grad()).iter().map(|v| v.to_bits()));
     }
@@ -152,17 +137,9 @@ fn device_spec_round_trips() {
 #[test]
 fn device_spec_rejects_and_explains() {
     let err = "gpu".parse::<DeviceSpec>().unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        r#"invalid device "gpu": expected "auto", "cpu" or "cuda:N" (e.g. "cuda:0")"#
-    );
-    for bad in [
-        "", "cuda", "cuda:", "cuda:-1", "cuda:01", "cuda: 1", "CPU", "cuda:0 ", "mps",
-    ] {
-        assert!(
-            bad.parse::<DeviceSpec>().is_err(),
-            "{bad:?} should be rejected"
-        );
+    assert_eq!(err.to_string(), r#"invalid device "gpu": expected "auto", "cpu" or "cuda:N" (e.g. "cuda:0")"#);
+    for bad in ["", "cuda", "cuda:", "cuda:-1", "cuda:01", "cuda: 1", "CPU", "cuda:0 ", "mps"] {
+        assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?} should be rejected");
     }
     let err = serde_json::from_str::<DeviceSpec>("\"gpu\"").unwrap_err();
     assert!(err.to_string().contains(r#"invalid device "gpu""#), "{err}");
