@@ -23,6 +23,8 @@ static EXECUTIONS: std::sync::Mutex<BTreeMap<String, usize>> = std::sync::Mutex:
 /// Rendezvous nodes running now, and the most seen at once (other tests' nodes never count).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static MAX_RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Rendezvous nodes that have started (never decremented, so no arrival can be missed).
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
 
 /// `exec.concat`: writes `text` followed by the `out.txt` (or the file) of each input.
 #[derive(Debug, Clone, Default)]
@@ -93,9 +95,10 @@ impl Plugin for Concat {
         if config.rendezvous > 0 {
             let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
             MAX_RUNNING.fetch_max(now, Ordering::SeqCst);
+            ARRIVED.fetch_add(1, Ordering::SeqCst);
             // Bounded wait for the other node to start; the assertion is on MAX_RUNNING.
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while RUNNING.load(Ordering::SeqCst) < config.rendezvous && std::time::Instant::now() < deadline {
+            while ARRIVED.load(Ordering::SeqCst) < config.rendezvous && std::time::Instant::now() < deadline {
                 std::thread::yield_now();
             }
             RUNNING.fetch_sub(1, Ordering::SeqCst);
