@@ -82,7 +82,7 @@ pub fn read(path: &Path, column: &str, state: &mut ReadState, emit: &mut Emit<'_
             for r in 0..records {
                 let place = Place::Row(row);
                 row += 1;
-                let present = max_def == 0 || (r < levels && defs[r] == max_def);
+                let present = max_def == 0 || (r < levels && defs.get(r) == Some(&max_def));
                 if !present {
                     state.problem(ReadError::NotString {
                         path: path.display().to_string(),

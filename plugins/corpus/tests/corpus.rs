@@ -229,7 +229,7 @@ fn flores_langid_keeps_own_language_and_removes_others() {
     assert!(err.contains("filter 1 `langid` removed the last"), "{err}");
     assert!(err.contains("relax the filter or check the data"), "{err}");
 
-    let plan = p.plan(&body.split("[sources.mismatch]").next().unwrap().to_string());
+    let plan = p.plan(body.split("[sources.mismatch]").next().unwrap());
     let out = run(&plan).unwrap();
     for lang in FLORES_LANGS {
         let summary = out.json(&format!("sources/{lang}"), "source.json");
