@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aurora_core::execute::{self, NodeStatus, RunOptions};
 use aurora_core::manifest::{self, ResolveOptions, ResolvedManifest};
 use aurora_core::plan::{Plan, plan};
@@ -59,13 +59,16 @@ enum Command {
     Verify {
         /// The manifest (with --node).
         manifest: Option<PathBuf>,
+        /// Re-execute this cached node from scratch and compare its files with the cached artifact.
         #[arg(long, value_name = "NODE", requires = "manifest")]
         node: Option<String>,
         /// Re-hash every artifact in the store and check every cache entry.
         #[arg(long, conflicts_with = "node")]
         store: bool,
+        /// Profile to apply (default: experiment.default_profile).
         #[arg(long, short = 'p', value_name = "NAME")]
         profile: Option<String>,
+        /// Override a value after extends and profile (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
@@ -83,6 +86,7 @@ enum Command {
     },
     /// List registered plugins.
     Plugins {
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
@@ -111,12 +115,15 @@ enum Command {
 enum RunsCommand {
     /// One line per run, oldest first.
     List {
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// One run record (an id or a unique prefix of one).
     Show {
+        /// The run id, or a unique prefix of it (see `aurora runs list`).
         id: String,
+        /// The whole record as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -165,9 +172,12 @@ fn open_store(project_root: &Path) -> Result<Store> {
 fn open_existing_store_here() -> Result<Store> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let path = store_path(&manifest::project_root_for(&cwd));
-    Store::open_existing(&path).with_context(|| {
-        format!("no store at {} (run `aurora run MANIFEST` first, or set AURORA_STORE)", path.display())
-    })
+    Ok(Store::open_existing(&path)?)
+}
+
+/// A mistake on the command line that clap cannot see (exit code 2, like a bad manifest).
+fn usage(message: impl Into<String>, help: impl Into<String>) -> anyhow::Error {
+    aurora_core::Diagnostics::from(aurora_core::Diagnostic::new(message).help(help)).into()
 }
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -182,7 +192,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Verify { manifest, node, store, profile, sets } => match (manifest, node, store) {
             (_, _, true) => cmd_verify_store(),
             (Some(m), Some(node), false) => cmd_verify_node(&m, profile, sets, &node),
-            _ => bail!("nothing to verify: use `aurora verify MANIFEST --node ID` or `aurora verify --store`"),
+            _ => Err(usage(
+                "nothing to verify",
+                "use `aurora verify MANIFEST --node ID` (re-execute one node) or `aurora verify --store` (re-hash the store)",
+            )),
         },
         Command::Gc { keep, keep_runs, dry_run } => cmd_gc(&keep, keep_runs, dry_run),
         Command::Plugins { json } => {
@@ -341,7 +354,8 @@ fn cmd_runs(command: RunsCommand) -> Result<ExitCode> {
             }
         }
         RunsCommand::Show { id, json } => {
-            let record = store.read_run(&id)?;
+            let record =
+                store.read_run(&id).map_err(|e| usage(e.to_string(), "`aurora runs list` shows the run ids"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&record)?);
             } else {

@@ -12,6 +12,10 @@ use aurora_torch as _;
 
 use std::process::ExitCode;
 
+aurora_core::inventory::submit! {
+    aurora_core::record::ToolVersion { name: "rustc", version: || env!("AURORA_RUSTC_VERSION").to_string() }
+}
+
 use clap::Parser;
 
 fn main() -> ExitCode {

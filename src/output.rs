@@ -195,7 +195,7 @@ pub fn verify_store(store: &Store, report: &VerifyReport) -> String {
     for w in &report.stray_work {
         let _ = writeln!(
             out,
-            "  note: unfinished work left by an interrupted run: {} (resumed or removed by the next run or gc)",
+            "  note: scratch of an interrupted or failed node: {} (reused by its next attempt, or removed by gc)",
             w.display()
         );
     }

@@ -267,3 +267,12 @@ fn non_finite_floats_are_rejected_with_their_location() {
     let msg = error_of(&path, ResolveOptions::default());
     insta::assert_snapshot!(msg);
 }
+
+#[test]
+fn outside_a_repository_an_ablation_shares_its_base_project_root() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "exp/base.toml", "[experiment]\nname = \"base\"\nseed = 1\n");
+    let child = write(dir.path(), "exp/ablations/child.toml", "extends = \"../base.toml\"\n");
+    let m = resolve(&child, &ResolveOptions::default()).unwrap();
+    assert_eq!(m.project_root, dir.path().canonicalize().unwrap().join("exp"));
+}

@@ -53,7 +53,8 @@ pub struct ResolveOptions {
 pub struct ResolvedManifest {
     /// The manifest file given on the command line (absolute).
     pub path: PathBuf,
-    /// The repository root containing the manifest (or its directory outside a repository).
+    /// The repository root containing the manifest (outside a repository: the deepest directory
+    /// containing every file of the `extends` chain).
     pub project_root: PathBuf,
     /// The profile that was applied.
     pub profile: Option<String>,
@@ -84,12 +85,40 @@ impl ResolvedManifest {
     }
 }
 
-/// The project root for a manifest: the enclosing git work tree, or the manifest's directory.
-pub fn project_root_for(manifest_dir: &Path) -> PathBuf {
-    git2::Repository::discover(manifest_dir)
+/// The project root for a directory: the enclosing git work tree, or the directory itself.
+pub fn project_root_for(dir: &Path) -> PathBuf {
+    git_root(dir).unwrap_or_else(|| dir.to_path_buf())
+}
+
+fn git_root(dir: &Path) -> Option<PathBuf> {
+    git2::Repository::discover(dir).ok().and_then(|r| r.workdir().and_then(|w| w.canonicalize().ok()))
+}
+
+/// The project root of a manifest: the enclosing git work tree; outside one, the deepest directory
+/// containing every file of its `extends` chain, so that an ablation and its base share a store.
+fn project_root_for_manifest(manifest: &Path) -> PathBuf {
+    let dir = manifest.parent().expect("a file has a parent");
+    if let Some(root) = git_root(dir) {
+        return root;
+    }
+    let mut root = dir.to_path_buf();
+    let mut seen = vec![manifest.to_path_buf()];
+    let mut current = manifest.to_path_buf();
+    // Best effort: unreadable files and cycles end the walk; resolution reports them properly.
+    while let Some(parent) = std::fs::read_to_string(&current)
         .ok()
-        .and_then(|r| r.workdir().and_then(|w| w.canonicalize().ok()))
-        .unwrap_or_else(|| manifest_dir.to_path_buf())
+        .and_then(|text| toml_edit::Document::parse(text).ok())
+        .and_then(|doc| doc.get(resolve::EXTENDS).and_then(|e| e.as_str()).map(str::to_string))
+        .and_then(|rel| current.parent().map(|d| d.join(rel)))
+        .and_then(|p| p.canonicalize().ok())
+        .filter(|p| !seen.contains(p))
+    {
+        let parent_dir = parent.parent().expect("a file has a parent");
+        while !parent_dir.starts_with(&root) && root.pop() {}
+        seen.push(parent.clone());
+        current = parent;
+    }
+    root
 }
 
 /// Resolves a manifest file. Errors are located diagnostics (exit code 2 in the CLI).
@@ -99,7 +128,7 @@ pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest
             .help("pass the path of a manifest TOML file, e.g. experiments/aurora-m.toml")
     })?;
     let dir = abs.parent().expect("a file has a parent").to_path_buf();
-    let project_root = project_root_for(&dir);
+    let project_root = project_root_for_manifest(&abs);
     let mut tree = resolve::load_chain(&abs, &project_root, &mut Vec::new(), None)?.tree;
 
     let default_profile = tree

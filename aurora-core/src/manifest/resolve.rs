@@ -102,7 +102,11 @@ pub(crate) fn apply_profile(tree: &mut Sourced, name: Option<&str>) -> Result<()
             } else {
                 format!("one of the manifest's profiles: {}", crate::diagnostic::quoted_list(&names))
             })
-            .help(suggestion(name, &names))
+            .help(if names.is_empty() {
+                format!("this manifest defines no profiles; add `[profiles.{name}]`, or drop `--profile`")
+            } else {
+                suggestion(name, &names)
+            })
             .into());
     };
     if profile.as_table().is_none() {
@@ -123,6 +127,7 @@ pub(crate) fn apply_set(tree: &mut Sourced, arg: &str, cwd: &Path, project_root:
         return Err(Diagnostic::new(format!("`--set {arg}` has no `=`"))
             .at(Some(whole))
             .expected("`--set KEY.PATH=VALUE`, e.g. `--set experiment.seed=7`")
+            .help("write the new value after `=`; TOML syntax is accepted (`[1, 2]`, `true`, `\"text\"`)")
             .into());
     };
     let segments: Vec<&str> = key.trim().split('.').collect();
