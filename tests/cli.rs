@@ -1073,3 +1073,30 @@ timeout_s = 1
     insta::assert_snapshot!("timeout_stderr", p.redact(&err));
     assert!(!p.action_path(&key).exists());
 }
+
+/// The README's first command, minus the release build: the shipped experiment runs end to end
+/// on this machine, and a second invocation is a no-op.
+#[test]
+fn the_shipped_experiment_runs_and_reruns_as_a_no_op() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let store = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aurora"));
+        cmd.args(["run", "experiments/aurora-m.toml", "--json"])
+            .current_dir(repo)
+            .env("AURORA_STORE", store.path())
+            .stdin(Stdio::null());
+        output_within(cmd, TIMEOUT)
+    };
+    let first = run();
+    assert_code(&first, 0, "aurora run experiments/aurora-m.toml");
+    let first: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let nodes = first["nodes"].as_array().unwrap();
+    assert!(!nodes.is_empty());
+    assert!(nodes.iter().all(|n| n["status"] == "executed" || n["status"] == "cached"), "{first:#}");
+    let second = run();
+    assert_code(&second, 0, "second run");
+    let second: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(second["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "cached"), "{second:#}");
+    assert_eq!(first["manifest_digest"], second["manifest_digest"]);
+}
