@@ -6,5 +6,10 @@
 //! [`store::TokenStore`] and [`loader::MixtureReader`].
 
 pub mod documents;
+pub mod loader;
 pub mod megatron;
+pub mod mixture;
+pub mod shuffle;
+pub mod source_megatron;
+pub mod store;
 pub mod tokenizer;

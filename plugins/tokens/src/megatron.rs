@@ -213,8 +213,8 @@ pub struct WriteSummary {
     pub tokens: u64,
 }
 
-/// Streams an indexed dataset: tokens go straight to a buffered `.bin`; only the per-sequence
-/// lengths and the document index stay in memory (12 bytes per sequence) until [`finish`].
+/// Streams an indexed dataset: tokens go straight to a buffered `.bin`, lengths and the document
+/// index to temporary spill files; memory use is constant. The `.idx` is written by [`finish`].
 ///
 /// [`finish`]: IndexedWriter::finish
 pub struct IndexedWriter {
@@ -222,8 +222,12 @@ pub struct IndexedWriter {
     bin_path: PathBuf,
     bin: BufWriter<File>,
     dtype: DType,
-    lengths: Vec<i32>,
-    doc_idx: Vec<i64>,
+    /// Spill files (anonymous temporary files beside the index) for the lengths and the document
+    /// index, so memory stays bounded whatever the number of documents.
+    lengths: BufWriter<File>,
+    doc_idx: BufWriter<File>,
+    sequences: u64,
+    doc_entries: u64,
     tokens: u64,
     scratch: Vec<u8>,
 }
@@ -233,13 +237,20 @@ impl IndexedWriter {
     pub fn create(prefix: &Path, dtype: DType) -> Result<IndexedWriter, MegatronError> {
         let (idx_path, bin_path, _) = paths(prefix);
         let bin = File::create(&bin_path).map_err(io_err(&bin_path))?;
+        let dir = idx_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let spill =
+            || tempfile::tempfile_in(dir).map(|f| BufWriter::with_capacity(1 << 16, f)).map_err(io_err(&idx_path));
+        let (lengths, mut doc_idx) = (spill()?, spill()?);
+        doc_idx.write_all(&0i64.to_le_bytes()).map_err(io_err(&idx_path))?;
         Ok(IndexedWriter {
+            bin: BufWriter::with_capacity(1 << 20, bin),
             idx_path,
             bin_path,
-            bin: BufWriter::with_capacity(1 << 20, bin),
             dtype,
-            lengths: Vec::new(),
-            doc_idx: vec![0],
+            lengths,
+            doc_idx,
+            sequences: 0,
+            doc_entries: 1,
             tokens: 0,
             scratch: Vec::new(),
         })
@@ -265,50 +276,61 @@ impl IndexedWriter {
             }
         }
         self.bin.write_all(&self.scratch).map_err(io_err(&self.bin_path))?;
-        self.lengths.push(length);
+        self.lengths.write_all(&length.to_le_bytes()).map_err(io_err(&self.idx_path))?;
+        self.sequences += 1;
         self.tokens += tokens.len() as u64;
         Ok(())
     }
 
     /// Closes the current document (its sequences are those added since the last call).
-    pub fn end_document(&mut self) {
-        self.doc_idx.push(self.lengths.len() as i64);
+    pub fn end_document(&mut self) -> Result<(), MegatronError> {
+        self.doc_idx.write_all(&(self.sequences as i64).to_le_bytes()).map_err(io_err(&self.idx_path))?;
+        self.doc_entries += 1;
+        Ok(())
     }
 
     /// One document made of one sequence (what aurora's token store writes).
     pub fn add_document(&mut self, tokens: &[u32]) -> Result<(), MegatronError> {
         self.add_sequence(tokens)?;
-        self.end_document();
-        Ok(())
+        self.end_document()
     }
 
-    /// Flushes the `.bin` and writes the `.idx`.
-    pub fn finish(mut self) -> Result<WriteSummary, MegatronError> {
-        self.bin.flush().map_err(io_err(&self.bin_path))?;
-        self.bin.get_ref().sync_all().map_err(io_err(&self.bin_path))?;
-        let file = File::create(&self.idx_path).map_err(io_err(&self.idx_path))?;
+    /// Flushes the `.bin` and writes the `.idx`, streaming the spilled arrays.
+    pub fn finish(self) -> Result<WriteSummary, MegatronError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let IndexedWriter {
+            idx_path, bin_path, mut bin, dtype, lengths, doc_idx, sequences, doc_entries, tokens, ..
+        } = self;
+        let e = |err| MegatronError::Io { path: idx_path.clone(), source: err };
+        bin.flush().map_err(io_err(&bin_path))?;
+        bin.get_ref().sync_all().map_err(io_err(&bin_path))?;
+        let rewind = |w: BufWriter<File>| -> std::io::Result<std::io::BufReader<File>> {
+            let mut f = w.into_inner().map_err(|e| e.into_error())?;
+            f.seek(SeekFrom::Start(0))?;
+            Ok(std::io::BufReader::with_capacity(1 << 16, f))
+        };
+        let mut lengths = rewind(lengths).map_err(e)?;
+        let mut doc_idx = rewind(doc_idx).map_err(e)?;
+        let file = File::create(&idx_path).map_err(e)?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let n = self.lengths.len() as u64;
-        let write = |w: &mut BufWriter<File>, b: &[u8]| w.write_all(b).map_err(io_err(&self.idx_path));
-        write(&mut w, MAGIC)?;
-        write(&mut w, &VERSION.to_le_bytes())?;
-        write(&mut w, &[self.dtype.code()])?;
-        write(&mut w, &n.to_le_bytes())?;
-        write(&mut w, &(self.doc_idx.len() as u64).to_le_bytes())?;
-        for l in &self.lengths {
-            write(&mut w, &l.to_le_bytes())?;
-        }
+        w.write_all(MAGIC).map_err(e)?;
+        w.write_all(&VERSION.to_le_bytes()).map_err(e)?;
+        w.write_all(&[dtype.code()]).map_err(e)?;
+        w.write_all(&sequences.to_le_bytes()).map_err(e)?;
+        w.write_all(&doc_entries.to_le_bytes()).map_err(e)?;
+        std::io::copy(&mut lengths, &mut w).map_err(e)?;
+        lengths.seek(SeekFrom::Start(0)).map_err(e)?;
         let mut pointer: i64 = 0;
-        for l in &self.lengths {
-            write(&mut w, &pointer.to_le_bytes())?;
-            pointer += *l as i64 * self.dtype.size() as i64;
+        let mut buf = [0u8; 4];
+        for _ in 0..sequences {
+            lengths.read_exact(&mut buf).map_err(e)?;
+            w.write_all(&pointer.to_le_bytes()).map_err(e)?;
+            pointer += i32::from_le_bytes(buf) as i64 * dtype.size() as i64;
         }
-        for d in &self.doc_idx {
-            write(&mut w, &d.to_le_bytes())?;
-        }
-        w.flush().map_err(io_err(&self.idx_path))?;
-        w.get_ref().sync_all().map_err(io_err(&self.idx_path))?;
-        Ok(WriteSummary { sequences: n, documents: self.doc_idx.len() as u64 - 1, tokens: self.tokens })
+        std::io::copy(&mut doc_idx, &mut w).map_err(e)?;
+        w.flush().map_err(e)?;
+        w.get_ref().sync_all().map_err(e)?;
+        Ok(WriteSummary { sequences, documents: doc_entries - 1, tokens })
     }
 }
 
@@ -549,7 +571,7 @@ impl IndexedDataset {
         }
         let bin = map(bin_path)?;
         let bin_len = bin.as_ref().map_or(0, |b| b.len() as u64);
-        if bin_len % itemsize != 0 {
+        if !bin_len.is_multiple_of(itemsize) {
             return Err(MegatronError::BinAlignment { path: bin_path.to_path_buf(), actual: bin_len, itemsize });
         }
         if bin_len != expected_ptr {

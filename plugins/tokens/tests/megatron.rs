@@ -22,11 +22,11 @@ fn idx_and_bin_bytes_are_exactly_megatrons_layout() {
     // Three documents; the second made of two sequences, the third empty of sequences.
     let mut w = IndexedWriter::create(&prefix, DType::U16).unwrap();
     w.add_sequence(&[1, 2, 3]).unwrap();
-    w.end_document();
+    w.end_document().unwrap();
     w.add_sequence(&[65535]).unwrap();
     w.add_sequence(&[7, 8]).unwrap();
-    w.end_document();
-    w.end_document();
+    w.end_document().unwrap();
+    w.end_document().unwrap();
     let summary = w.finish().unwrap();
     assert_eq!((summary.sequences, summary.documents, summary.tokens), (3, 3, 6));
 
