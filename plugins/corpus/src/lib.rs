@@ -22,6 +22,43 @@
 //! the documents it removed), then split off the held-out documents by hash. Output bytes depend
 //! only on the input bytes and the settings (filters and hashes run in parallel in batches, and
 //! are written in order).
+//!
+//! ```toml
+//! [sources.fin_web]
+//! plugin = "source.jsonl"
+//! files = ["file:data/fin/*.jsonl.zst"]   # globs: expanded when planning, sorted
+//! text_field = "text"                      # default
+//! lang = "fin_Latn"
+//! filters = [
+//!   { min_chars = 50 },
+//!   { max_symbol_ratio = 0.2 },
+//!   { max_digit_ratio = 0.2 },
+//!   { langid = { min_confidence = 0.5 } }, # lang defaults to the source's
+//! ]
+//! heldout = { fraction = 0.02, salt = "aurora-heldout-1" }
+//! dedup = true                             # default
+//! on_error = "fail"                        # default; or "skip"
+//! max_documents = 1000                     # optional
+//!
+//! [sources.code_py]
+//! plugin = "source.text"
+//! files = ["file:data/code/*.py"]
+//! split = "file"                           # default; or "line", "paragraph"
+//! lang = "code"
+//! programming_language = "python"
+//!
+//! [sources.safety]
+//! plugin = "source.instructions"
+//! files = ["file:data/safety.jsonl"]       # JSON array or JSON Lines
+//! lang = "eng_Latn"
+//! # template = "### Instruction:\n{instruction}\n### Response:\n{output}"   (default)
+//!
+//! [sources.hf_shards]
+//! plugin = "source.parquet"
+//! files = ["file:data/hf/train-*.parquet"]
+//! text_column = "text"                     # default
+//! lang = "vie_Latn"
+//! ```
 
 pub mod config;
 pub mod dedup;

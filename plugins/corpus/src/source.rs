@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, PluginError,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, PluginError, Progress,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -234,6 +234,10 @@ struct Pipeline<'a> {
     hashes: BufWriter<File>,
     error: Option<PluginError>,
     out_dir: &'a Path,
+    progress: &'a dyn Progress,
+    node_id: &'a str,
+    /// Files finished and files in all, for progress reports.
+    files: (u64, u64),
 }
 
 struct Writer {
@@ -273,8 +277,14 @@ impl Pipeline<'_> {
         self.error.is_none() && self.cap.is_none_or(|cap| self.read < cap)
     }
 
+    fn report(&self) {
+        let (done, total) = self.files;
+        self.progress.update(self.node_id, done, total, &format!("{} documents read", self.read));
+    }
+
     /// Filters, hashes and writes the pending batch, in order.
     fn flush(&mut self) {
+        self.report();
         let batch = std::mem::take(&mut self.batch);
         let filters = &self.filters;
         let heldout = &self.heldout;
@@ -334,11 +344,15 @@ pub fn execute(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         hashes: create(ctx.out_dir, HASHES)?,
         error: None,
         out_dir: ctx.out_dir,
+        progress: ctx.progress,
+        node_id: ctx.node_id,
+        files: (0, ctx.inputs.len() as u64),
     };
     let mut state = ReadState { on_error: keyed.on_error, skipped: 0 };
     let files: Vec<&PathBuf> = ctx.inputs.values().collect();
     for (i, path) in files.iter().enumerate() {
-        ctx.progress.update(ctx.node_id, i as u64, files.len() as u64, &format!("{} documents read", pipeline.read));
+        pipeline.files.0 = i as u64;
+        pipeline.report();
         let more = crate::read_file(path, &keyed.reader, &mut state, &mut |text| pipeline.push(text))
             .map_err(|e| PluginError::new(e.to_string()))?;
         if let Some(e) = pipeline.error.take() {
