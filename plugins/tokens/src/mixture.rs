@@ -84,9 +84,19 @@ struct Keyed {
     max_repetition: f64,
 }
 
-/// Whether a source entry has cross-source dedup: its `dedup` key, default true.
+/// Whether a source entry takes part in cross-source exact dedup (so its token store reads
+/// `dedup/exact`): its plugin has a `dedup` setting (every aurora-corpus text source does) and the
+/// entry's value, else that setting's schema default, else `true`, is true.
 pub fn source_dedups(manifest_value: &Value, source: &str) -> bool {
-    manifest_value["sources"][source]["dedup"].as_bool().unwrap_or(true)
+    let entry = &manifest_value["sources"][source];
+    let Some(plugin) = entry["plugin"].as_str().and_then(|id| aurora_core::plugin::registry().get(id)) else {
+        return false;
+    };
+    let schema = plugin.config_schema();
+    let Some(setting) = schema.as_value().get("properties").and_then(|p| p.get("dedup")) else {
+        return false;
+    };
+    entry["dedup"].as_bool().or_else(|| setting.get("default").and_then(Value::as_bool)).unwrap_or(true)
 }
 
 /// Whether a source entry is already tokenized (`source.megatron`).
