@@ -155,3 +155,14 @@ fn dedup_rejects_a_damaged_hashes_file() {
         .unwrap_err();
     insta::assert_snapshot!(p.redact(&err.message), @"[PROJECT]/src-artifact/hashes.bin: 20 bytes is not a whole number of 16-byte hashes; the artifact of source `web` is damaged, run `aurora verify --store`");
 }
+
+#[test]
+fn deduplicated_sources_need_distinct_names() {
+    let p = Project::new();
+    p.write("d.jsonl", "{\"text\": \"x\"}\n");
+    let body = "[sources.web]\nplugin = \"source.jsonl\"\nfiles = [\"file:d.jsonl\"]\nlang = \"eng_Latn\"\n\n\
+                [extra.web]\nplugin = \"source.jsonl\"\nfiles = [\"file:d.jsonl\"]\nlang = \"eng_Latn\"\n";
+    insta::assert_snapshot!("dedup_name_collision", plan_error(&p, body));
+    // With dedup off on one of them, both plan.
+    p.plan(&format!("{body}dedup = false\n"));
+}
