@@ -19,11 +19,7 @@ pub const TORCH_VERSION: &str = "2.13.0";
 
 /// pip requirements of the CPU flavor: the torch wheel without its ~3.5 GB of CUDA deps, plus
 /// the only two CUDA libraries `libtorch_cpu.so` needs to load.
-const CPU_REQUIREMENTS: &[&str] = &[
-    "torch==2.13.0",
-    "nvidia-cuda-runtime==13.0.96",
-    "nvidia-cuda-cupti==13.0.85",
-];
+const CPU_REQUIREMENTS: &[&str] = &["torch==2.13.0", "nvidia-cuda-runtime==13.0.96", "nvidia-cuda-cupti==13.0.85"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -54,11 +50,8 @@ impl Libtorch {
         if let Some(site) = self.root.parent()
             && let Ok(entries) = std::fs::read_dir(site.join("nvidia"))
         {
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path().join("lib"))
-                .filter(|p| p.is_dir())
-                .collect();
+            let mut found: Vec<PathBuf> =
+                entries.filter_map(Result::ok).map(|e| e.path().join("lib")).filter(|p| p.is_dir()).collect();
             found.sort();
             dirs.extend(found);
         }
@@ -119,9 +112,7 @@ pub fn ensure(want_cuda: bool) -> Result<Libtorch> {
                 "LIBTORCH is set to {} but it is not a usable libtorch; fix it, or unset it \
                  to let `cargo xtask libtorch` fetch libtorch {TORCH_VERSION} into {}",
                 root.display(),
-                cache_root()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
+                cache_root().map(|p| p.display().to_string()).unwrap_or_default()
             )
         })?;
         if want_cuda {
@@ -137,21 +128,14 @@ pub fn ensure(want_cuda: bool) -> Result<Libtorch> {
         return Ok(Libtorch { root });
     }
     let cuda_dir = cache_dir(Flavor::Cuda)?;
-    let flavor = if want_cuda || cuda_dir.join("torch").exists() {
-        Flavor::Cuda
-    } else {
-        Flavor::Cpu
-    };
+    let flavor = if want_cuda || cuda_dir.join("torch").exists() { Flavor::Cuda } else { Flavor::Cpu };
     let dir = cache_dir(flavor)?;
     if !dir.exists() {
         fetch(flavor, &dir)?;
     }
     let root = dir.join("torch");
     validate(&root).with_context(|| {
-        format!(
-            "the libtorch cache {} is broken; delete it and rerun `cargo xtask libtorch`",
-            dir.display()
-        )
+        format!("the libtorch cache {} is broken; delete it and rerun `cargo xtask libtorch`", dir.display())
     })?;
     Ok(Libtorch { root })
 }
@@ -159,29 +143,16 @@ pub fn ensure(want_cuda: bool) -> Result<Libtorch> {
 /// `pip install --target <tmp>` then an atomic rename to `dest`, so `dest` exists only complete.
 fn fetch(flavor: Flavor, dest: &Path) -> Result<()> {
     let parent = dest.parent().context("cache dir has no parent")?;
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create the cache dir {}", parent.display()))?;
-    let name = dest
-        .file_name()
-        .context("cache dir has no name")?
-        .to_string_lossy();
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create the cache dir {}", parent.display()))?;
+    let name = dest.file_name().context("cache dir has no name")?.to_string_lossy();
     let tmp = parent.join(format!("{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)
-            .with_context(|| format!("cannot remove the stale {}", tmp.display()))?;
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove the stale {}", tmp.display()))?;
     }
 
     let python = std::env::var_os("AURORA_PYTHON").unwrap_or_else(|| "python3".into());
     let mut cmd = Command::new(&python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-input",
-    ])
-    .arg("--target")
-    .arg(&tmp);
+    cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"]).arg("--target").arg(&tmp);
     let size = match flavor {
         Flavor::Cpu => {
             cmd.arg("--no-deps").args(CPU_REQUIREMENTS);
@@ -193,20 +164,11 @@ fn fetch(flavor: Flavor, dest: &Path) -> Result<()> {
         }
     };
     // Progress to stderr: stdout is reserved for the LIBTORCH path / export lines.
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(std::io::stderr()))
-        .stderr(Stdio::inherit());
-    eprintln!(
-        "xtask: fetching libtorch {TORCH_VERSION} ({}, {size}) with pip into {}",
-        flavor.name(),
-        dest.display()
-    );
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(std::io::stderr())).stderr(Stdio::inherit());
+    eprintln!("xtask: fetching libtorch {TORCH_VERSION} ({}, {size}) with pip into {}", flavor.name(), dest.display());
     let started = Instant::now();
     let status = cmd.status().with_context(|| {
-        format!(
-            "cannot run `{} -m pip` (set AURORA_PYTHON to a Python 3 with pip)",
-            python.to_string_lossy()
-        )
+        format!("cannot run `{} -m pip` (set AURORA_PYTHON to a Python 3 with pip)", python.to_string_lossy())
     })?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -219,25 +181,14 @@ fn fetch(flavor: Flavor, dest: &Path) -> Result<()> {
     match std::fs::rename(&tmp, dest) {
         Ok(()) => {}
         // Another xtask won the race: keep its copy.
-        Err(_)
-            if dest
-                .join("torch")
-                .join("lib")
-                .join("libtorch_cpu.so")
-                .exists() =>
-        {
+        Err(_) if dest.join("torch").join("lib").join("libtorch_cpu.so").exists() => {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()));
+            return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()));
         }
     }
-    eprintln!(
-        "xtask: libtorch ready in {} ({})",
-        dest.display(),
-        crate::fmt_duration(started.elapsed())
-    );
+    eprintln!("xtask: libtorch ready in {} ({})", dest.display(), crate::fmt_duration(started.elapsed()));
     Ok(())
 }
 
