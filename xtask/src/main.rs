@@ -3,6 +3,7 @@
 //! Deliberately depends on no workspace crate and not on tch: it must build in seconds on a
 //! fresh machine, before libtorch exists.
 
+mod bench;
 mod libtorch;
 
 use std::ffi::OsString;
@@ -55,6 +56,8 @@ enum Cmd {
     },
     /// Everything CI checks: libtorch, fmt, clippy, schema drift, tests, book.
     Test,
+    /// Build aurora (release) and benchmark it, beside a peer tool where there is one.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,24 +88,20 @@ fn run(cmd: Cmd) -> Result<ExitCode> {
                 .context("a libtorch lib path is not UTF-8")?
                 .join(":");
             println!("export LIBTORCH={}", shell_quote(root));
-            println!(
-                "export LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"",
-                shell_quote(&dirs)
-            );
+            println!("export LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"", shell_quote(&dirs));
         }
         Cmd::Run { manifest, args } => return run_manifest(&manifest, &args),
         Cmd::Schema { check } => schema(&libtorch::ensure(false)?, check)?,
         Cmd::Book { check } => book(check, || libtorch::ensure(false))?,
         Cmd::Test => test()?,
+        Cmd::Bench(args) => bench::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The workspace root (xtask lives in `<root>/xtask`).
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace")
 }
 
 /// `cargo`, the same one that runs us when available.
@@ -123,10 +122,7 @@ fn display(cmd: &Command) -> String {
 /// Runs a command with inherited stdio; an error if it cannot start or exits non-zero.
 fn exec_checked(cmd: &mut Command) -> Result<()> {
     let shown = display(cmd);
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot start `{shown}`"))?;
+    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot start `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -153,12 +149,8 @@ fn run_manifest(manifest: &Path, args: &[OsString]) -> Result<ExitCode> {
     }
     #[cfg(not(unix))]
     {
-        let status = cmd
-            .status()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        Ok(ExitCode::from(
-            status.code().unwrap_or(1).clamp(0, 255) as u8
-        ))
+        let status = cmd.status().with_context(|| format!("cannot run {}", bin.display()))?;
+        Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
     }
 }
 
@@ -166,13 +158,7 @@ fn run_manifest(manifest: &Path, args: &[OsString]) -> Result<ExitCode> {
 /// `build.target-dir`).
 fn target_dir() -> Result<PathBuf> {
     let out = cargo()
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run `cargo metadata`")?;
@@ -211,9 +197,7 @@ fn json_string_field(json: &str, key: &str) -> Option<String> {
 
 fn schema(lt: &Libtorch, check: bool) -> Result<()> {
     let mut cmd = cargo();
-    cmd.args([
-        "run", "--quiet", "-p", "aurora", "--", "schema", "--out", "schemas",
-    ]);
+    cmd.args(["run", "--quiet", "-p", "aurora", "--", "schema", "--out", "schemas"]);
     if check {
         cmd.arg("--check");
     }
@@ -236,12 +220,7 @@ fn book(check: bool, libtorch: impl FnOnce() -> Result<Libtorch>) -> Result<()> 
     }
     let mdbook = ensure_mdbook()?;
     let mut build = Command::new(&mdbook);
-    build
-        .current_dir(root())
-        .arg("build")
-        .arg(&book_dir)
-        .arg("--dest-dir")
-        .arg(book_dir.join("build"));
+    build.current_dir(root()).arg("build").arg(&book_dir).arg("--dest-dir").arg(book_dir.join("build"));
     exec_checked(&mut build).context("building the book")?;
     if check {
         let lt = libtorch()?;
@@ -260,10 +239,7 @@ fn ensure_mdbook() -> Result<PathBuf> {
     if bin.is_file() {
         return Ok(bin);
     }
-    eprintln!(
-        "xtask: installing mdbook {MDBOOK_VERSION} into {} (once per machine)",
-        install_root.display()
-    );
+    eprintln!("xtask: installing mdbook {MDBOOK_VERSION} into {} (once per machine)", install_root.display());
     let started = Instant::now();
     let mut cmd = cargo();
     cmd.args(["install", "mdbook", "--locked", "--version", MDBOOK_VERSION])
@@ -273,10 +249,7 @@ fn ensure_mdbook() -> Result<PathBuf> {
         .env("CARGO_TARGET_DIR", install_root.join("build"));
     exec_checked(&mut cmd).context("installing mdbook")?;
     let _ = std::fs::remove_dir_all(install_root.join("build"));
-    eprintln!(
-        "xtask: mdbook installed in {}",
-        fmt_duration(started.elapsed())
-    );
+    eprintln!("xtask: mdbook installed in {}", fmt_duration(started.elapsed()));
     Ok(bin)
 }
 
@@ -308,19 +281,11 @@ fn test() -> Result<()> {
     })?;
     let lt = lt.expect("set by the libtorch step");
     step("fmt", &mut || {
-        exec_checked(cargo().args(["fmt", "--all", "--check"]))
-            .context("run `cargo fmt --all` and commit the result")
+        exec_checked(cargo().args(["fmt", "--all", "--check"])).context("run `cargo fmt --all` and commit the result")
     })?;
     step("clippy", &mut || {
         let mut cmd = cargo();
-        cmd.args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]);
+        cmd.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
         lt.apply(&mut cmd)?;
         exec_checked(&mut cmd)
     })?;
@@ -333,10 +298,7 @@ fn test() -> Result<()> {
     })?;
     step("book", &mut || book(true, || Ok(lt.clone())))?;
 
-    eprintln!(
-        "xtask: all checks passed in {}:",
-        fmt_duration(total.elapsed())
-    );
+    eprintln!("xtask: all checks passed in {}:", fmt_duration(total.elapsed()));
     for (name, took) in &summary {
         eprintln!("xtask:   {name:<9} {}", fmt_duration(*took));
     }
@@ -345,11 +307,7 @@ fn test() -> Result<()> {
 
 pub(crate) fn fmt_duration(d: Duration) -> String {
     let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
+    if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60) }
 }
 
 #[cfg(test)]
@@ -359,10 +317,7 @@ mod tests {
     #[test]
     fn json_string_field_unescapes() {
         let json = r#"{"packages":[],"target_directory":"/a \"b\"\\c\u00e9","version":1}"#;
-        assert_eq!(
-            json_string_field(json, "target_directory").as_deref(),
-            Some("/a \"b\"\\c\u{e9}")
-        );
+        assert_eq!(json_string_field(json, "target_directory").as_deref(), Some("/a \"b\"\\c\u{e9}"));
         assert_eq!(json_string_field(json, "missing"), None);
     }
 
@@ -373,23 +328,9 @@ mod tests {
 
     #[test]
     fn cli_passes_run_args_through() {
-        let cli = Cli::try_parse_from([
-            "xtask",
-            "run",
-            "m.toml",
-            "--profile",
-            "paper",
-            "--set",
-            "a.b=1",
-        ])
-        .unwrap();
-        let Cmd::Run { manifest, args } = cli.command else {
-            panic!("not run")
-        };
+        let cli = Cli::try_parse_from(["xtask", "run", "m.toml", "--profile", "paper", "--set", "a.b=1"]).unwrap();
+        let Cmd::Run { manifest, args } = cli.command else { panic!("not run") };
         assert_eq!(manifest, PathBuf::from("m.toml"));
-        assert_eq!(
-            args,
-            ["--profile", "paper", "--set", "a.b=1"].map(OsString::from)
-        );
+        assert_eq!(args, ["--profile", "paper", "--set", "a.b=1"].map(OsString::from));
     }
 }
