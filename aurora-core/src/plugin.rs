@@ -21,6 +21,8 @@ use crate::manifest::ResolvedManifest;
 pub enum PluginKind {
     Exec,
     Source,
+    /// Removes duplicates across sources (e.g. `dedup.exact`).
+    Dedup,
     Tokenizer,
     Mixer,
     Model,
@@ -36,6 +38,7 @@ impl PluginKind {
         match self {
             PluginKind::Exec => "exec",
             PluginKind::Source => "source",
+            PluginKind::Dedup => "dedup",
             PluginKind::Tokenizer => "tokenizer",
             PluginKind::Mixer => "mixer",
             PluginKind::Model => "model",
