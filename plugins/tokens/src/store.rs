@@ -106,6 +106,19 @@ fn perr(e: impl std::fmt::Display) -> PluginError {
     PluginError::new(e.to_string())
 }
 
+/// Words the BPE model memoises (the crate's default is 10,000, which a multilingual corpus fills
+/// at once; the cache only stores results, so output bytes do not depend on it).
+pub const BPE_CACHE_WORDS: usize = 262_144;
+
+/// Makes a loaded tokenizer ready for bulk encoding (a larger BPE word cache).
+pub fn tune_for_bulk_encoding(tokenizer: &mut Tokenizer) {
+    if let tokenizers::ModelWrapper::BPE(bpe) = tokenizer.get_model() {
+        let mut bpe = bpe.clone();
+        bpe.resize_cache(BPE_CACHE_WORDS);
+        tokenizer.with_model(bpe);
+    }
+}
+
 /// Documents per parallel batch, and text bytes per batch: the memory bound of encoding.
 const BATCH_DOCUMENTS: usize = 4096;
 const BATCH_BYTES: usize = 8 << 20;
@@ -297,7 +310,8 @@ impl Plugin for TokensEncode {
         let input = |name: &str| {
             ctx.inputs.get(name).ok_or_else(|| PluginError::new(format!("{}: input `{name}` is missing", ctx.node_id)))
         };
-        let (tokenizer, meta) = load_artifact(input("tokenizer")?)?;
+        let (mut tokenizer, meta) = load_artifact(input("tokenizer")?)?;
+        tune_for_bulk_encoding(&mut tokenizer);
         let docs_dir = input("documents")?.clone();
         let source = SourceInfo::read(&docs_dir).map_err(perr)?;
         let drop = match ctx.inputs.get("dedup") {
