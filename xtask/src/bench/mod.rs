@@ -1,10 +1,13 @@
 //! `cargo xtask bench`: measured figures, with a peer tool run beside ours in the same
 //! invocation where there is one, printed as a table (or `--json`) on stdout; progress on stderr.
 //!
-//! Each benchmark is one module with a `pub const BENCH: Benchmark`; adding one is a new file
-//! plus its name in the `benchmarks!` line below. Shared pieces: [`Ctx`] (the release aurora
-//! binary, temp projects, the peer venv, the process-startup baseline), [`stats`] (timing a
-//! whole process, median/p90) and [`report`] (the table and JSON).
+//! Each benchmark is one module with a `pub const BENCH: Benchmark`; adding one is a new file,
+//! its `mod` line and its entry in [`ALL`]. Shared pieces: [`Ctx`] (the release aurora binary,
+//! temp git projects, the peer venv), [`stats`] (timing a whole process: wall and CPU time,
+//! median/p90) and [`report`] (the table and JSON).
+//!
+//! The machine may be shared with other work: interleave the commands a benchmark compares
+//! (one of each per round) so load hits them alike, and report CPU time beside wall time.
 
 mod fixtures;
 mod peer;
@@ -13,24 +16,21 @@ pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use self::report::{Json, Section};
-use self::stats::Stats;
 use crate::libtorch::{self, Libtorch};
 use crate::{cargo, exec_checked, target_dir};
 
-macro_rules! benchmarks {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name;)*
-        /// Every benchmark, in the order they run.
-        pub const ALL: &[Benchmark] = &[$($name::BENCH),*];
-    };
-}
+// The benchmarks. Their modules are declared plainly (not from a macro) so rustfmt and
+// `cargo fmt --check` see them.
+mod noop;
+mod plan;
 
-benchmarks!(noop, plan);
+/// Every benchmark, in the order they run.
+pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {
@@ -60,7 +60,6 @@ pub struct Ctx {
     lt: Libtorch,
     scratch: TempDir,
     venv: Option<peer::Venv>,
-    startup: Option<Stats>,
     /// Lines added to the report header (e.g. how long the peer venv took to install).
     header: Vec<(String, String)>,
 }
@@ -93,29 +92,13 @@ impl Ctx {
         if self.venv.is_none() {
             let venv = peer::ensure()?;
             let how = match venv.installed_in {
-                Some(t) => format!("installed in {} (this run)", crate::fmt_duration(t)),
+                Some(t) => format!("installed by this run in {}", crate::fmt_duration(t)),
                 None => "reused".into(),
             };
-            self.header.push(("peer venv".into(), format!("{} ({}; {how})", venv.dir.display(), venv.dvc_version())));
+            self.header.push(("peer venv".into(), format!("{}: {}, {how}", venv.dir.display(), venv.dvc_version())));
             self.venv = Some(venv);
         }
         Ok(self.venv.as_ref().expect("set above"))
-    }
-
-    /// The floor under every aurora figure: `aurora --version` (exec, dynamic loading of
-    /// libtorch and the rest, clap, exit), measured once per invocation.
-    pub fn startup(&mut self) -> Result<Stats> {
-        if self.startup.is_none() {
-            let reps = self.reps(30, 5);
-            eprintln!("xtask: bench: process startup baseline (`aurora --version`, {reps} runs)");
-            let stats = stats::sample(reps, 2, Duration::from_secs(60), || {
-                let mut c = self.aurora();
-                c.arg("--version");
-                c
-            })?;
-            self.startup = Some(stats);
-        }
-        Ok(self.startup.clone().expect("set above"))
     }
 }
 
@@ -188,7 +171,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     header.push(("scratch".into(), format!("{} ({})", scratch.path().display(), fs_type(scratch.path()))));
     header.push(("aurora".into(), aurora_bin.display().to_string()));
     header.push(("load avg at start".into(), loadavg()));
-    let mut ctx = Ctx { quick: args.quick, aurora_bin, lt, scratch, venv: None, startup: None, header: Vec::new() };
+    let mut ctx = Ctx { quick: args.quick, aurora_bin, lt, scratch, venv: None, header: Vec::new() };
 
     let mut sections = Vec::new();
     for b in ALL.iter().filter(|b| args.only.is_empty() || args.only.iter().any(|n| n == b.name)) {

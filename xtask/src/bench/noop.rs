@@ -7,14 +7,11 @@ use anyhow::{Context, Result, ensure};
 
 use super::fixtures::Dag;
 use super::report::{Json, Row, Section};
-use super::stats::{self, Stats, time_process};
+use super::stats::{self, Stats, Timed, time_process};
 use super::{Benchmark, Ctx, git, write};
 
-pub const BENCH: Benchmark = Benchmark {
-    name: "noop",
-    about: "no-op rerun of a 50-node exec.command DAG (aurora run vs dvc repro)",
-    run,
-};
+pub const BENCH: Benchmark =
+    Benchmark { name: "noop", about: "no-op rerun of a 50-node exec.command DAG (aurora run vs dvc repro)", run };
 
 /// The issue's target for a no-op rerun of 50 nodes (reported, not asserted).
 const GOAL: Duration = Duration::from_millis(50);
@@ -66,55 +63,48 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     // Both reruns must really be no-ops before they are timed.
     let report = stats::output_of(aurora_run(ctx).arg("--json"))?;
     let cached = count_status(&report, "cached");
-    ensure!(
-        cached == nodes,
-        "aurora's rerun is not a no-op ({cached} of {nodes} nodes cached):\n{report}"
-    );
+    ensure!(cached == nodes, "aurora's rerun is not a no-op ({cached} of {nodes} nodes cached):\n{report}");
     let said = stats::output_of(&mut dvc_repro(ctx))?;
-    ensure!(
-        !said.contains("Running stage"),
-        "dvc's rerun is not a no-op:\n{said}"
-    );
+    ensure!(!said.contains("Running stage"), "dvc's rerun is not a no-op:\n{said}");
 
-    // Interleaved (ours, theirs, ours, ...) so load from elsewhere on the machine hits both.
+    // Where aurora's time goes, by subtraction between commands doing less and less:
+    // `--version` (process floor), `digest` (+ resolve and plan), `plan` (+ store status), `run`.
+    let aurora_cmd = |ctx: &Ctx, args: &[&str]| {
+        let mut c = ctx.aurora();
+        c.args(args).current_dir(&ours);
+        c
+    };
+    let ladder: [&[&str]; 3] = [&["--version"], &["digest", "bench.toml"], &["plan", "bench.toml"]];
+    for args in ladder {
+        time_process(&mut aurora_cmd(ctx, args), LIMIT)?; // warm-up
+    }
+
+    // All interleaved, one of each per round, so load from elsewhere on the machine (shared,
+    // 2 cores) hits every figure alike.
     let mut reps = ctx.reps(30, 5);
     let budget = if ctx.quick { 30.0 } else { 120.0 };
-    eprintln!("xtask: bench: noop: {reps} no-op reruns each, interleaved");
-    let (mut t_ours, mut t_theirs) = (Vec::new(), Vec::new());
+    eprintln!("xtask: bench: noop: {reps} rounds of: aurora --version, digest, plan, run (no-op); dvc repro (no-op)");
+    let mut times: [Vec<Timed>; 5] = Default::default();
     let started = Instant::now();
     let mut i = 0;
     while i < reps {
-        t_ours.push(time_process(&mut aurora_run(ctx), LIMIT)?);
-        t_theirs.push(time_process(&mut dvc_repro(ctx), LIMIT)?);
+        for (k, args) in ladder.iter().enumerate() {
+            times[k].push(time_process(&mut aurora_cmd(ctx, args), LIMIT)?);
+        }
+        times[3].push(time_process(&mut aurora_run(ctx), LIMIT)?);
+        times[4].push(time_process(&mut dvc_repro(ctx), LIMIT)?);
         i += 1;
         if i == 2 {
             // Keep the whole bench within minutes if the peer is slow here.
             let per = started.elapsed().as_secs_f64() / 2.0;
             let fit = ((budget / per) as usize).max(5);
             if fit < reps {
-                eprintln!(
-                    "xtask: bench: noop: {:.2} s per pair: {fit} repetitions instead of {reps}",
-                    per
-                );
+                eprintln!("xtask: bench: noop: {per:.2} s per round: {fit} rounds instead of {reps}");
                 reps = fit;
             }
         }
     }
-    let (s_ours, s_theirs) = (Stats::new(&t_ours), Stats::new(&t_theirs));
-
-    // Where aurora's time goes, by subtraction between commands doing less and less.
-    eprintln!("xtask: bench: noop: breakdown (--version, digest, plan), {reps} runs each");
-    let startup = ctx.startup()?;
-    let digest = stats::sample(reps, 1, LIMIT, || {
-        let mut c = ctx.aurora();
-        c.args(["digest", "bench.toml"]).current_dir(&ours);
-        c
-    })?;
-    let plan = stats::sample(reps, 1, LIMIT, || {
-        let mut c = ctx.aurora();
-        c.args(["plan", "bench.toml"]).current_dir(&ours);
-        c
-    })?;
+    let [startup, digest, plan, s_ours, s_theirs] = times.map(|t| Stats::new(&t));
 
     let mut s = Section::new(
         "noop",
@@ -126,66 +116,77 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
         ),
     );
     s.peer = Some(dvc_label);
+    let cpu = |t: &Timed| t.cpu.map(|c| c.as_secs_f64());
     s.row(Row::time(
-        "cold run, all nodes execute (1x)",
-        Some(cold_ours.as_secs_f64()),
-        Some(cold_theirs.as_secs_f64()),
+        "cold run, all nodes execute: wall (1x)",
+        Some(cold_ours.wall.as_secs_f64()),
+        Some(cold_theirs.wall.as_secs_f64()),
         1,
     ));
-    let [median, p90] = Row::median_p90("no-op rerun", &s_ours, Some(&s_theirs));
+    s.row(Row::time("cold run: CPU user+sys (1x)", cpu(&cold_ours), cpu(&cold_theirs), 1));
+    let [median, p90] = Row::median_p90("no-op rerun: wall", &s_ours, Some(&s_theirs));
     s.row(median).row(p90);
-    let [m, p] = Row::median_p90("  `aurora --version` (floor)", &startup, None);
-    s.row(m).row(p);
-    let [m, _] = Row::median_p90("  `aurora digest` (resolve+plan)", &digest, None);
-    s.row(m);
-    let [m, _] = Row::median_p90("  `aurora plan` (+ store status)", &plan, None);
-    s.row(m);
+    s.row(Row::time(
+        format!("no-op rerun: CPU user+sys mean (n={})", s_ours.n()),
+        s_ours.cpu_mean(),
+        s_theirs.cpu_mean(),
+        s_ours.n(),
+    ));
+    for (what, st) in [
+        ("`aurora --version` (floor)", &startup),
+        ("`aurora digest` (+resolve, plan)", &digest),
+        ("`aurora plan` (+store status)", &plan),
+    ] {
+        let [m, _] = Row::median_p90(&format!("  {what}: wall"), st, None);
+        s.row(m);
+        s.row(Row::time(format!("  {what}: CPU mean"), st.cpu_mean(), None, st.n()));
+    }
 
+    let fmt = super::report::fmt_secs;
+    let fmt_opt = |v: Option<f64>| v.map_or("n/a".to_string(), fmt);
+    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
     let med = s_ours.median();
     let met = med < GOAL.as_secs_f64();
     s.note(
         "goal_noop_50_nodes_under_50ms_met",
         Json::Bool(met),
         format!(
-            "goal (issue): no-op of {nodes} nodes under {} ms: {} (median {})",
+            "goal (issue): no-op of {nodes} nodes under {} ms: {} (wall median {})",
             GOAL.as_millis(),
             if met { "MET" } else { "NOT MET" },
-            super::report::fmt_secs(med)
+            fmt(med)
         ),
     );
-    let net = med - startup.median();
+    let net_wall = med - startup.median();
+    let net_cpu = diff(s_ours.cpu_mean(), startup.cpu_mean());
     s.note(
         "noop_net_of_process_floor_s",
-        Json::Num(net),
+        Json::Obj(vec![("wall_median".into(), Json::Num(net_wall)), ("cpu_mean".into(), Json::num(net_cpu))]),
         format!(
-            "net of the process floor (`aurora --version`, {}), the no-op rerun takes {} (difference \
-             of medians)",
-            super::report::fmt_secs(startup.median()),
-            super::report::fmt_secs(net)
+            "`aurora --version` alone takes {} wall / {} CPU; net of that floor the no-op rerun takes {} wall \
+             (difference of medians) / {} CPU (difference of means)",
+            fmt(startup.median()),
+            fmt_opt(startup.cpu_mean()),
+            fmt(net_wall),
+            fmt_opt(net_cpu)
         ),
     );
+    let steps = [
+        ("process_floor", startup.cpu_mean()),
+        ("resolve_and_plan", diff(digest.cpu_mean(), startup.cpu_mean())),
+        ("store_status", diff(plan.cpu_mean(), digest.cpu_mean())),
+        ("run_rest", diff(s_ours.cpu_mean(), plan.cpu_mean())),
+    ];
     s.note(
-        "breakdown_median_s",
-        Json::Obj(vec![
-            ("process_floor".into(), Json::Num(startup.median())),
-            (
-                "resolve_and_plan".into(),
-                Json::Num(digest.median() - startup.median()),
-            ),
-            (
-                "store_status".into(),
-                Json::Num(plan.median() - digest.median()),
-            ),
-            ("run_rest".into(), Json::Num(med - plan.median())),
-        ]),
+        "breakdown_cpu_mean_s",
+        Json::Obj(steps.iter().map(|(k, v)| (k.to_string(), Json::num(*v))).collect()),
         format!(
-            "aurora breakdown by subtraction of medians (each difference carries the noise of two \
-             medians): process floor {}, resolve+plan {}, \
-             store status {}, rest of `run` (executor, run record, git state) {}",
-            super::report::fmt_secs(startup.median()),
-            super::report::fmt_secs(digest.median() - startup.median()),
-            super::report::fmt_secs(plan.median() - digest.median()),
-            super::report::fmt_secs(med - plan.median()),
+            "aurora CPU breakdown by subtraction of means: process floor {}, resolve+plan {}, store status {}, \
+             rest of `run` (executor, run record, git state) {}",
+            fmt_opt(steps[0].1),
+            fmt_opt(steps[1].1),
+            fmt_opt(steps[2].1),
+            fmt_opt(steps[3].1),
         ),
     );
     s.note(

@@ -167,11 +167,11 @@ pub fn json(header: &[(String, String)], sections: &[Section], total_s: f64) -> 
                 .iter()
                 .map(|r| {
                     Json::Obj(vec![
-                        ("label".into(), Json::Str(r.label.clone())),
+                        ("label".into(), Json::Str(r.label.trim().to_string())),
                         ("unit".into(), Json::Str(r.unit.json_name().into())),
-                        ("aurora".into(), Json::num(r.ours)),
-                        ("peer".into(), Json::num(r.peer)),
-                        ("peer_over_aurora".into(), Json::num(r.ratio())),
+                        ("aurora".into(), Json::num(r.ours.map(round9))),
+                        ("peer".into(), Json::num(r.peer.map(round9))),
+                        ("peer_over_aurora".into(), Json::num(r.ratio().map(round9))),
                         ("n".into(), Json::Num(r.n as f64)),
                     ])
                 })
@@ -195,6 +195,11 @@ pub fn json(header: &[(String, String)], sections: &[Section], total_s: f64) -> 
     doc.write(&mut out, 0);
     out.push('\n');
     out
+}
+
+/// Nanosecond precision is all a timing has (and it keeps float noise out of the JSON).
+fn round9(v: f64) -> f64 {
+    (v * 1e9).round() / 1e9
 }
 
 /// A minimal JSON value (xtask stays free of serde).

@@ -1,4 +1,6 @@
-//! Timing: run a process to completion and measure its wall time, and summarise samples.
+//! Timing: run a process to completion and measure its wall time (and the CPU time it and its
+//! descendants used, which the load from other work on a shared machine does not inflate), and
+//! summarise samples.
 
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -8,18 +10,29 @@ use anyhow::{Context, Result, bail};
 
 use crate::display;
 
-/// Runs `cmd` to completion (stdin and stdout to /dev/null, stderr discarded) and returns the
-/// wall time of spawn + wait: the whole process, as a user's shell would see it. Fails if it
-/// exits non-zero or runs past `timeout` (it is then killed).
-pub fn time_process(cmd: &mut Command, timeout: Duration) -> Result<Duration> {
+/// One timed run of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    /// spawn + wait: the whole process, as a user's shell would see it.
+    pub wall: Duration,
+    /// User + system CPU time of the process and the descendants it waited for (None where
+    /// /proc is unavailable).
+    pub cpu: Option<Duration>,
+}
+
+/// Runs `cmd` to completion (stdin and stdout to /dev/null, stderr discarded) and times it.
+/// Fails if it exits non-zero or runs past `timeout` (it is then killed).
+pub fn time_process(cmd: &mut Command, timeout: Duration) -> Result<Timed> {
     let shown = display(cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let cpu_before = children_cpu();
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot start `{shown}`"))?;
     let status = wait_with_timeout(&mut child, timeout)?;
-    let took = started.elapsed();
+    let wall = started.elapsed();
+    let cpu = cpu_before.zip(children_cpu()).map(|(a, b)| b.saturating_sub(a));
     match status {
-        Some(s) if s.success() => Ok(took),
+        Some(s) if s.success() => Ok(Timed { wall, cpu }),
         Some(s) => bail!("`{shown}` failed ({s}); rerun it by hand to see its output"),
         None => bail!("`{shown}` ran past its limit of {} and was killed", crate::fmt_duration(timeout)),
     }
@@ -35,6 +48,19 @@ pub fn output_of(cmd: &mut Command) -> Result<String> {
         bail!("`{shown}` failed ({}):\n{text}", out.status);
     }
     Ok(text)
+}
+
+/// CPU time (user + system) of this process's waited-for children so far: `cutime + cstime`
+/// of /proc/self/stat. It is kept in nanoseconds by the kernel and shown in clock ticks
+/// (USER_HZ, 100 on Linux), so one difference is exact to 10 ms and a mean over n runs to 10/n ms.
+fn children_cpu() -> Option<Duration> {
+    const USER_HZ: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(Duration::from_millis((cutime + cstime) * 1000 / USER_HZ))
 }
 
 /// `child.wait()` with a watchdog that kills the child after `timeout` (None: it was killed).
@@ -56,17 +82,24 @@ fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Resu
     Ok(if killed { None } else { Some(status) })
 }
 
-/// Summary of a set of wall-time samples (seconds).
+/// Summary of a set of timed runs: wall-time samples (seconds, sorted) and total CPU time.
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub samples: Vec<f64>,
+    cpu_total: Option<f64>,
 }
 
 impl Stats {
-    pub fn new(durations: &[Duration]) -> Stats {
-        let mut samples: Vec<f64> = durations.iter().map(Duration::as_secs_f64).collect();
+    pub fn new(runs: &[Timed]) -> Stats {
+        let mut samples: Vec<f64> = runs.iter().map(|t| t.wall.as_secs_f64()).collect();
         samples.sort_by(f64::total_cmp);
-        Stats { samples }
+        let cpu_total = runs.iter().map(|t| t.cpu.map(|c| c.as_secs_f64())).sum();
+        Stats { samples, cpu_total }
+    }
+
+    /// Mean CPU time (user + system) per run.
+    pub fn cpu_mean(&self) -> Option<f64> {
+        self.cpu_total.filter(|_| !self.samples.is_empty()).map(|t| t / self.samples.len() as f64)
     }
 
     pub fn n(&self) -> usize {
@@ -98,24 +131,16 @@ impl Stats {
     }
 }
 
-/// Times `make()` `reps` times after `warmup` untimed runs.
-pub fn sample(reps: usize, warmup: usize, timeout: Duration, mut make: impl FnMut() -> Command) -> Result<Stats> {
-    for _ in 0..warmup {
-        time_process(&mut make(), timeout)?;
-    }
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        times.push(time_process(&mut make(), timeout)?);
-    }
-    Ok(Stats::new(&times))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ms(v: &[u64]) -> Stats {
-        Stats::new(&v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>())
+        let runs: Vec<Timed> = v
+            .iter()
+            .map(|&m| Timed { wall: Duration::from_millis(m), cpu: Some(Duration::from_millis(2 * m)) })
+            .collect();
+        Stats::new(&runs)
     }
 
     #[test]
@@ -126,13 +151,21 @@ mod tests {
         let s = ms(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         assert_eq!(s.median(), 0.0055);
         assert_eq!(s.p90(), 0.009);
+        assert!((s.cpu_mean().unwrap() - 0.011).abs() < 1e-12);
         assert!(ms(&[]).median().is_nan());
     }
 
     #[test]
     fn time_process_measures_and_reports_failures() {
         let t = time_process(&mut Command::new("true"), Duration::from_secs(10)).unwrap();
-        assert!(t < Duration::from_secs(10));
+        assert!(t.wall < Duration::from_secs(10));
+        let busy = time_process(
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let cpu = busy.cpu.expect("/proc/self/stat is readable");
+        assert!(cpu > Duration::ZERO && cpu <= busy.wall + Duration::from_millis(10), "{busy:?}");
         assert!(time_process(&mut Command::new("false"), Duration::from_secs(10)).is_err());
         let err = time_process(Command::new("sleep").arg("5"), Duration::from_millis(100)).unwrap_err();
         assert!(format!("{err}").contains("ran past"), "{err}");
