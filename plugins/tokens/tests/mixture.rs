@@ -620,3 +620,28 @@ fn flores_with_gpt2_twice_is_byte_identical() {
     assert!(text.contains("<|endoftext|>"), "{text}");
     eprintln!("{}", serde_json::to_string_pretty(&info.languages).unwrap());
 }
+
+#[test]
+fn tokenizer_and_megatron_source_plan_errors_are_located() {
+    let m = r#"[experiment]
+name = "e"
+seed = 1
+
+[sources.code]
+plugin = "source.megatron"
+prefix = "file:data/code.idx"
+lang = "code"
+vocab_size = 49152
+
+[tokenizers.small]
+plugin = "tokenizer.bpe"
+vocab_size = 258
+special_tokens = ["<|endoftext|>", "<|endoftext|>"]
+sample = ["eng_web"]
+
+[tokenizers.starcoder]
+plugin = "tokenizer.file"
+path = "data/tokenizer.json"
+"#;
+    insta::assert_snapshot!(Project::new(m).errors());
+}
