@@ -7,6 +7,7 @@ mod cli;
 mod output;
 
 // Plugins register themselves by being linked; these lines make sure the linker keeps them.
+use aurora_corpus as _;
 use aurora_exec as _;
 use aurora_torch as _;
 

@@ -2,6 +2,7 @@
 //! checked against what users' editors see.
 
 // Registration is by linking: the plugins this binary links are the registry under test.
+use aurora_corpus as _;
 use aurora_exec as _;
 use aurora_torch as _;
 
@@ -12,7 +13,10 @@ use serde_json::Value;
 #[test]
 fn registry_has_exactly_these_plugins_sorted_and_unique() {
     let ids = registry().ids();
-    assert_eq!(ids, vec!["exec.command"]);
+    assert_eq!(
+        ids,
+        vec!["dedup.exact", "exec.command", "source.instructions", "source.jsonl", "source.parquet", "source.text"]
+    );
     let mut sorted = ids.clone();
     sorted.sort();
     sorted.dedup();

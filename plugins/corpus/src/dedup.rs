@@ -84,8 +84,7 @@ impl Plugin for DedupExact {
         PLUGIN_ID
     }
     fn kind(&self) -> PluginKind {
-        // There is no dedicated kind for corpus-wide cleaning steps; it belongs with the sources.
-        PluginKind::Source
+        PluginKind::Dedup
     }
     fn version(&self) -> &'static str {
         "1"

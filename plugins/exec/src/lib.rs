@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write as _};
+use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -141,9 +141,7 @@ impl Plugin for ExecCommand {
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            // Its own process group, so a timeout or failure can kill everything it started.
-            .process_group(0);
+            .stderr(Stdio::from(log_err));
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
@@ -164,28 +162,32 @@ impl Plugin for ExecCommand {
         }
         // The watchdog kills the command's whole process group as soon as aurora goes away, however
         // it goes (even SIGKILL): it blocks reading a pipe whose only write end aurora holds.
-        // PR_SET_PDEATHSIG alone reaches only the direct child, not what it started.
+        // PR_SET_PDEATHSIG alone reaches only the direct child, not what it started. The command
+        // joins the watchdog's process group, whose id is known before the command exists, so
+        // there is no window in which a started command is unguarded.
         let mut watchdog = Command::new("/bin/sh")
-            .args(["-c", "read pgid; read _; kill -9 -\"$pgid\" 2>/dev/null"])
+            .args(["-c", "read _; kill -9 -$$"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .map_err(|e| PluginError::new(format!("cannot start the process watchdog /bin/sh: {e}")))?;
-        let mut child = cmd.spawn().map_err(|e| {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-            PluginError::new(format!(
-                "cannot start `{}`: {e} (is it installed and on PATH? PATH is the only variable passed through)",
-                config.argv[0]
-            ))
-        })?;
-        let mut watchdog_pipe = watchdog.stdin.take().expect("stdin is piped");
-        // If this write fails the watchdog is gone; the group is still killed below on every path
-        // where aurora survives.
-        let _ = writeln!(watchdog_pipe, "{}", child.id());
-        let pgid = child.id() as i32;
+        let pgid = watchdog.id() as i32;
+        let watchdog_pipe = watchdog.stdin.take().expect("stdin is piped");
+        cmd.process_group(pgid);
+        let spawned = cmd.spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                kill_group(pgid);
+                let _ = watchdog.wait();
+                return Err(PluginError::new(format!(
+                    "cannot start `{}`: {e} (is it installed and on PATH? PATH is the only variable passed through)",
+                    config.argv[0]
+                )));
+            }
+        };
         let status = match config.timeout_s {
             None => child.wait(),
             Some(limit) => {
