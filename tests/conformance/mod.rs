@@ -4,7 +4,7 @@
 // Registration is by linking: the plugins this binary links are the registry under test.
 use aurora_corpus as _;
 use aurora_exec as _;
-use aurora_torch as _;
+use aurora_tokens as _;
 
 use aurora_core::plugin::registry;
 use serde_json::Value;
@@ -15,7 +15,19 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
     let ids = registry().ids();
     assert_eq!(
         ids,
-        vec!["dedup.exact", "exec.command", "source.instructions", "source.jsonl", "source.parquet", "source.text"]
+        vec![
+            "dedup.exact",
+            "exec.command",
+            "mixer.blend",
+            "source.instructions",
+            "source.jsonl",
+            "source.megatron",
+            "source.parquet",
+            "source.text",
+            "tokenizer.bpe",
+            "tokenizer.file",
+            "tokens.encode",
+        ]
     );
     let mut sorted = ids.clone();
     sorted.sort();
