@@ -25,8 +25,8 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
             "source.parquet",
             "source.text",
             "tokenizer.bpe",
+            "tokenizer.encode",
             "tokenizer.file",
-            "tokens.encode",
         ]
     );
     let mut sorted = ids.clone();

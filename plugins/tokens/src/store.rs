@@ -8,8 +8,8 @@
 //!   `source.megatron`, whose text is unknown);
 //! - `tokens.json`: [`TokenStoreInfo`].
 //!
-//! The node is executed by `tokens.encode`, which has no manifest entry: mixtures plan it with
-//! `NodeSpec.plugin = Some("tokens.encode")`, so two mixtures of the same tokenizer and source
+//! The node is executed by `tokenizer.encode`, which has no manifest entry: mixtures plan it with
+//! `NodeSpec.plugin = Some("tokenizer.encode")`, so two mixtures of the same tokenizer and source
 //! share one node.
 
 use std::collections::BTreeMap;
@@ -268,7 +268,7 @@ pub fn plan_encode(tokenizer: &str, source: &str, dedup: bool, pointer: &str) ->
     }
     NodeSpec {
         id: node_id(tokenizer, source),
-        plugin: Some("tokens.encode"),
+        plugin: Some("tokenizer.encode"),
         config: serde_json::to_value(EncodeConfig { source: source.to_string(), dedup }).expect("serialises"),
         inputs,
         pointer: pointer.to_string(),
@@ -281,7 +281,7 @@ aurora_core::register_plugin!(TokensEncode);
 
 impl Plugin for TokensEncode {
     fn id(&self) -> &'static str {
-        "tokens.encode"
+        "tokenizer.encode"
     }
     fn kind(&self) -> PluginKind {
         PluginKind::Tokenizer
@@ -297,7 +297,7 @@ impl Plugin for TokensEncode {
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         Err(Diagnostic::new(format!(
-            "`{}.{}`: `tokens.encode` cannot be used as an entry; mixtures plan it for each source they use",
+            "`{}.{}`: `tokenizer.encode` cannot be used as an entry; mixtures plan it for each source they use",
             entry.section, entry.name
         ))
         .at(ctx.manifest.sources.value(&format!("{}/plugin", entry.pointer())))

@@ -327,7 +327,7 @@ fn mixtures_share_token_stores_and_follow_megatrons_blend() {
     }
     assert!(ids.contains(&"dedup/exact"));
     let tokens_node = plan.node("tokens/bpe/eng_web").unwrap();
-    assert_eq!(tokens_node.plugin.id(), "tokens.encode");
+    assert_eq!(tokens_node.plugin.id(), "tokenizer.encode");
     assert!(tokens_node.inputs.contains_key("dedup"), "the source has dedup on by default");
 
     let (store, reports) = project.run("store");
@@ -507,7 +507,7 @@ fn non_finite_weights_are_rejected_before_planning() {
 #[test]
 fn tokens_encode_is_not_an_entry() {
     let mut m = sample_sources();
-    m.push_str("[steps.tok]\nplugin = \"tokens.encode\"\nsource = \"eng_web\"\ndedup = false\n");
+    m.push_str("[steps.tok]\nplugin = \"tokenizer.encode\"\nsource = \"eng_web\"\ndedup = false\n");
     insta::assert_snapshot!(Project::new(&m).errors());
 }
 

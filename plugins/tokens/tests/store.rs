@@ -1,4 +1,4 @@
-//! The token store (`tokens.encode`) and `source.megatron`.
+//! The token store (`tokenizer.encode`) and `source.megatron`.
 
 mod common;
 
@@ -134,7 +134,7 @@ fn the_encode_node_reads_the_dedup_drop_list_of_its_source() {
         ("dedup".to_string(), dedup.clone()),
     ]);
     let out = dir.path().join("out");
-    let outcome = exec("tokens.encode", json!({ "source": "eng_web", "dedup": true }), &inputs, &out, 1).unwrap();
+    let outcome = exec("tokenizer.encode", json!({ "source": "eng_web", "dedup": true }), &inputs, &out, 1).unwrap();
     assert_eq!(outcome.metrics["documents"], json!(1));
     assert_eq!(outcome.metrics["dropped_duplicates"], json!(2));
     let store = TokenStore::open(&out).unwrap();
@@ -144,7 +144,7 @@ fn the_encode_node_reads_the_dedup_drop_list_of_its_source() {
 
     // A drop list that does not fit the documents is an error naming the file and line.
     std::fs::write(dedup.join("drop/eng_web.txt"), "2\n1\n").unwrap();
-    let err = exec("tokens.encode", json!({ "source": "eng_web", "dedup": true }), &inputs, &dir.path().join("o2"), 1)
+    let err = exec("tokenizer.encode", json!({ "source": "eng_web", "dedup": true }), &inputs, &dir.path().join("o2"), 1)
         .unwrap_err();
     insta::assert_snapshot!(err.message.replace(&dir.path().display().to_string(), "<dir>"), @"<dir>/dedup/drop/eng_web.txt:2: `1` is not a document index in ascending order (previous Some(2), documents 3); the drop list does not belong to this source's documents, re-run `dedup/exact`");
 }
@@ -158,7 +158,7 @@ fn a_malformed_documents_line_is_an_error_with_file_and_line() {
     write_documents(&docs, "eng_Latn", &["one".into()]);
     std::fs::write(docs.join("documents.jsonl"), "{\"text\": \"one\"}\n{\"txt\": 2}\n").unwrap();
     let inputs = BTreeMap::from([("tokenizer".to_string(), tok_dir), ("documents".to_string(), docs)]);
-    let err = exec("tokens.encode", json!({ "source": "x", "dedup": false }), &inputs, &dir.path().join("out"), 1)
+    let err = exec("tokenizer.encode", json!({ "source": "x", "dedup": false }), &inputs, &dir.path().join("out"), 1)
         .unwrap_err();
     insta::assert_snapshot!(err.message.replace(&dir.path().display().to_string(), "<dir>"), @r#"<dir>/docs/documents.jsonl:2: not a document line: missing field `text` at line 1 column 10; expected `{"text": "..."}` (the documents artifact of a source node); re-run the source node"#);
 }
@@ -216,7 +216,7 @@ fn flores_in_five_languages_round_trips_exactly_through_gpt2_and_the_token_store
         let out = dir.path().join(format!("store-{lang}"));
         let inputs = BTreeMap::from([("tokenizer".to_string(), tok_dir.clone()), ("documents".to_string(), docs)]);
         let start = std::time::Instant::now();
-        exec("tokens.encode", json!({ "source": lang, "dedup": false }), &inputs, &out, 1).unwrap();
+        exec("tokenizer.encode", json!({ "source": lang, "dedup": false }), &inputs, &out, 1).unwrap();
         elapsed += start.elapsed();
         total_bytes += lines.iter().map(|l| l.len()).sum::<usize>();
         let store = TokenStore::open(&out).unwrap();
@@ -248,9 +248,9 @@ fn the_same_input_gives_byte_identical_token_stores() {
     let inputs = BTreeMap::from([("tokenizer".to_string(), tok_dir), ("documents".to_string(), docs)]);
     let a = dir.path().join("a");
     let b = dir.path().join("b");
-    exec("tokens.encode", json!({ "source": "jpn", "dedup": false }), &inputs, &a, 1).unwrap();
+    exec("tokenizer.encode", json!({ "source": "jpn", "dedup": false }), &inputs, &a, 1).unwrap();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    pool.install(|| exec("tokens.encode", json!({ "source": "jpn", "dedup": false }), &inputs, &b, 1)).unwrap();
+    pool.install(|| exec("tokenizer.encode", json!({ "source": "jpn", "dedup": false }), &inputs, &b, 1)).unwrap();
     assert_eq!(dir_bytes(&a), dir_bytes(&b));
 }
 
