@@ -144,8 +144,9 @@ fn the_encode_node_reads_the_dedup_drop_list_of_its_source() {
 
     // A drop list that does not fit the documents is an error naming the file and line.
     std::fs::write(dedup.join("drop/eng_web.txt"), "2\n1\n").unwrap();
-    let err = exec("tokenizer.encode", json!({ "source": "eng_web", "dedup": true }), &inputs, &dir.path().join("o2"), 1)
-        .unwrap_err();
+    let err =
+        exec("tokenizer.encode", json!({ "source": "eng_web", "dedup": true }), &inputs, &dir.path().join("o2"), 1)
+            .unwrap_err();
     insta::assert_snapshot!(err.message.replace(&dir.path().display().to_string(), "<dir>"), @"<dir>/dedup/drop/eng_web.txt:2: `1` is not a document index in ascending order (previous Some(2), documents 3); the drop list does not belong to this source's documents, re-run `dedup/exact`");
 }
 
