@@ -82,15 +82,8 @@ impl Plugin for Concat {
         Ok(vec![NodeSpec { id: entry.node_id(), plugin: None, config: keyed, inputs, pointer: entry.pointer() }])
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
-        #[derive(Deserialize)]
-        struct Keyed {
-            text: String,
-            #[serde(default)]
-            fail_first_attempt: bool,
-            #[serde(default)]
-            rendezvous: usize,
-        }
-        let config: Keyed = ctx.parse()?;
+        // The keyed config is the entry's minus `inputs`, which defaults to empty.
+        let config: ConcatConfig = ctx.parse()?;
         *EXECUTIONS.lock().unwrap().entry(ctx.node_id.to_string()).or_default() += 1;
         if config.rendezvous > 0 {
             let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
@@ -104,7 +97,7 @@ impl Plugin for Concat {
             RUNNING.fetch_sub(1, Ordering::SeqCst);
         }
         let marker = ctx.resume_dir.join("attempted");
-        let result = if config.fail_first_attempt && !marker.exists() {
+        if config.fail_first_attempt && !marker.exists() {
             std::fs::write(&marker, b"1").unwrap();
             Err(PluginError::new("first attempt fails on purpose"))
         } else {
@@ -115,8 +108,7 @@ impl Plugin for Concat {
             }
             std::fs::write(ctx.out_dir.join("out.txt"), text).unwrap();
             Ok(ExecOutcome::default())
-        };
-        result
+        }
     }
 }
 
