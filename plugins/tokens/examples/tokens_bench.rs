@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p aurora-tokens --example tokens_bench -- blend [SAMPLES]      # default 1e8
 //! cargo run --release -p aurora-tokens --example tokens_bench -- tokenize [MB] [TOKENIZER_JSON] [FLORES_DIR]
+//! cargo run --release -p aurora-tokens --example tokens_bench -- tokenize-docs DOCS_DIR TOKENIZER_JSON OUT_DIR
 //! ```
 //!
 //! `blend` builds the blend index (`blend.idx`, 10 bytes per sample) for five sources with the
@@ -10,7 +11,9 @@
 //! `tokenize` repeats the five FLORES devtest files (one document per line) into a documents
 //! artifact of at least MB megabytes (default 200) and encodes it with GPT-2 through the token
 //! store (`tokens.bin/.idx/.bytes`), printing MB/s, tokens/s and peak memory (VmHWM).
-//! Both print one JSON line at the end.
+//! `tokenize-docs` encodes an existing documents artifact (`DOCS_DIR/documents.jsonl` and
+//! `source.json`, e.g. the corpus `cargo xtask bench` writes once for us and the Python peer) into
+//! a token store in OUT_DIR. All print one JSON line at the end.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,22 +93,30 @@ fn tokenize(mb: u64, tokenizer: &Path, flores: &Path) {
     let info = serde_json::json!({ "lang": "mul", "documents": documents, "bytes": bytes });
     std::fs::write(docs.join("source.json"), info.to_string()).expect("write");
 
+    let out = dir.path().join("store");
+    std::fs::create_dir_all(&out).expect("dir");
+    encode(&docs, tokenizer, &out);
+}
+
+/// Encodes the documents artifact `docs` into a token store in `out` and prints the figures.
+fn encode(docs: &Path, tokenizer: &Path, out: &Path) {
+    let source = SourceInfo::read(docs).expect("source.json");
+    let (bytes, documents) = (source.bytes, source.documents);
     let mut tok = tokenizers::Tokenizer::from_file(tokenizer).expect("tokenizer");
     if std::env::var_os("NO_TUNE").is_none() {
         aurora_tokens::store::tune_for_bulk_encoding(&mut tok);
     }
     let meta = describe(&tok, "<|endoftext|>", "gpt2").expect("meta");
-    let source = SourceInfo::read(&docs).expect("source.json");
     let origin = docs.join("documents.jsonl");
     let input = EncodeInput { tokenizer: &tok, meta: &meta, source: &source, drop: &[], origin: &origin };
-    let out = dir.path().join("store");
-    std::fs::create_dir_all(&out).expect("dir");
     let rss_before = peak_rss_mb();
     let start = Instant::now();
     let cpu_start = cpu_seconds();
-    let stored = encode_documents(&input, DocumentReader::open(&docs).expect("open"), &out, |_| {}).expect("encode");
+    let stored = encode_documents(&input, DocumentReader::open(docs).expect("open"), out, |_| {}).expect("encode");
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_start;
+    assert_eq!(stored.bytes, Some(bytes), "source.json's bytes differ from the documents' text bytes");
+    assert_eq!(stored.documents, documents, "source.json's documents differ from documents.jsonl's lines");
     println!(
         "tokenize: {:.1} MB of text ({documents} documents) -> {} tokens in {secs:.2} s: {:.2} MB/s, {:.2} M tokens/s; \
          threads {}; {cpu:.2} CPU s ({:.2} MB per CPU s); peak RSS {:.0} MB (before encoding {rss_before:.0} MB)",
@@ -137,8 +148,14 @@ fn main() {
             let flores = args.get(3).map_or_else(|| shared().join("flores200"), PathBuf::from);
             tokenize(mb, &tok, &flores)
         }
+        Some("tokenize-docs") if args.len() == 4 => {
+            encode(Path::new(&args[1]), Path::new(&args[2]), Path::new(&args[3]))
+        }
         _ => {
-            eprintln!("usage: tokens_bench blend [SAMPLES] | tokenize [MB] [TOKENIZER_JSON] [FLORES_DIR]");
+            eprintln!(
+                "usage: tokens_bench blend [SAMPLES] | tokenize [MB] [TOKENIZER_JSON] [FLORES_DIR] \
+                 | tokenize-docs DOCS_DIR TOKENIZER_JSON OUT_DIR"
+            );
             std::process::exit(2);
         }
     }

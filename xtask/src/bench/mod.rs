@@ -26,11 +26,13 @@ use crate::{cargo, exec_checked, target_dir};
 
 // The benchmarks. Their modules are declared plainly (not from a macro) so rustfmt and
 // `cargo fmt --check` see them.
+mod blend;
 mod noop;
 mod plan;
+mod tokenize;
 
 /// Every benchmark, in the order they run.
-pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH];
+pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {
@@ -60,6 +62,8 @@ pub struct Ctx {
     lt: Libtorch,
     scratch: TempDir,
     venv: Option<peer::Venv>,
+    /// The release `tokens_bench` example of aurora-tokens, once built.
+    tokens_bench: Option<PathBuf>,
     /// Lines added to the report header (e.g. how long the peer venv took to install).
     header: Vec<(String, String)>,
 }
@@ -85,6 +89,25 @@ impl Ctx {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         git(&dir, &["init", "-q"])?;
         Ok(dir)
+    }
+
+    /// The scratch directory of this invocation (removed at the end).
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The release `tokens_bench` example of aurora-tokens (the data-pipeline measurements),
+    /// built on first use in this invocation.
+    pub fn tokens_bench(&mut self) -> Result<Command> {
+        if self.tokens_bench.is_none() {
+            eprintln!("xtask: bench: building the tokens_bench example of aurora-tokens (release)");
+            let mut build = cargo();
+            build.args(["build", "--release", "-p", "aurora-tokens", "--example", "tokens_bench"]);
+            self.lt.apply(&mut build)?;
+            exec_checked(&mut build).context("building the tokens_bench example")?;
+            self.tokens_bench = Some(target_dir()?.join("release").join("examples").join("tokens_bench"));
+        }
+        Ok(Command::new(self.tokens_bench.as_ref().expect("set above")))
     }
 
     /// The peer venv, created on first use in this invocation.
@@ -120,6 +143,20 @@ pub fn write(root: &Path, rel: &str, contents: &str) -> Result<()> {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The number at `"key":` in a one-line JSON object (the figures our examples and peer scripts
+/// print; xtask stays free of serde).
+pub fn json_number(line: &str, key: &str) -> Option<f64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = line[at..].trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c))).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The last line of `output` that starts with `{`: the JSON figures of a measuring process.
+pub fn json_line(output: &str) -> Result<&str> {
+    output.lines().rev().find(|l| l.trim_start().starts_with('{')).context("the process printed no JSON line")
 }
 
 /// A directory removed on drop (xtask has no tempfile dependency).
@@ -171,7 +208,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     header.push(("scratch".into(), format!("{} ({})", scratch.path().display(), fs_type(scratch.path()))));
     header.push(("aurora".into(), aurora_bin.display().to_string()));
     header.push(("load avg at start".into(), loadavg()));
-    let mut ctx = Ctx { quick: args.quick, aurora_bin, lt, scratch, venv: None, header: Vec::new() };
+    let mut ctx =
+        Ctx { quick: args.quick, aurora_bin, lt, scratch, venv: None, tokens_bench: None, header: Vec::new() };
 
     let mut sections = Vec::new();
     for b in ALL.iter().filter(|b| args.only.is_empty() || args.only.iter().any(|n| n == b.name)) {
@@ -258,5 +296,17 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ALL.len());
         assert!(!names.contains(&"list"));
+    }
+
+    #[test]
+    fn numbers_are_read_from_a_json_line() {
+        let line = r#"{"bench":"tokenize","bytes":200000123,"seconds":12.5,"peak_rss_mb":1.5e2,"x": -3}"#;
+        assert_eq!(json_number(line, "bytes"), Some(200000123.0));
+        assert_eq!(json_number(line, "seconds"), Some(12.5));
+        assert_eq!(json_number(line, "peak_rss_mb"), Some(150.0));
+        assert_eq!(json_number(line, "x"), Some(-3.0));
+        assert_eq!(json_number(line, "bench"), None);
+        assert_eq!(json_number(line, "missing"), None);
+        assert_eq!(json_line("noise\n{\"a\":1}\n").unwrap(), "{\"a\":1}");
     }
 }

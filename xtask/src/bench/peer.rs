@@ -12,6 +12,12 @@ use crate::{exec_checked, libtorch};
 /// `pip index versions dvc`; bump it deliberately, the venv is rebuilt when it changes).
 pub const DVC_VERSION: &str = "3.67.1";
 
+/// The Hugging Face `tokenizers` release the tokenize benchmark compares against: the same
+/// version as the Rust crate aurora-tokens links (checked on PyPI with `pip index versions`), and
+/// the numpy it writes its arrays with.
+pub const TOKENIZERS_VERSION: &str = "0.22.2";
+pub const NUMPY_VERSION: &str = "2.4.6";
+
 /// Written last into the venv, holding the requirements it was built with: a venv without it
 /// (an interrupted install) or with other contents is rebuilt.
 const READY_MARKER: &str = ".aurora-bench-ready";
@@ -34,13 +40,20 @@ impl Venv {
         cmd
     }
 
+    /// The venv's Python, for the peer scripts the benchmarks write.
+    pub fn python(&self) -> Command {
+        let mut cmd = Command::new(self.dir.join("bin").join("python"));
+        cmd.env_remove("PYTHONDONTWRITEBYTECODE");
+        cmd
+    }
+
     pub fn dvc_version(&self) -> String {
         format!("dvc {DVC_VERSION}")
     }
 }
 
 fn requirements() -> Vec<String> {
-    vec![format!("dvc=={DVC_VERSION}")]
+    vec![format!("dvc=={DVC_VERSION}"), format!("tokenizers=={TOKENIZERS_VERSION}"), format!("numpy=={NUMPY_VERSION}")]
 }
 
 /// The bench venv, created (python3 -m venv + pip install) when absent or stale.

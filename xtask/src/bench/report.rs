@@ -39,6 +39,10 @@ pub enum Unit {
     Seconds,
     /// A dimensionless factor (printed as `12.3x`).
     Factor,
+    /// A rate, higher is better (printed with its unit, e.g. `MB/s`).
+    Rate(&'static str),
+    /// Memory in MiB (printed as `123 MiB`).
+    MiB,
 }
 
 impl Unit {
@@ -46,6 +50,8 @@ impl Unit {
         match self {
             Unit::Seconds => "s",
             Unit::Factor => "x",
+            Unit::Rate(u) => u,
+            Unit::MiB => "MiB",
         }
     }
 }
@@ -78,10 +84,22 @@ impl Row {
         Row { label: label.into(), unit: Unit::Factor, ours: Some(ours), peer: None, n: 0 }
     }
 
-    /// peer / ours: how many times slower the peer is (only for two times).
+    /// A rate (higher is better), e.g. `Row::rate("MB/s", "throughput", ours, peer)`.
+    pub fn rate(unit: &'static str, label: impl Into<String>, ours: Option<f64>, peer: Option<f64>) -> Row {
+        Row { label: label.into(), unit: Unit::Rate(unit), ours, peer, n: 0 }
+    }
+
+    /// Memory in MiB (lower is better).
+    pub fn mib(label: impl Into<String>, ours: Option<f64>, peer: Option<f64>) -> Row {
+        Row { label: label.into(), unit: Unit::MiB, ours, peer, n: 0 }
+    }
+
+    /// peer / ours for times and memory (how many times slower or bigger the peer is), ours /
+    /// peer for rates (how many times faster we are): above 1, aurora does better.
     pub fn ratio(&self) -> Option<f64> {
         match (self.unit, self.ours, self.peer) {
-            (Unit::Seconds, Some(o), Some(p)) if o > 0.0 => Some(p / o),
+            (Unit::Seconds | Unit::MiB, Some(o), Some(p)) if o > 0.0 => Some(p / o),
+            (Unit::Rate(_), Some(o), Some(p)) if p > 0.0 => Some(o / p),
             _ => None,
         }
     }
@@ -117,6 +135,9 @@ fn fmt_value(unit: Unit, v: Option<f64>) -> String {
         (_, None) => "-".into(),
         (Unit::Seconds, Some(v)) => fmt_secs(v),
         (Unit::Factor, Some(v)) => format!("{v:.2}x"),
+        (Unit::Rate(u), Some(v)) if v >= 1e6 => format!("{:.2} M{u}", v / 1e6),
+        (Unit::Rate(u), Some(v)) => format!("{v:.2} {u}"),
+        (Unit::MiB, Some(v)) => format!("{v:.0} MiB"),
     }
 }
 
@@ -131,7 +152,11 @@ pub fn table(header: &[(String, String)], sections: &[Section]) -> String {
         let peer = s.peer.as_deref().unwrap_or("peer");
         let label_width = s.rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(0).max(6);
         let peer_width = peer.chars().count().max(10);
-        let ratio_head = format!("{}/aurora", peer.split(' ').next().unwrap_or(peer));
+        let peer_name = peer.split(' ').next().unwrap_or(peer);
+        // Rates are compared the other way round (ours / peer), so that above 1 always means
+        // aurora does better; a section of rates and times says both.
+        let has_rates = s.rows.iter().any(|r| matches!(r.unit, Unit::Rate(_)) && r.peer.is_some());
+        let ratio_head = if has_rates { "aurora better by".to_string() } else { format!("{peer_name}/aurora") };
         let _ = writeln!(out, "\n== {}: {} ==", s.name, s.title);
         let _ = write!(out, "  {:<label_width$}  {:>10}", "", "aurora");
         if s.peer.is_some() {
@@ -171,7 +196,11 @@ pub fn json(header: &[(String, String)], sections: &[Section], total_s: f64) -> 
                         ("unit".into(), Json::Str(r.unit.json_name().into())),
                         ("aurora".into(), Json::num(r.ours.map(round9))),
                         ("peer".into(), Json::num(r.peer.map(round9))),
-                        ("peer_over_aurora".into(), Json::num(r.ratio().map(round9))),
+                        (
+                            if matches!(r.unit, Unit::Rate(_)) { "aurora_over_peer" } else { "peer_over_aurora" }
+                                .into(),
+                            Json::num(r.ratio().map(round9)),
+                        ),
                         ("n".into(), Json::Num(r.n as f64)),
                     ])
                 })

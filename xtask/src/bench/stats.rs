@@ -23,8 +23,25 @@ pub struct Timed {
 /// Runs `cmd` to completion (stdin and stdout to /dev/null, stderr discarded) and times it.
 /// Fails if it exits non-zero or runs past `timeout` (it is then killed).
 pub fn time_process(cmd: &mut Command, timeout: Duration) -> Result<Timed> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    timed(cmd, timeout, "rerun it by hand to see its output")
+}
+
+/// [`time_process`] with stdout and stderr written to the file `log` (for a process that prints
+/// its own figures); a failure quotes the log's end.
+pub fn time_process_logged(cmd: &mut Command, timeout: Duration, log: &std::path::Path) -> Result<Timed> {
+    let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    cmd.stderr(file.try_clone().context("cannot duplicate a file handle")?).stdout(file);
+    timed(cmd, timeout, "see below").map_err(|e| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: String = text.chars().rev().take(4000).collect::<Vec<_>>().into_iter().rev().collect();
+        e.context(format!("its output ends with:\n{tail}"))
+    })
+}
+
+fn timed(cmd: &mut Command, timeout: Duration, hint: &str) -> Result<Timed> {
     let shown = display(cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null());
     let cpu_before = children_cpu();
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot start `{shown}`"))?;
@@ -33,7 +50,7 @@ pub fn time_process(cmd: &mut Command, timeout: Duration) -> Result<Timed> {
     let cpu = cpu_before.zip(children_cpu()).map(|(a, b)| b.saturating_sub(a));
     match status {
         Some(s) if s.success() => Ok(Timed { wall, cpu }),
-        Some(s) => bail!("`{shown}` failed ({s}); rerun it by hand to see its output"),
+        Some(s) => bail!("`{shown}` failed ({s}); {hint}"),
         None => bail!("`{shown}` ran past its limit of {} and was killed", crate::fmt_duration(timeout)),
     }
 }
