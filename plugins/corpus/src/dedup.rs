@@ -3,7 +3,9 @@
 //!
 //! Planned by each such source entry as the identical node `dedup/exact` (so the planner keeps
 //! one); its inputs are the source nodes keyed by entry name. A document is kept only at its
-//! first occurrence in the order: sources sorted by name, then document order. Output:
+//! first occurrence in the order: sources sorted by name, then document order, and never when
+//! any source held out the same normalized text (so a held-out text is not trained on through
+//! another source, e.g. one without a held-out split). Output:
 //! `drop/<source-name>.txt` (0-based indices into that source's `documents.jsonl` to drop, one
 //! per line, ascending; written for every source, possibly empty) and `dedup.json` with counts.
 
@@ -17,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::source::{HASHES, SOURCE_JSON};
+use crate::source::{HASHES, HELDOUT_HASHES, SOURCE_JSON};
 use crate::text::{HASH_LEN, NORMALIZATION};
 
 /// Node id of the shared dedup node.
@@ -87,7 +89,8 @@ impl Plugin for DedupExact {
         PluginKind::Dedup
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: also drops training copies of texts held out by any source.
+        "2"
     }
     fn description(&self) -> &'static str {
         "Exact dedup by normalized-text hash across all sources with dedup = true (planned by the sources)"
@@ -105,6 +108,10 @@ impl Plugin for DedupExact {
     }
 
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
+        let mut heldout: HashSet<[u8; HASH_LEN]> = HashSet::new();
+        for (name, dir) in ctx.inputs {
+            heldout.extend(read_hashes(&dir.join(HELDOUT_HASHES), name, "held-out hashes")?);
+        }
         let mut seen: HashSet<[u8; HASH_LEN]> = HashSet::new();
         let mut per_source = serde_json::Map::new();
         let (mut total, mut dropped_total) = (0u64, 0u64);
@@ -115,18 +122,8 @@ impl Plugin for DedupExact {
         for (i, (name, dir)) in ctx.inputs.iter().enumerate() {
             ctx.progress.update(ctx.node_id, i as u64, ctx.inputs.len() as u64, name);
             let path = dir.join(HASHES);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                PluginError::new(format!("{}: cannot read the hashes of source `{name}`: {e}", path.display()))
-            })?;
-            if bytes.len() % HASH_LEN != 0 {
-                return Err(PluginError::new(format!(
-                    "{}: {} bytes is not a whole number of {HASH_LEN}-byte hashes; the artifact of source `{name}` is \
-                     damaged, run `aurora verify --store`",
-                    path.display(),
-                    bytes.len()
-                )));
-            }
-            let count = (bytes.len() / HASH_LEN) as u64;
+            let hashes = read_hashes(&path, name, "hashes")?;
+            let count = hashes.len() as u64;
             if let Some(expected) = std::fs::read(dir.join(SOURCE_JSON))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -139,10 +136,11 @@ impl Plugin for DedupExact {
                 )));
             }
             let mut list = String::new();
-            let mut dropped = 0u64;
-            for (index, chunk) in bytes.chunks_exact(HASH_LEN).enumerate() {
-                let hash: [u8; HASH_LEN] = chunk.try_into().expect("chunks are HASH_LEN long");
-                if !seen.insert(hash) {
+            let (mut dropped, mut heldout_matches) = (0u64, 0u64);
+            for (index, hash) in hashes.into_iter().enumerate() {
+                let is_heldout = heldout.contains(&hash);
+                if is_heldout || !seen.insert(hash) {
+                    heldout_matches += u64::from(is_heldout);
                     dropped += 1;
                     list.push_str(&index.to_string());
                     list.push('\n');
@@ -150,8 +148,14 @@ impl Plugin for DedupExact {
             }
             let out = drop_dir.join(format!("{name}.txt"));
             std::fs::write(&out, list).map_err(|e| PluginError::new(format!("cannot write {}: {e}", out.display())))?;
-            let _ = writeln!(ctx.log, "{name}: {count} documents, {dropped} duplicates dropped");
-            per_source.insert(name.clone(), json!({ "documents": count, "dropped": dropped, "kept": count - dropped }));
+            let _ = writeln!(
+                ctx.log,
+                "{name}: {count} documents, {dropped} dropped ({heldout_matches} held out by some source)"
+            );
+            per_source.insert(
+                name.clone(),
+                json!({ "documents": count, "dropped": dropped, "heldout_matches": heldout_matches, "kept": count - dropped }),
+            );
             total += count;
             dropped_total += dropped;
         }
@@ -172,4 +176,20 @@ impl Plugin for DedupExact {
         metrics.insert("dropped".into(), json!(dropped_total));
         Ok(ExecOutcome { metrics })
     }
+}
+
+/// A source artifact's hash file (`what` names it in errors), checked to hold whole hashes.
+fn read_hashes(path: &std::path::Path, source: &str, what: &str) -> Result<Vec<[u8; HASH_LEN]>, PluginError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        PluginError::new(format!("{}: cannot read the {what} of source `{source}`: {e}", path.display()))
+    })?;
+    if bytes.len() % HASH_LEN != 0 {
+        return Err(PluginError::new(format!(
+            "{}: {} bytes is not a whole number of {HASH_LEN}-byte hashes; the artifact of source `{source}` is \
+             damaged, run `aurora verify --store`",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    Ok(bytes.chunks_exact(HASH_LEN).map(|c| c.try_into().expect("chunks are HASH_LEN long")).collect())
 }

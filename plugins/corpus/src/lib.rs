@@ -108,7 +108,8 @@ pub(crate) fn read_file(
 }
 
 /// Version of the source plugins: bump when their output bytes may change.
-const SOURCE_VERSION: &str = "1";
+// 2: source artifacts also carry `heldout_hashes.bin`.
+const SOURCE_VERSION: &str = "2";
 
 #[derive(Debug, Clone, Default)]
 pub struct JsonlSource;

@@ -24,6 +24,9 @@ use crate::text::{HASH_LEN, doc_hash, is_heldout, normalize};
 pub const DOCUMENTS: &str = "documents.jsonl";
 pub const HELDOUT: &str = "heldout.jsonl";
 pub const HASHES: &str = "hashes.bin";
+/// Hashes of the held-out documents, so `dedup.exact` can keep their copies in other sources out
+/// of training.
+pub const HELDOUT_HASHES: &str = "heldout_hashes.bin";
 pub const SOURCE_JSON: &str = "source.json";
 
 /// Documents filtered and hashed together (in parallel, written in order).
@@ -232,6 +235,7 @@ struct Pipeline<'a> {
     documents: Writer,
     heldout_docs: Writer,
     hashes: BufWriter<File>,
+    heldout_hashes: BufWriter<File>,
     error: Option<PluginError>,
     out_dir: &'a Path,
     progress: &'a dyn Progress,
@@ -309,7 +313,9 @@ impl Pipeline<'_> {
                     self.removed[i] += 1;
                     Ok(())
                 }
-                Fate::Kept { heldout: true, .. } => self.heldout_docs.write(text),
+                Fate::Kept { hash, heldout: true } => {
+                    self.heldout_docs.write(text).and_then(|()| self.heldout_hashes.write_all(&hash))
+                }
                 Fate::Kept { hash, heldout: false } => {
                     self.documents.write(text).and_then(|()| self.hashes.write_all(&hash))
                 }
@@ -323,7 +329,7 @@ impl Pipeline<'_> {
 }
 
 /// Runs a source node: reads every input file in the node's format, cleans, splits and writes
-/// `documents.jsonl`, `heldout.jsonl`, `hashes.bin` and `source.json`.
+/// `documents.jsonl`, `heldout.jsonl`, `hashes.bin`, `heldout_hashes.bin` and `source.json`.
 pub fn execute(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
     let keyed: Keyed = ctx.parse()?;
     let filters = keyed
@@ -342,6 +348,7 @@ pub fn execute(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         documents: Writer { file: create(ctx.out_dir, DOCUMENTS)?, documents: 0, bytes: 0 },
         heldout_docs: Writer { file: create(ctx.out_dir, HELDOUT)?, documents: 0, bytes: 0 },
         hashes: create(ctx.out_dir, HASHES)?,
+        heldout_hashes: create(ctx.out_dir, HELDOUT_HASHES)?,
         error: None,
         out_dir: ctx.out_dir,
         progress: ctx.progress,
@@ -372,7 +379,12 @@ pub fn execute(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         files.len() as u64,
         &format!("{} documents read", pipeline.read),
     );
-    for w in [&mut pipeline.documents.file, &mut pipeline.heldout_docs.file, &mut pipeline.hashes] {
+    for w in [
+        &mut pipeline.documents.file,
+        &mut pipeline.heldout_docs.file,
+        &mut pipeline.hashes,
+        &mut pipeline.heldout_hashes,
+    ] {
         w.flush()
             .map_err(|e| PluginError::new(format!("cannot write the artifact in {}: {e}", ctx.out_dir.display())))?;
     }

@@ -373,7 +373,10 @@ dedup = false
     let summary = out.json("dedup/exact", "dedup.json");
     assert_eq!(summary["documents"], 6);
     assert_eq!(summary["dropped"], 3);
-    assert_eq!(summary["sources"]["b_second"], json!({ "documents": 3, "dropped": 2, "kept": 1 }));
+    assert_eq!(
+        summary["sources"]["b_second"],
+        json!({ "documents": 3, "dropped": 2, "heldout_matches": 0, "kept": 1 })
+    );
 }
 
 #[test]
@@ -426,4 +429,39 @@ fn heldout_split_is_by_hash() {
     assert_eq!(summary["heldout_documents"], held.len());
     assert_eq!(summary["heldout_bytes"], held.iter().map(String::len).sum::<usize>());
     assert_eq!(out.bytes("sources/d", "hashes.bin").len(), kept.len() * 16);
+}
+
+#[test]
+fn a_text_held_out_by_one_source_is_not_trained_on_through_another() {
+    let p = Project::new();
+    let texts: Vec<String> = (0..40).map(|i| format!("document number {i} with some words")).collect();
+    p.write("a.jsonl", texts.iter().map(|t| jsonl_line(t)).collect::<String>());
+    // `b` has no held-out split and repeats every text of `a`.
+    p.write("b.jsonl", texts.iter().map(|t| jsonl_line(&t.to_uppercase())).collect::<String>());
+    let plan = p.plan(
+        r#"
+[sources.a]
+plugin = "source.jsonl"
+files = ["file:a.jsonl"]
+lang = "eng_Latn"
+text_field = "body"
+heldout = { fraction = 0.3, salt = "s" }
+
+[sources.b]
+plugin = "source.jsonl"
+files = ["file:b.jsonl"]
+lang = "eng_Latn"
+text_field = "body"
+"#,
+    );
+    let out = run(&plan).unwrap();
+    let held: Vec<String> = out.texts("sources/a", "heldout.jsonl");
+    assert!(!held.is_empty() && held.len() < texts.len(), "the split holds out some, not all: {}", held.len());
+    // Every copy in `b` is dropped: the held-out ones because they are held out, the others as
+    // duplicates of `a`'s training documents.
+    let expected: String = (0..texts.len()).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out.read("dedup/exact", "drop/b.txt"), expected);
+    let summary = out.json("dedup/exact", "dedup.json");
+    assert_eq!(summary["sources"]["b"]["heldout_matches"], held.len());
+    assert_eq!(summary["sources"]["a"]["heldout_matches"], 0);
 }

@@ -150,6 +150,7 @@ fn dedup_rejects_a_damaged_hashes_file() {
     let dir = p.path().join("src-artifact");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hashes.bin"), [0u8; 20]).unwrap();
+    std::fs::write(dir.join("heldout_hashes.bin"), []).unwrap();
     let inputs = BTreeMap::from([("web".to_string(), dir)]);
     let err = common::execute("dedup.exact", "dedup/exact", &serde_json::json!({}), &inputs, &p.path().join("out"))
         .unwrap_err();
