@@ -320,6 +320,7 @@ pub fn book_check(dir: &Path) -> Result<ExitCode> {
             };
             let path = scratch.path().join("snippet.toml");
             std::fs::write(&path, &manifest).context("cannot write a snippet")?;
+            create_referenced_files(scratch.path(), &manifest)?;
             checked += 1;
             let resolved = aurora_core::manifest::resolve(&path, &Default::default())
                 .map_err(aurora_core::Error::from)
@@ -332,6 +333,24 @@ pub fn book_check(dir: &Path) -> Result<ExitCode> {
     }
     println!("{checked} manifest snippets checked in {} files, {failures} invalid", files.len());
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Sources expand their `file:` globs when planning, so a snippet only validates if its files
+/// exist: create an empty placeholder for each reference (a glob becomes one matching file).
+fn create_referenced_files(dir: &Path, manifest: &str) -> Result<()> {
+    for reference in manifest.split('"').filter_map(|s| s.strip_prefix("file:")) {
+        if reference.starts_with('/') || reference.contains("..") {
+            continue;
+        }
+        let path = dir.join(reference.replace(['*', '?'], "x"));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        if !path.exists() {
+            std::fs::write(&path, b"").with_context(|| format!("cannot create {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn collect_markdown(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
