@@ -111,6 +111,13 @@ pub struct NodeSpec {
     pub pointer: String,
 }
 
+impl NodeSpec {
+    /// The usual node of an entry: id `SECTION/NAME`, executed by the entry's own plugin.
+    pub fn for_entry(entry: &Entry<'_>, config: Value, inputs: BTreeMap<String, InputSpec>) -> NodeSpec {
+        NodeSpec { id: entry.node_id(), plugin: None, config, inputs, pointer: entry.pointer() }
+    }
+}
+
 /// What planning sees: the resolved manifest, read only.
 pub struct PlanContext<'a> {
     pub manifest: &'a ResolvedManifest,

@@ -79,7 +79,7 @@ impl Plugin for Concat {
             .collect();
         let mut keyed = entry.config.clone();
         keyed.as_object_mut().unwrap().remove("inputs");
-        Ok(vec![NodeSpec { id: entry.node_id(), plugin: None, config: keyed, inputs, pointer: entry.pointer() }])
+        Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         // The keyed config is the entry's minus `inputs`, which defaults to empty.

@@ -139,7 +139,7 @@ pub fn plan(
         max_documents: common.max_documents,
     };
     let config = serde_json::to_value(&keyed).expect("the keyed config serialises");
-    let mut nodes = vec![NodeSpec { id: entry.node_id(), plugin: None, config, inputs, pointer: ptr.clone() }];
+    let mut nodes = vec![NodeSpec::for_entry(entry, config, inputs)];
     if common.dedup {
         nodes.push(crate::dedup::plan_node(entry, ctx)?);
     }

@@ -116,7 +116,7 @@ impl Plugin for ExecCommand {
         }
         // Inputs enter the key by content digest; their paths are not part of the config.
         let keyed = json!({ "argv": config.argv, "env": config.env, "timeout_s": config.timeout_s });
-        Ok(vec![NodeSpec { id: entry.node_id(), plugin: None, config: keyed, inputs, pointer: entry.pointer() }])
+        Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
     }
 
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {

@@ -224,13 +224,7 @@ impl Plugin for MixerBlend {
             seq_len: config.seq_len,
             max_repetition: config.max_repetition,
         };
-        nodes.push(NodeSpec {
-            id: entry.node_id(),
-            plugin: None,
-            config: serde_json::to_value(keyed).expect("serialises"),
-            inputs,
-            pointer: entry.pointer(),
-        });
+        nodes.push(NodeSpec::for_entry(entry, serde_json::to_value(keyed).expect("serialises"), inputs));
         Ok(nodes)
     }
 

@@ -104,13 +104,7 @@ impl Plugin for SourceMegatron {
             vocab_size: config.vocab_size,
             eod_id: config.eod_id,
         };
-        Ok(vec![NodeSpec {
-            id: entry.node_id(),
-            plugin: None,
-            config: serde_json::to_value(keyed).expect("serialises"),
-            inputs,
-            pointer: entry.pointer(),
-        }])
+        Ok(vec![NodeSpec::for_entry(entry, serde_json::to_value(keyed).expect("serialises"), inputs)])
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let keyed: Keyed = ctx.parse()?;

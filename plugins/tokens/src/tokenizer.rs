@@ -152,13 +152,7 @@ impl Plugin for TokenizerFile {
             "tokenizer".to_string(),
             InputSpec { source: InputSource::Path(config.path.clone()), pointer },
         )]);
-        Ok(vec![NodeSpec {
-            id: entry.node_id(),
-            plugin: None,
-            config: json!({ "eod": config.eod }),
-            inputs,
-            pointer: entry.pointer(),
-        }])
+        Ok(vec![NodeSpec::for_entry(entry, json!({ "eod": config.eod }), inputs)])
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         #[derive(Deserialize)]
@@ -305,13 +299,7 @@ impl Plugin for TokenizerBpe {
             special_tokens: config.special_tokens,
             max_documents_per_source: config.max_documents_per_source,
         };
-        Ok(vec![NodeSpec {
-            id: entry.node_id(),
-            plugin: None,
-            config: serde_json::to_value(keyed).expect("serialises"),
-            inputs,
-            pointer: entry.pointer(),
-        }])
+        Ok(vec![NodeSpec::for_entry(entry, serde_json::to_value(keyed).expect("serialises"), inputs)])
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let keyed: BpeKeyed = ctx.parse()?;
