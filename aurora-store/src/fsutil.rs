@@ -89,36 +89,22 @@ pub(crate) fn disk_size(path: &Path) -> u64 {
     rd.flatten().map(|e| disk_size(&e.path())).sum()
 }
 
-/// Clear the write bits of every regular file under `dir` (artifacts are immutable: this
-/// turns accidental in-place edits into permission errors instead of silent corruption).
-pub(crate) fn make_files_readonly(dir: &Path) -> Result<(), StoreError> {
+/// Seal a finished output tree in one walk: clear the write bits of every regular file
+/// (artifacts are immutable: accidental in-place edits become permission errors instead of
+/// silent corruption), then fsync it, and fsync every directory (the tree's root included), so a
+/// later rename can never publish a tree whose data or permissions are not yet on disk.
+pub(crate) fn seal_tree(dir: &Path) -> Result<(), StoreError> {
     let rd = fs::read_dir(dir).map_err(|e| StoreError::io("read directory", dir, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| StoreError::io("read directory", dir, e))?;
         let p = entry.path();
         let meta = fs::symlink_metadata(&p).map_err(|e| StoreError::io("read", &p, e))?;
         if meta.is_dir() {
-            make_files_readonly(&p)?;
+            seal_tree(&p)?;
         } else if meta.is_file() {
             let mut perm = meta.permissions();
             perm.set_mode(perm.mode() & !0o222);
             fs::set_permissions(&p, perm).map_err(|e| StoreError::io("make read-only", &p, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// fsync every regular file and directory under `dir` (the directory itself included), so a
-/// later rename can never publish a tree whose data is not yet on disk.
-pub(crate) fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
-    let rd = fs::read_dir(dir).map_err(|e| StoreError::io("read directory", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| StoreError::io("read directory", dir, e))?;
-        let p = entry.path();
-        let meta = fs::symlink_metadata(&p).map_err(|e| StoreError::io("read", &p, e))?;
-        if meta.is_dir() {
-            fsync_tree(&p)?;
-        } else if meta.is_file() {
             let f = File::open(&p).map_err(|e| StoreError::io("open", &p, e))?;
             f.sync_all().map_err(|e| StoreError::io("fsync", &p, e))?;
         }

@@ -399,8 +399,7 @@ impl Store {
             let log_path = out.join(LOG_FILE);
             fs::write(&log_path, log).map_err(|e| StoreError::io("write", &log_path, e))?;
         }
-        fsutil::fsync_tree(&out)?;
-        fsutil::make_files_readonly(&out)?;
+        fsutil::seal_tree(&out)?;
 
         let cas = self.root.join(CAS);
         let target = self.artifact_dir(&digest);
