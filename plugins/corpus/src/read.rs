@@ -189,6 +189,17 @@ fn text_of(path: &Path, place: Place, record: Value, field: &str, setting: &'sta
 
 /// JSON Lines: one object per line; blank lines are allowed and ignored.
 pub fn jsonl(path: &Path, text_field: &str, state: &mut ReadState, emit: &mut Emit<'_>) -> Result<Continue, ReadError> {
+    json_lines(path, state, emit, |place, value| text_of(path, place, value, text_field, "text_field"))
+}
+
+/// Each non-blank line parsed as JSON and turned into a document by `document`; a bad line is an
+/// error (or skipped, and counted, with `on_error = "skip"`).
+fn json_lines(
+    path: &Path,
+    state: &mut ReadState,
+    emit: &mut Emit<'_>,
+    document: impl Fn(Place, Value) -> Result<String, ReadError>,
+) -> Result<Continue, ReadError> {
     for_each_line(path, |line_no, bytes| {
         let place = Place::Line(line_no);
         let parsed = utf8(path, place, bytes, "line").and_then(|line| {
@@ -200,7 +211,7 @@ pub fn jsonl(path: &Path, text_field: &str, state: &mut ReadState, emit: &mut Em
                 place,
                 detail: e.to_string(),
             })?;
-            text_of(path, place, value, text_field, "text_field").map(Some)
+            document(place, value).map(Some)
         });
         match parsed {
             Ok(Some(text)) => Ok(emit(text)),
@@ -356,25 +367,7 @@ pub fn instructions(
     };
     if !is_array {
         drop(reader);
-        return for_each_line(path, |line_no, bytes| {
-            let place = Place::Line(line_no);
-            let parsed = utf8(path, place, bytes, "line").and_then(|line| {
-                if line.trim().is_empty() {
-                    return Ok(None);
-                }
-                let value: Value = serde_json::from_str(line).map_err(|e| ReadError::Json {
-                    path: path.display().to_string(),
-                    place,
-                    detail: e.to_string(),
-                })?;
-                instruction_record(path, place, value, template).map(Some)
-            });
-            match parsed {
-                Ok(Some(text)) => Ok(emit(text)),
-                Ok(None) => Ok(true),
-                Err(e) => state.problem(e).map(|()| true),
-            }
-        });
+        return json_lines(path, state, emit, |place, value| instruction_record(path, place, value, template));
     }
     let mut bytes = Vec::new();
     reader.read_to_end(&mut bytes).map_err(io_err)?;
