@@ -198,19 +198,16 @@ impl GptBigCodeConfig {
             return Err(ConfigError::MultiHead);
         }
         self.activation()?;
-        for (field, value) in [
-            ("layer_norm_epsilon", self.layer_norm_epsilon),
-            ("initializer_range", self.initializer_range),
-        ] {
+        for (field, value) in
+            [("layer_norm_epsilon", self.layer_norm_epsilon), ("initializer_range", self.initializer_range)]
+        {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::BadFloat { field, value });
             }
         }
-        for (what, value) in [
-            ("resid_pdrop", self.resid_pdrop),
-            ("embd_pdrop", self.embd_pdrop),
-            ("attn_pdrop", self.attn_pdrop),
-        ] {
+        for (what, value) in
+            [("resid_pdrop", self.resid_pdrop), ("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop)]
+        {
             if !(0.0..1.0).contains(&value) {
                 return Err(ConfigError::Dropout { what, value });
             }

@@ -8,3 +8,6 @@
 pub mod config;
 
 pub use config::{ConfigError, GptBigCodeConfig};
+pub mod model;
+
+pub use model::{GptBigCode, ModelError};

@@ -1,0 +1,368 @@
+//! GPTBigCode (`GPTBigCodeForCausalLM`) in tch, with Hugging Face's weight names.
+//!
+//! Variables live in a `nn::VarStore` under exactly transformers' state-dict names:
+//! `transformer.wte.weight`, `transformer.wpe.weight`, `transformer.h.{i}.ln_1.{weight,bias}`,
+//! `transformer.h.{i}.attn.c_attn.{weight,bias}` (`[n_embd + 2 * head_dim, n_embd]`: multi-query,
+//! queries for every head then one shared key and value head), `transformer.h.{i}.attn.c_proj`,
+//! `transformer.h.{i}.ln_2`, `transformer.h.{i}.mlp.c_fc`, `transformer.h.{i}.mlp.c_proj`,
+//! `transformer.ln_f`, and `lm_head.weight` only when `tie_word_embeddings = false`. With tied
+//! embeddings (transformers' default and StarCoder's) the logits use `transformer.wte.weight`
+//! and no separate `lm_head.weight` variable exists (see `hf.rs` for the file side).
+//!
+//! Dropout is not applied (the `*_pdrop` fields are kept for export only): continued
+//! pre-training here runs without dropout.
+//!
+//! Variable groups: weights of matrices and embeddings are in [`DECAY_GROUP`], biases and
+//! LayerNorm parameters in [`NO_DECAY_GROUP`], so an optimizer can leave the latter without
+//! weight decay (`Optimizer::set_weight_decay_group(NO_DECAY_GROUP, 0.0)`).
+
+use aurora_torch::tch::{self, Kind, Tensor, nn};
+
+use crate::config::{Activation, ConfigError, GptBigCodeConfig};
+
+/// `nn::VarStore` group of the parameters weight decay applies to.
+pub const DECAY_GROUP: usize = 0;
+/// `nn::VarStore` group of biases and LayerNorm parameters (no weight decay).
+pub const NO_DECAY_GROUP: usize = 1;
+
+/// Bad input to the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("input must be a [batch, seq] tensor of token ids, got shape {0:?}")]
+    InputShape(Vec<i64>),
+    #[error("token id {id} is outside the vocabulary (vocab_size {vocab_size})")]
+    TokenOutsideVocab { id: i64, vocab_size: i64 },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// A process-wide lock around torch's global RNG (`tch::manual_seed` + draws). libtorch's
+/// CPU generator is global: code in this crate that seeds and draws takes this lock, so two
+/// threads cannot interleave their draws. Code outside the crate that seeds should take it too.
+pub fn global_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(p: &nn::Path, in_dim: i64, out_dim: i64, std: f64) -> Self {
+        let weight =
+            p.set_group(DECAY_GROUP).var("weight", &[out_dim, in_dim], nn::Init::Randn { mean: 0.0, stdev: std });
+        let bias = p.set_group(NO_DECAY_GROUP).zeros("bias", &[out_dim]);
+        Self { weight, bias }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+#[derive(Debug)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    dim: i64,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(p: &nn::Path, dim: i64, eps: f64) -> Self {
+        let p = p.set_group(NO_DECAY_GROUP);
+        Self { weight: p.ones("weight", &[dim]), bias: p.zeros("bias", &[dim]), dim, eps }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Linear,
+    attn_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_proj: Linear,
+}
+
+/// A GPTBigCode causal language model whose parameters live in a caller-owned `VarStore`.
+#[derive(Debug)]
+pub struct GptBigCode {
+    config: GptBigCodeConfig,
+    activation: Activation,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Option<Tensor>,
+}
+
+impl GptBigCode {
+    /// Creates the variables under `root` (pass `vs.root()`), initialised as transformers'
+    /// `_init_weights` does: normal(0, initializer_range) for linear weights and embeddings,
+    /// normal(0, initializer_range / sqrt(2 * n_layer)) for `attn.c_proj` and `mlp.c_proj`,
+    /// zero biases, LayerNorm weight 1 / bias 0. Draws from torch's global RNG; see
+    /// [`GptBigCode::seeded`] for a reproducible model.
+    pub fn new(root: &nn::Path, config: &GptBigCodeConfig) -> Result<Self, ModelError> {
+        config.validate()?;
+        let activation = config.activation()?;
+        let (d, std) = (config.n_embd, config.initializer_range);
+        let proj_std = std / (2.0 * config.n_layer as f64).sqrt();
+        let eps = config.layer_norm_epsilon;
+        let t = root / "transformer";
+        let embed = |name: &str, rows: i64| {
+            (&t / name).set_group(DECAY_GROUP).var("weight", &[rows, d], nn::Init::Randn { mean: 0.0, stdev: std })
+        };
+        let wte = embed("wte", config.vocab_size);
+        let wpe = embed("wpe", config.n_positions);
+        let h = &t / "h";
+        let blocks = (0..config.n_layer)
+            .map(|i| {
+                let b = &h / i;
+                Block {
+                    ln_1: LayerNorm::new(&(&b / "ln_1"), d, eps),
+                    c_attn: Linear::new(&(&b / "attn" / "c_attn"), d, config.c_attn_out(), std),
+                    attn_proj: Linear::new(&(&b / "attn" / "c_proj"), d, d, proj_std),
+                    ln_2: LayerNorm::new(&(&b / "ln_2"), d, eps),
+                    c_fc: Linear::new(&(&b / "mlp" / "c_fc"), d, config.ffn_dim(), std),
+                    mlp_proj: Linear::new(&(&b / "mlp" / "c_proj"), config.ffn_dim(), d, proj_std),
+                }
+            })
+            .collect();
+        let ln_f = LayerNorm::new(&(&t / "ln_f"), d, eps);
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            (root / "lm_head").set_group(DECAY_GROUP).var(
+                "weight",
+                &[config.vocab_size, d],
+                nn::Init::Randn { mean: 0.0, stdev: std },
+            )
+        });
+        Ok(Self { config: config.clone(), activation, wte, wpe, blocks, ln_f, lm_head })
+    }
+
+    /// [`GptBigCode::new`] after `tch::manual_seed(seed)`: the same seed gives bitwise-identical
+    /// initial weights (on CPU). Resets torch's global RNG.
+    /// Holds [`global_rng_lock`] while seeding and drawing, so concurrent seeded
+    /// constructions (e.g. parallel tests) cannot interleave their draws.
+    pub fn seeded(root: &nn::Path, config: &GptBigCodeConfig, seed: i64) -> Result<Self, ModelError> {
+        let _guard = global_rng_lock();
+        tch::manual_seed(seed);
+        Self::new(root, config)
+    }
+
+    pub fn config(&self) -> &GptBigCodeConfig {
+        &self.config
+    }
+
+    /// Checks a `[batch, seq]` batch of token ids: shape, sequence length against
+    /// `n_positions`, every id inside the vocabulary.
+    pub fn check_input(&self, ids: &Tensor) -> Result<(), ModelError> {
+        let size = ids.size();
+        if size.len() != 2 {
+            return Err(ModelError::InputShape(size));
+        }
+        self.config.check_seq_len(size[1])?;
+        if ids.numel() > 0 {
+            let (min, max) = (ids.f_min()?.int64_value(&[]), ids.f_max()?.int64_value(&[]));
+            for id in [min, max] {
+                if id < 0 || id >= self.config.vocab_size {
+                    return Err(ModelError::TokenOutsideVocab { id, vocab_size: self.config.vocab_size });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (int64), after
+    /// [`GptBigCode::check_input`].
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor, ModelError> {
+        self.check_input(ids)?;
+        Ok(self.forward_unchecked(ids))
+    }
+
+    /// [`GptBigCode::forward`] without the input checks (libtorch raises on a bad id).
+    // `x = x + ...` on purpose: tch's `+=` is an in-place `add_`, which would overwrite the
+    // residual stream autograd saved for the LayerNorm backward.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn forward_unchecked(&self, ids: &Tensor) -> Tensor {
+        let (b, t) = ids.size2().expect("[batch, seq] ids");
+        let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
+        let pos = Tensor::arange(t, (Kind::Int64, ids.device()));
+        let mut x =
+            Tensor::embedding(&self.wte, ids, -1, false, false) + Tensor::embedding(&self.wpe, &pos, -1, false, false);
+        let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
+        for blk in &self.blocks {
+            let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x));
+            let q = qkv.narrow(-1, 0, d).view([b, t, n_head, hd]).transpose(1, 2);
+            // One key/value head shared by all query heads (multi-query attention).
+            let k = qkv.narrow(-1, d, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
+            let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
+            let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, false);
+            let y = y.transpose(1, 2).contiguous().view([b, t, d]);
+            x = x + blk.attn_proj.forward(&y);
+            let m = blk.c_fc.forward(&blk.ln_2.forward(&x));
+            let m = match self.activation {
+                Activation::GeluTanh => m.gelu("tanh"),
+                Activation::Gelu => m.gelu("none"),
+            };
+            x = x + blk.mlp_proj.forward(&m);
+        }
+        let x = self.ln_f.forward(&x);
+        x.matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr())
+    }
+
+    /// Mean next-token cross-entropy of `ids` `[batch, seq]`: position t predicts ids[t + 1].
+    pub fn lm_loss(&self, ids: &Tensor) -> Result<Tensor, ModelError> {
+        let logits = self.forward(ids)?;
+        let (_, t) = ids.size2()?;
+        let v = self.config.vocab_size;
+        let pred = logits.narrow(1, 0, t - 1).reshape([-1, v]);
+        let target = ids.narrow(1, 1, t - 1).reshape([-1]);
+        Ok(pred.cross_entropy_for_logits(&target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aurora_torch::tch::Device;
+
+    fn tiny() -> GptBigCodeConfig {
+        GptBigCodeConfig::tiny(2, 64, 4, 128, 32)
+    }
+
+    fn model(seed: i64) -> (nn::VarStore, GptBigCode) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = GptBigCode::seeded(&vs.root(), &tiny(), seed).unwrap();
+        (vs, m)
+    }
+
+    fn ids(seed: i64, b: i64, t: i64) -> Tensor {
+        let _guard = global_rng_lock();
+        tch::manual_seed(seed);
+        Tensor::randint(128, [b, t], (Kind::Int64, Device::Cpu))
+    }
+
+    #[test]
+    fn weight_names_and_shapes_are_huggingface_s() {
+        let (vs, _) = model(0);
+        let mut got: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+        got.sort();
+        let mut expected = vec![
+            ("transformer.wte.weight".to_owned(), vec![128, 64]),
+            ("transformer.wpe.weight".to_owned(), vec![32, 64]),
+            ("transformer.ln_f.weight".to_owned(), vec![64]),
+            ("transformer.ln_f.bias".to_owned(), vec![64]),
+        ];
+        for i in 0..2 {
+            for (n, s) in [
+                ("ln_1.weight", vec![64]),
+                ("ln_1.bias", vec![64]),
+                ("attn.c_attn.weight", vec![64 + 2 * 16, 64]),
+                ("attn.c_attn.bias", vec![64 + 2 * 16]),
+                ("attn.c_proj.weight", vec![64, 64]),
+                ("attn.c_proj.bias", vec![64]),
+                ("ln_2.weight", vec![64]),
+                ("ln_2.bias", vec![64]),
+                ("mlp.c_fc.weight", vec![256, 64]),
+                ("mlp.c_fc.bias", vec![256]),
+                ("mlp.c_proj.weight", vec![64, 256]),
+                ("mlp.c_proj.bias", vec![64]),
+            ] {
+                expected.push((format!("transformer.h.{i}.{n}"), s));
+            }
+        }
+        expected.sort();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn untied_model_has_lm_head() {
+        let cfg = GptBigCodeConfig { tie_word_embeddings: false, ..tiny() };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = GptBigCode::seeded(&vs.root(), &cfg, 0).unwrap();
+        assert_eq!(vs.variables()["lm_head.weight"].size(), vec![128, 64]);
+        let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        assert_eq!(n, cfg.param_count());
+    }
+
+    #[test]
+    fn parameter_count_matches_formula() {
+        let (vs, _) = model(0);
+        let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        assert_eq!(n, tiny().param_count());
+    }
+
+    #[test]
+    fn forward_shape() {
+        let (_vs, m) = model(0);
+        let logits = m.forward(&ids(1, 3, 32)).unwrap();
+        assert_eq!(logits.size(), vec![3, 32, 128]);
+        assert_eq!(logits.kind(), Kind::Float);
+    }
+
+    #[test]
+    fn causal_changing_a_later_token_leaves_earlier_logits_alone() {
+        let (_vs, m) = model(0);
+        let a = ids(2, 1, 16);
+        let t = 7;
+        let b = a.copy();
+        let old = b.int64_value(&[0, t + 1]);
+        let _ = b.narrow(1, t + 1, 1).fill_((old + 1) % 128);
+        let (la, lb) = (m.forward(&a).unwrap(), m.forward(&b).unwrap());
+        assert!(la.narrow(1, 0, t + 1).equal(&lb.narrow(1, 0, t + 1)), "logits up to t must not change");
+        assert!(!la.narrow(1, t + 1, 1).equal(&lb.narrow(1, t + 1, 1)), "logits at t+1 must change");
+    }
+
+    #[test]
+    fn same_seed_same_weights_other_seed_other_weights() {
+        let (a, _) = model(42);
+        let (b, _) = model(42);
+        let (c, _) = model(43);
+        let (va, vb, vc) = (a.variables(), b.variables(), c.variables());
+        for (name, t) in &va {
+            assert!(t.equal(&vb[name]), "{name} differs with the same seed");
+        }
+        assert!(!va["transformer.wte.weight"].equal(&vc["transformer.wte.weight"]));
+    }
+
+    #[test]
+    fn init_statistics_follow_transformers() {
+        let cfg = GptBigCodeConfig::tiny(2, 256, 4, 1024, 32);
+        let vs = nn::VarStore::new(Device::Cpu);
+        GptBigCode::seeded(&vs.root(), &cfg, 0).unwrap();
+        let v = vs.variables();
+        let std = |n: &str| v[n].std(true).double_value(&[]);
+        assert!((std("transformer.wte.weight") - 0.02).abs() < 0.002);
+        assert!((std("transformer.h.0.mlp.c_proj.weight") - 0.01).abs() < 0.001); // 0.02/sqrt(4)
+        assert_eq!(v["transformer.h.0.ln_1.weight"].sum(Kind::Float).double_value(&[]), 256.0);
+        assert_eq!(v["transformer.h.0.attn.c_attn.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        let (_vs, m) = model(0);
+        let long = Tensor::zeros([1, 33], (Kind::Int64, Device::Cpu));
+        assert!(m.forward(&long).unwrap_err().to_string().contains("sequence length 33 is above n_positions = 32"));
+        let oov = Tensor::from_slice(&[1i64, 2, 128]).view([1, 3]);
+        assert_eq!(m.forward(&oov).unwrap_err().to_string(), "token id 128 is outside the vocabulary (vocab_size 128)");
+        let flat = Tensor::from_slice(&[1i64, 2]);
+        assert!(matches!(m.forward(&flat), Err(ModelError::InputShape(_))));
+    }
+
+    #[test]
+    fn loss_at_init_is_near_ln_vocab() {
+        let (_vs, m) = model(0);
+        let loss = m.lm_loss(&ids(3, 4, 32)).unwrap().double_value(&[]);
+        assert!((loss - (128f64).ln()).abs() < 0.3, "{loss}");
+    }
+}
