@@ -11,3 +11,4 @@ pub use config::{ConfigError, GptBigCodeConfig};
 pub mod model;
 
 pub use model::{GptBigCode, ModelError};
+pub mod hf;
