@@ -12,3 +12,4 @@ pub mod model;
 
 pub use model::{GptBigCode, ModelError};
 pub mod hf;
+pub mod schedule;
