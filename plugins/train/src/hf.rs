@@ -473,6 +473,23 @@ mod tests {
         assert!(loaded.model.forward(&ids()).unwrap().equal(&m.forward(&ids()).unwrap()));
     }
 
+    /// A bf16 checkpoint (as many hub uploads are) loads into the float32 model, converted.
+    #[test]
+    fn bf16_checkpoint_is_converted() {
+        let (vs, m) = model(&tiny());
+        let dir = tempfile::tempdir().unwrap();
+        save_pretrained(dir.path(), &tiny(), &vs, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        let tensors: Vec<(String, Tensor)> =
+            vs.variables().into_iter().map(|(n, t)| (n, t.to_kind(Kind::BFloat16))).collect();
+        write_safetensors(&dir.path().join(WEIGHTS_FILE), &tensors).unwrap();
+        let loaded = load_pretrained(dir.path(), Device::Cpu).unwrap();
+        let wte = &loaded.vs.variables()["transformer.wte.weight"];
+        assert_eq!(wte.kind(), Kind::Float);
+        assert!(wte.equal(&vs.variables()["transformer.wte.weight"].to_kind(Kind::BFloat16).to_kind(Kind::Float)));
+        let (a, b) = (m.forward(&ids()).unwrap(), loaded.model.forward(&ids()).unwrap());
+        assert!(a.allclose(&b, 0.05, 0.05, false));
+    }
+
     #[test]
     fn several_problems_are_all_listed() {
         let err = broken(|t| {

@@ -1,6 +1,6 @@
 //! AdamW with weight decay only on matrices and embeddings, and global-norm gradient clipping.
 //!
-//! Biases and LayerNorm parameters are created in [`NO_DECAY_GROUP`](crate::model::NO_DECAY_GROUP)
+//! Biases and LayerNorm parameters are created in [`NO_DECAY_GROUP`]
 //! by the model; tch's optimizer keeps per-group options, so that group gets weight decay 0.
 
 use aurora_torch::tch::{self, Kind, Tensor, nn, nn::OptimizerConfig};
