@@ -194,20 +194,12 @@ impl GptBigCode {
     // residual stream autograd saved for the LayerNorm backward.
     #[allow(clippy::assign_op_pattern)]
     pub fn forward_unchecked(&self, ids: &Tensor) -> Tensor {
-        let (b, t) = ids.size2().expect("[batch, seq] ids");
-        let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
+        let t = ids.size2().expect("[batch, seq] ids").1;
         let pos = Tensor::arange(t, (Kind::Int64, ids.device()));
         let mut x =
             Tensor::embedding(&self.wte, ids, -1, false, false) + Tensor::embedding(&self.wpe, &pos, -1, false, false);
-        let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
         for blk in &self.blocks {
-            let qkv = blk.c_attn.forward(&blk.ln_1.forward(&x));
-            let q = qkv.narrow(-1, 0, d).view([b, t, n_head, hd]).transpose(1, 2);
-            // One key/value head shared by all query heads (multi-query attention).
-            let k = qkv.narrow(-1, d, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
-            let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
-            let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, false);
-            let y = y.transpose(1, 2).contiguous().view([b, t, d]);
+            let y = self.attention(blk, &blk.ln_1.forward(&x));
             x = x + blk.attn_proj.forward(&y);
             let m = blk.c_fc.forward(&blk.ln_2.forward(&x));
             let m = match self.activation {
@@ -218,6 +210,21 @@ impl GptBigCode {
         }
         let x = self.ln_f.forward(&x);
         x.matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr())
+    }
+
+    /// Causal multi-query self-attention of one block, before `attn.c_proj`: `c_attn` gives
+    /// `[queries (n_embd) | key (head_dim) | value (head_dim)]` per position, as transformers'
+    /// `GPTBigCodeAttention` splits it; the single key/value head is shared by every head.
+    fn attention(&self, blk: &Block, x: &Tensor) -> Tensor {
+        let (b, t, _) = x.size3().expect("[batch, seq, hidden]");
+        let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
+        let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
+        let qkv = blk.c_attn.forward(x);
+        let q = qkv.narrow(-1, 0, d).view([b, t, n_head, hd]).transpose(1, 2);
+        let k = qkv.narrow(-1, d, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
+        let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, false);
+        y.transpose(1, 2).contiguous().view([b, t, d])
     }
 
     /// Mean next-token cross-entropy of `ids` `[batch, seq]`: position t predicts ids[t + 1].
@@ -346,6 +353,39 @@ mod tests {
         assert!((std("transformer.h.0.mlp.c_proj.weight") - 0.01).abs() < 0.001); // 0.02/sqrt(4)
         assert_eq!(v["transformer.h.0.ln_1.weight"].sum(Kind::Float).double_value(&[]), 256.0);
         assert_eq!(v["transformer.h.0.attn.c_attn.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    /// transformers' `GPTBigCodeAttention._attn` for multi-query, transcribed: query
+    /// `[b, t, H, hd]` reshaped to `[b, t * H, hd]`, times key `[b, hd, t]`, viewed as
+    /// `[b, t, H, t]`, causal mask, softmax, times value `[b, t, hd]`.
+    fn reference_attention(m: &GptBigCode, blk: &Block, x: &Tensor) -> Tensor {
+        let (b, t, d) = x.size3().unwrap();
+        let (h, hd) = (m.config.n_head, m.config.head_dim());
+        let qkv = blk.c_attn.forward(x);
+        let parts = qkv.split_with_sizes([d, 2 * hd], 2);
+        let kv = parts[1].split_with_sizes([hd, hd], -1);
+        let (query, key, value) = (&parts[0], &kv[0], &kv[1]);
+        let q = query.reshape([b, t * h, hd]);
+        let w = q.bmm(&key.transpose(1, 2)) / (hd as f64).sqrt();
+        let w = w.view([b, t, h, t]);
+        let mask = Tensor::ones([t, t], (Kind::Bool, Device::Cpu)).tril(0).view([1, t, 1, t]);
+        let w = w.masked_fill(&mask.logical_not(), f64::NEG_INFINITY).softmax(-1, Kind::Float);
+        w.view([b, t * h, t]).bmm(value).view([b, t, h * hd])
+    }
+
+    #[test]
+    fn attention_matches_transformers_multi_query_layout() {
+        let (_vs, m) = model(5);
+        let x = {
+            let _guard = global_rng_lock();
+            tch::manual_seed(6);
+            Tensor::randn([2, 9, 64], (Kind::Float, Device::Cpu))
+        };
+        for blk in &m.blocks {
+            let (ours, theirs) = (m.attention(blk, &x), reference_attention(&m, blk, &x));
+            assert_eq!(ours.size(), vec![2, 9, 64]);
+            assert!(ours.allclose(&theirs, 1e-5, 1e-6, false), "max diff {}", (ours - theirs).abs().max());
+        }
     }
 
     #[test]
