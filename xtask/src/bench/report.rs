@@ -259,7 +259,7 @@ impl Json {
             Json::Num(v) => {
                 let _ = write!(out, "{v}");
             }
-            Json::Str(s) => write_str(out, s),
+            Json::Str(s) => write_json_string(out, s),
             Json::Arr(items) if items.is_empty() => out.push_str("[]"),
             Json::Arr(items) => {
                 out.push_str("[\n");
@@ -276,7 +276,7 @@ impl Json {
                 out.push_str("{\n");
                 for (i, (k, v)) in fields.iter().enumerate() {
                     pad(out, indent + 1);
-                    write_str(out, k);
+                    write_json_string(out, k);
                     out.push_str(": ");
                     v.write(out, indent + 1);
                     out.push_str(if i + 1 < fields.len() { ",\n" } else { "\n" });
@@ -288,13 +288,15 @@ impl Json {
     }
 }
 
-fn write_str(out: &mut String, s: &str) {
+/// `s` as a JSON string literal (xtask has no serde_json, to build in seconds).
+pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
@@ -317,6 +319,13 @@ mod tests {
         assert_eq!(fmt_secs(0.00456), "4.56 ms");
         assert_eq!(fmt_secs(0.000_456), "456.0 µs");
         assert_eq!(fmt_secs(-0.003), "-3.00 ms");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        write_json_string(&mut s, "a \"b\"\\\nc\u{1}é");
+        assert_eq!(s, r#""a \"b\"\\\nc\u0001é""#);
     }
 
     #[test]

@@ -268,7 +268,7 @@ fn write_corpus(flores: &Path, dir: &Path, target: u64) -> Result<(u64, u64)> {
             let doc = chunk.join("\n");
             let mut line = String::with_capacity(doc.len() + 16);
             line.push_str("{\"text\": ");
-            json_string(&mut line, &doc);
+            super::report::write_json_string(&mut line, &doc);
             line.push_str("}\n");
             paragraphs.push((line, doc.len() as u64));
         }
@@ -292,31 +292,7 @@ fn write_corpus(flores: &Path, dir: &Path, target: u64) -> Result<(u64, u64)> {
     Ok((documents, bytes))
 }
 
-/// `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut s = String::new();
-        json_string(&mut s, "a \"b\"\\\nc\u{1}é");
-        assert_eq!(s, r#""a \"b\"\\\nc\u0001é""#);
-    }
 }
