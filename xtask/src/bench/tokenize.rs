@@ -291,8 +291,3 @@ fn write_corpus(flores: &Path, dir: &Path, target: u64) -> Result<(u64, u64)> {
     std::fs::write(dir.join("source.json"), info)?;
     Ok((documents, bytes))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
