@@ -3,9 +3,9 @@
 //! Its own test binary (process), because `set_deterministic` is process-wide.
 
 use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
-use aurora_train::optim::{AdamWConfig, clip_grad_norm};
-use aurora_train::schedule::Schedule;
-use aurora_train::{GptBigCode, GptBigCodeConfig};
+use aurora_gptbigcode::optim::{AdamWConfig, BuildAdamW, clip_grad_norm};
+use aurora_gptbigcode::schedule::Schedule;
+use aurora_gptbigcode::{GptBigCode, GptBigCodeConfig};
 
 const STEPS: u64 = 50;
 
@@ -19,7 +19,7 @@ fn train(seed: i64) -> Run {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = GptBigCode::seeded(&vs.root(), &config, seed).unwrap();
     let data = {
-        let _guard = aurora_train::model::global_rng_lock();
+        let _guard = aurora_gptbigcode::model::global_rng_lock();
         tch::manual_seed(seed + 1);
         Tensor::randint(config.vocab_size, [4, 32], (Kind::Int64, Device::Cpu))
     };

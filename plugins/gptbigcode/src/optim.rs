@@ -4,53 +4,17 @@
 //! by the model; tch's optimizer keeps per-group options, so that group gets weight decay 0.
 
 use aurora_torch::tch::{self, Kind, Tensor, nn, nn::OptimizerConfig};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+pub use aurora_train::optimizer::AdamWConfig;
 
 use crate::model::NO_DECAY_GROUP;
 
-/// AdamW hyper-parameters (decoupled weight decay, as `torch.optim.AdamW`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AdamWConfig {
-    #[serde(default = "default_beta1")]
-    pub beta1: f64,
-    #[serde(default = "default_beta2")]
-    pub beta2: f64,
-    #[serde(default = "default_eps")]
-    pub eps: f64,
-    /// Applied to weight matrices and embeddings, never to biases or LayerNorm parameters.
-    #[serde(default = "default_weight_decay")]
-    pub weight_decay: f64,
+/// An optimizer over every trainable variable of `vs` at learning rate `lr`.
+pub trait BuildAdamW {
+    fn build(&self, vs: &nn::VarStore, lr: f64) -> Result<nn::Optimizer, tch::TchError>;
 }
 
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.95
-}
-fn default_eps() -> f64 {
-    1e-8
-}
-fn default_weight_decay() -> f64 {
-    0.1
-}
-
-impl Default for AdamWConfig {
-    fn default() -> Self {
-        Self {
-            beta1: default_beta1(),
-            beta2: default_beta2(),
-            eps: default_eps(),
-            weight_decay: default_weight_decay(),
-        }
-    }
-}
-
-impl AdamWConfig {
-    /// An optimizer over every trainable variable of `vs` at learning rate `lr`.
-    pub fn build(&self, vs: &nn::VarStore, lr: f64) -> Result<nn::Optimizer, tch::TchError> {
+impl BuildAdamW for AdamWConfig {
+    fn build(&self, vs: &nn::VarStore, lr: f64) -> Result<nn::Optimizer, tch::TchError> {
         let mut opt =
             nn::AdamW { beta1: self.beta1, beta2: self.beta2, wd: self.weight_decay, eps: self.eps, amsgrad: false }
                 .build(vs, lr)?;
