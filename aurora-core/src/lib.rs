@@ -10,6 +10,7 @@ pub mod explain;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;
+pub mod process;
 pub mod record;
 pub mod schema;
 pub mod validate;

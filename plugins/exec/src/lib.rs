@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
+use aurora_core::process::{SpawnError, spawn_guarded};
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
 };
@@ -152,73 +152,29 @@ impl Plugin for ExecCommand {
         for (name, path) in ctx.inputs {
             cmd.env(input_env_var(name), path);
         }
-        // SAFETY: prctl is async-signal-safe; it makes the kernel kill the command if aurora dies,
-        // so a killed run never leaves a command writing into the scratch directory.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        // The watchdog kills the command's whole process group as soon as aurora goes away, however
-        // it goes (even SIGKILL): it blocks reading a pipe whose only write end aurora holds.
-        // PR_SET_PDEATHSIG alone reaches only the direct child, not what it started. The command
-        // joins the watchdog's process group, whose id is known before the command exists, so
-        // there is no window in which a started command is unguarded.
-        let mut watchdog = Command::new("/bin/sh")
-            .args(["-c", "read _; kill -9 -$$"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| PluginError::new(format!("cannot start the process watchdog /bin/sh: {e}")))?;
-        let pgid = watchdog.id() as i32;
-        let watchdog_pipe = watchdog.stdin.take().expect("stdin is piped");
-        cmd.process_group(pgid);
-        let spawned = cmd.spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                kill_group(pgid);
-                let _ = watchdog.wait();
-                return Err(PluginError::new(format!(
-                    "cannot start `{}`: {e} (is it installed and on PATH? PATH is the only variable passed through)",
-                    config.argv[0]
-                )));
-            }
-        };
-        let status = match config.timeout_s {
-            None => child.wait(),
-            Some(limit) => {
-                let (tx, rx) = mpsc::channel();
-                let waiter = std::thread::spawn(move || {
-                    let status = child.wait();
-                    let _ = tx.send(());
-                    status
-                });
-                if rx.recv_timeout(Duration::from_secs(limit)).is_err() {
-                    kill_group(pgid);
-                }
-                waiter.join().unwrap_or_else(|_| Err(std::io::Error::other("waiter thread panicked")))
-            }
-        };
-        // Anything the command left running in the background must not outlive the step.
-        kill_group(pgid);
-        drop(watchdog_pipe);
-        let _ = watchdog.wait();
+        // Guarded: the command and everything it starts die with aurora, however aurora dies, and
+        // nothing it left running in the background outlives the step.
+        let guarded = spawn_guarded(&mut cmd).map_err(|e| match e {
+            SpawnError::Watchdog(_) => PluginError::new(e.to_string()),
+            SpawnError::Command(e) => PluginError::new(format!(
+                "cannot start `{}`: {e} (is it installed and on PATH? PATH is the only variable passed through)",
+                config.argv[0]
+            )),
+        })?;
+        let ended = guarded.wait(config.timeout_s.map(Duration::from_secs));
         let mut text = Vec::new();
         File::open(&log_path)
             .and_then(|mut f| f.read_to_end(&mut text))
             .map_err(|e| PluginError::new(format!("cannot read the command's log {}: {e}", log_path.display())))?;
         ctx.log.write_all(&text).map_err(|e| PluginError::new(format!("cannot keep the log: {e}")))?;
-        let status = status.map_err(|e| PluginError::new(format!("waiting for `{}` failed: {e}", config.argv[0])))?;
+        let ended = ended.map_err(|e| PluginError::new(format!("waiting for `{}` failed: {e}", config.argv[0])))?;
+        let status = ended.status;
         if status.success() {
             return Ok(ExecOutcome::default());
         }
         let how = match (status.code(), status.signal()) {
             (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(libc::SIGKILL)) if config.timeout_s.is_some() => {
+            _ if ended.timed_out => {
                 format!("was killed after its timeout of {} s", config.timeout_s.unwrap_or_default())
             }
             (None, Some(sig)) => format!("was killed by signal {sig}"),
@@ -238,13 +194,6 @@ fn abbreviate(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn kill_group(pgid: i32) {
-    // SAFETY: plain syscall; ESRCH (group already gone) is expected and ignored.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
 }
 
 fn reset_dir(dir: &Path) -> std::io::Result<()> {
