@@ -127,8 +127,11 @@ macro_rules! source_config {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub programming_language: Option<String>,
             /// Cleaning filters, applied in order; each records how many documents it removed.
-            #[serde(default)]
-            pub filters: Vec<Filter>,
+            /// Without this key, the cleaning defaults a linked language crate registers for
+            /// `lang` apply (none if it registers none); `filters = []` means no filters.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(with = "Vec<Filter>")]
+            pub filters: Option<Vec<Filter>>,
             /// Held-out evaluation split (by document hash); absent: nothing is held out.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schemars(with = "Heldout")]
@@ -182,7 +185,8 @@ pub struct Common {
     pub files: Vec<String>,
     pub lang: String,
     pub programming_language: Option<String>,
-    pub filters: Vec<Filter>,
+    /// `None`: the entry has no `filters` key (see [`crate::defaults`]).
+    pub filters: Option<Vec<Filter>>,
     pub heldout: Option<Heldout>,
     pub dedup: bool,
     pub on_error: OnError,

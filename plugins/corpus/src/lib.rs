@@ -17,6 +17,9 @@
 //!   "heldout_bytes", "filters": [{"name", "removed"}], "skipped_lines"}` ("bytes" = UTF-8 bytes of
 //!   the texts).
 //!
+//! Without a `filters` key, a source gets the cleaning defaults a linked language crate registers
+//! for its `lang` ([`defaults::LanguageDefaults`]); explicit `filters` always win.
+//!
 //! The pipeline of a source: read the files in order (at most `max_documents` documents;
 //! unreadable lines fail or are skipped per `on_error`), apply the filters in order (each counts
 //! the documents it removed), then split off the held-out documents by hash. Output bytes depend
@@ -62,6 +65,7 @@
 
 pub mod config;
 pub mod dedup;
+pub mod defaults;
 pub mod filters;
 #[cfg(feature = "parquet")]
 pub mod parquet;

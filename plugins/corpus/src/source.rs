@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Common, Filter, Format, Keyed, LangId};
+use crate::defaults::{FilterOrigin, resolve_filters};
 use crate::filters::{CharStats, Compiled};
 use crate::read::ReadState;
 use crate::text::{HASH_LEN, doc_hash, is_heldout, normalize};
@@ -38,7 +39,8 @@ pub fn input_name(i: usize) -> String {
 }
 
 /// Plans a source entry: its `SECTION/NAME` node, plus the shared `dedup/exact` node when
-/// `dedup = true`.
+/// `dedup = true`. The filters in the node config are the ones that run: the entry's own, or the
+/// language defaults when it has no `filters` key (see [`crate::defaults`]).
 pub fn plan(
     entry: &Entry<'_>,
     ctx: &PlanContext<'_>,
@@ -59,23 +61,45 @@ pub fn plan(
                 .help("set `lang = \"code\"` for source code, or remove `programming_language`"),
         );
     }
-    let mut filters = Vec::with_capacity(common.filters.len());
-    for (i, filter) in common.filters.iter().enumerate() {
-        let p = format!("{ptr}/filters/{i}");
+    let (requested, origin) = match resolve_filters(common.filters.as_deref(), &common.lang) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            let p = format!("{ptr}/lang");
+            problems.push(
+                Diagnostic::new(format!("`{}.{}`: {e}", entry.section, entry.name))
+                    .at(manifest.sources.value(&p))
+                    .pointer(p)
+                    .expected("one crate registering cleaning defaults per language")
+                    .help("remove one of the crates from the binary's dependencies, or add `filters = [...]` to this entry"),
+            );
+            (Vec::new(), FilterOrigin::None)
+        }
+    };
+    let mut filters = Vec::with_capacity(requested.len());
+    for (i, filter) in requested.iter().enumerate() {
         match Compiled::new(filter, &common.lang) {
             Ok(_) => {}
-            Err(e) => problems.push(
-                Diagnostic::new(format!(
-                    "filter {i} (`{}`) of `{}.{}`: {}",
-                    filter.name(),
-                    entry.section,
-                    entry.name,
-                    e.message
-                ))
-                .at(manifest.sources.value(&p))
-                .pointer(p)
-                .help(e.help),
-            ),
+            Err(e) => {
+                // A default filter has no place in the manifest: point at `lang`, name the crate.
+                let (p, whose, help) = match origin {
+                    FilterOrigin::Language(provider) => (
+                        format!("{ptr}/lang"),
+                        format!("default filter {i} (`{}`, registered by `{provider}`)", filter.name()),
+                        format!(
+                            "give this entry an explicit `filters` list without it, or fix the defaults `{provider}` \
+                             registers for `{}`",
+                            common.lang
+                        ),
+                    ),
+                    _ => (format!("{ptr}/filters/{i}"), format!("filter {i} (`{}`)", filter.name()), e.help),
+                };
+                problems.push(
+                    Diagnostic::new(format!("{whose} of `{}.{}`: {}", entry.section, entry.name, e.message))
+                        .at(manifest.sources.value(&p))
+                        .pointer(p)
+                        .help(help),
+                )
+            }
         }
         // The key holds the resolved `langid` language, so it is explicit in the node config.
         filters.push(match filter {
