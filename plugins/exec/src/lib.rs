@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
-use aurora_core::process::{SpawnError, spawn_guarded};
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
 };
+use aurora_core::process::{SpawnError, spawn_guarded};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

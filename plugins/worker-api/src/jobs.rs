@@ -12,6 +12,8 @@ use serde_json::{Map, Value};
 /// One unit of work for `aurora-worker`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
+// One job per process: the size of the enum does not matter, boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Job {
     /// A training stage (pretraining on a mixture, or SFT on instruction examples).
     Train(TrainJob),
