@@ -1,0 +1,420 @@
+//! The evaluation schedule shared by every evaluator: which checkpoints an evaluator runs on, one
+//! node per (evaluator, checkpoint), and the `results.json` every evaluation node writes.
+//!
+//! `on = ["stages.cap", "sft.safety"]` names entries that produce model artifacts (sections
+//! `stages` and `sft`); `milestones = true` adds every `milestones/tokens-N/` checkpoint a named
+//! stage declares (its `milestones` list). The node of evaluator `evals/NAME` on checkpoint
+//! `cap` is `evals/NAME/cap`; on the milestone at 20000 tokens it is `evals/NAME/cap@tokens-20000`.
+//! The schedule itself (`on`, `milestones`) is not part of any node's key: adding a checkpoint
+//! or an evaluator reruns only the new nodes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aurora_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean, quoted_list};
+use aurora_core::plugin::{Entry, ExecContext, InputSource, InputSpec, NodeSpec, PlanContext, PluginError};
+use aurora_worker_api::{ModelRef, Precision};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// Manifest sections whose entries produce model artifacts (Hugging Face directories).
+pub const MODEL_SECTIONS: [&str; 2] = ["stages", "sft"];
+
+/// Defines an evaluator's config struct: the shared schedule and runtime fields followed by the
+/// evaluator's own fields. One definition of the shared fields, so every evaluator documents and
+/// validates them the same way.
+macro_rules! evaluator_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// Checkpoints to evaluate: `SECTION.NAME` of entries that produce models (sections
+            /// `stages` and `sft`), e.g. `["stages.base", "stages.cap", "stages.cat", "sft.safety"]`.
+            #[schemars(length(min = 1))]
+            pub on: Vec<String>,
+            /// Also evaluate every token milestone (`milestones/tokens-N/`) that the stages in
+            /// `on` declare, for performance-vs-tokens curves.
+            #[serde(default)]
+            pub milestones: bool,
+            /// Device of the worker: `"cpu"` or `"cuda:N"`.
+            #[serde(default = "crate::schedule::default_device")]
+            pub device: String,
+            /// Numeric precision of the forward pass (`fp32`, or `bf16` on CUDA).
+            #[serde(default = "crate::schedule::default_precision")]
+            pub precision: aurora_worker_api::Precision,
+            /// CPU threads of the worker (0 = libtorch's default).
+            #[serde(default)]
+            pub threads: u32,
+            /// Sequences per forward pass in the worker.
+            #[serde(default = "crate::schedule::default_batch_size")]
+            #[schemars(range(min = 1))]
+            pub batch_size: u64,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $crate::schedule::Scheduled for $name {
+            fn schedule(&self) -> $crate::schedule::Schedule<'_> {
+                $crate::schedule::Schedule { on: &self.on, milestones: self.milestones }
+            }
+            fn runtime(&self) -> $crate::schedule::Runtime {
+                $crate::schedule::Runtime {
+                    device: self.device.clone(),
+                    precision: self.precision,
+                    threads: self.threads,
+                    batch_size: self.batch_size,
+                }
+            }
+        }
+    };
+}
+pub(crate) use evaluator_config;
+
+pub fn default_device() -> String {
+    "cpu".to_string()
+}
+pub fn default_precision() -> Precision {
+    Precision::Fp32
+}
+pub fn default_batch_size() -> u64 {
+    8
+}
+
+/// The schedule fields of an evaluator config.
+pub struct Schedule<'a> {
+    pub on: &'a [String],
+    pub milestones: bool,
+}
+
+/// How the worker runs the model; enters every node key (device and precision change results).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Runtime {
+    pub device: String,
+    pub precision: Precision,
+    pub threads: u32,
+    pub batch_size: u64,
+}
+
+/// Implemented by every evaluator config (through `evaluator_config!`).
+pub trait Scheduled {
+    fn schedule(&self) -> Schedule<'_>;
+    fn runtime(&self) -> Runtime;
+}
+
+/// One checkpoint an evaluator runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// `cap`, or `cap@tokens-20000` for a milestone.
+    pub label: String,
+    /// The node producing the model (`stages/cap`).
+    pub model_node: String,
+    /// The model's directory inside that node's artifact (`milestones/tokens-20000`), if not its root.
+    pub subdir: Option<String>,
+    /// Manifest pointer of the `on` element that asked for it.
+    pub pointer: String,
+}
+
+/// Resolves `on` (and the milestones of the stages it names) into checkpoints. Entries that no
+/// entry of the manifest defines are left to the planner, which reports them with a
+/// did-you-mean at the `on` element; entries outside the model sections are reported here.
+pub fn checkpoints(
+    entry: &Entry<'_>,
+    ctx: &PlanContext<'_>,
+    schedule: &Schedule<'_>,
+) -> Result<Vec<Checkpoint>, Diagnostics> {
+    let mut problems = Vec::new();
+    let mut out: Vec<Checkpoint> = Vec::new();
+    for (i, reference) in schedule.on.iter().enumerate() {
+        let pointer = format!("{}/on/{i}", entry.pointer());
+        let problem = |message: String| {
+            Diagnostic::new(message)
+                .at(ctx.manifest.sources.value(&pointer))
+                .pointer(pointer.clone())
+                .expected("`SECTION.NAME` of a model-producing entry, e.g. \"stages.cap\" or \"sft.safety\"")
+        };
+        let Some(model_node) = ctx.entry_ref(reference) else {
+            let candidates = model_entries(ctx);
+            let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
+            let by_name = candidates.iter().copied().find(|c| c.split_once('.').is_some_and(|(_, n)| n == reference));
+            let help = match by_name.or_else(|| did_you_mean(reference, candidates.iter().copied())) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("model-producing entries of this manifest: {}", quoted_list(&candidates)),
+            };
+            problems.push(problem(format!("`on` element \"{reference}\" is not `SECTION.NAME`")).help(help));
+            continue;
+        };
+        let (section, name) = reference.split_once('.').expect("entry_ref checked the form");
+        if !MODEL_SECTIONS.contains(&section) {
+            problems.push(problem(format!(
+                "`on` element \"{reference}\" is in section `{section}`, which does not produce models"
+            )));
+            continue;
+        }
+        let push = |out: &mut Vec<Checkpoint>, problems: &mut Vec<Diagnostic>, label: String, subdir| {
+            if out.iter().any(|c| c.label == label) {
+                problems.push(
+                    problem(format!("checkpoint `{label}` is named twice in `on`"))
+                        .help("each checkpoint is evaluated once; remove the duplicate (labels are the entry names)"),
+                );
+            } else {
+                out.push(Checkpoint { label, model_node: model_node.clone(), subdir, pointer: pointer.clone() });
+            }
+        };
+        push(&mut out, &mut problems, name.to_string(), None);
+        if schedule.milestones {
+            for tokens in declared_milestones(ctx, section, name) {
+                push(
+                    &mut out,
+                    &mut problems,
+                    format!("{name}@tokens-{tokens}"),
+                    Some(format!("milestones/tokens-{tokens}")),
+                );
+            }
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(Diagnostics(problems)) }
+}
+
+/// `SECTION.NAME` of every entry in the model sections.
+fn model_entries(ctx: &PlanContext<'_>) -> Vec<String> {
+    MODEL_SECTIONS
+        .iter()
+        .filter_map(|section| Some((section, ctx.manifest.value.get(section)?.as_object()?)))
+        .flat_map(|(section, entries)| entries.keys().map(move |name| format!("{section}.{name}")))
+        .collect()
+}
+
+/// The `milestones` token counts the entry `[SECTION.NAME]` declares (none if it declares none).
+fn declared_milestones(ctx: &PlanContext<'_>, section: &str, name: &str) -> Vec<u64> {
+    let declared = ctx.manifest.value.get(section).and_then(|s| s.get(name)).and_then(|e| e.get("milestones"));
+    let mut tokens: Vec<u64> = declared
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    tokens.sort_unstable();
+    tokens.dedup();
+    tokens
+}
+
+/// What every evaluation node's config holds besides the evaluator's own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig<T> {
+    /// The evaluator entry's node id (`evals/bpb`).
+    pub evaluator: String,
+    pub checkpoint: String,
+    pub model_node: String,
+    pub subdir: Option<String>,
+    pub runtime: Runtime,
+    /// The evaluator's own settings (without input paths, which enter the key by content).
+    pub settings: T,
+}
+
+/// One node per checkpoint: `evals/NAME/LABEL`, input `model` = the checkpoint's node plus the
+/// evaluator's own `inputs`.
+pub fn nodes<T: Serialize>(
+    entry: &Entry<'_>,
+    checkpoints: &[Checkpoint],
+    runtime: &Runtime,
+    settings: &T,
+    inputs: &BTreeMap<String, InputSpec>,
+) -> Vec<NodeSpec> {
+    checkpoints
+        .iter()
+        .map(|c| {
+            let config = NodeConfig {
+                evaluator: entry.node_id(),
+                checkpoint: c.label.clone(),
+                model_node: c.model_node.clone(),
+                subdir: c.subdir.clone(),
+                runtime: runtime.clone(),
+                settings,
+            };
+            let mut node_inputs = inputs.clone();
+            node_inputs.insert(
+                MODEL_INPUT.to_string(),
+                InputSpec { source: InputSource::Node(c.model_node.clone()), pointer: c.pointer.clone() },
+            );
+            NodeSpec {
+                id: format!("{}/{}", entry.node_id(), c.label),
+                plugin: None,
+                config: serde_json::to_value(config).expect("evaluator configs serialize"),
+                inputs: node_inputs,
+                pointer: entry.pointer(),
+            }
+        })
+        .collect()
+}
+
+/// The input name of the evaluated model.
+pub const MODEL_INPUT: &str = "model";
+
+/// Plans an evaluator: checkpoints from the schedule, then one node each.
+pub fn plan<C: Scheduled, T: Serialize>(
+    entry: &Entry<'_>,
+    ctx: &PlanContext<'_>,
+    config: &C,
+    settings: &T,
+    inputs: &BTreeMap<String, InputSpec>,
+) -> Result<Vec<NodeSpec>, Diagnostics> {
+    let checkpoints = checkpoints(entry, ctx, &config.schedule())?;
+    Ok(nodes(entry, &checkpoints, &config.runtime(), settings, inputs))
+}
+
+impl<T: serde::de::DeserializeOwned> NodeConfig<T> {
+    pub fn from_ctx(ctx: &ExecContext<'_>) -> Result<Self, PluginError> {
+        ctx.parse()
+    }
+
+    /// The evaluated model's directory.
+    pub fn model_dir(&self, ctx: &ExecContext<'_>) -> Result<PathBuf, PluginError> {
+        let root = input(ctx, MODEL_INPUT)?;
+        let dir = match &self.subdir {
+            Some(sub) => root.join(sub),
+            None => root.to_path_buf(),
+        };
+        if !dir.join("config.json").is_file() {
+            return Err(PluginError::new(format!(
+                "{}: {} has no config.json; expected a Hugging Face model directory from `{}`{}",
+                ctx.node_id,
+                dir.display(),
+                self.model_node,
+                if self.subdir.is_some() { " (is the milestone declared and reached by the stage?)" } else { "" }
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// The model as the worker sees it.
+    pub fn model_ref(&self, ctx: &ExecContext<'_>) -> Result<ModelRef, PluginError> {
+        Ok(ModelRef {
+            dir: self.model_dir(ctx)?,
+            device: self.runtime.device.clone(),
+            precision: self.runtime.precision,
+            threads: self.runtime.threads,
+        })
+    }
+}
+
+/// The path of a declared input.
+pub fn input<'a>(ctx: &'a ExecContext<'_>, name: &str) -> Result<&'a Path, PluginError> {
+    ctx.inputs
+        .get(name)
+        .map(PathBuf::as_path)
+        .ok_or_else(|| PluginError::new(format!("{}: input `{name}` is missing (planner bug)", ctx.node_id)))
+}
+
+/// One metric: its value and its direction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    pub value: f64,
+    pub higher_is_better: bool,
+}
+
+/// `results.json` of an evaluation node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub evaluator: String,
+    pub plugin: String,
+    pub checkpoint: String,
+    pub model_node: String,
+    pub tokens_total: Option<u64>,
+    pub metrics: BTreeMap<String, f64>,
+    pub higher_is_better: BTreeMap<String, bool>,
+    pub details: Value,
+}
+
+pub const RESULTS_FILE: &str = "results.json";
+
+impl Results {
+    pub fn new<T>(plugin: &str, node: &NodeConfig<T>, tokens_total: Option<u64>) -> Results {
+        Results {
+            evaluator: node.evaluator.clone(),
+            plugin: plugin.to_string(),
+            checkpoint: node.checkpoint.clone(),
+            model_node: node.model_node.clone(),
+            tokens_total,
+            metrics: BTreeMap::new(),
+            higher_is_better: BTreeMap::new(),
+            details: Value::Object(Map::new()),
+        }
+    }
+
+    pub fn insert(&mut self, name: String, metric: Metric) {
+        self.higher_is_better.insert(name.clone(), metric.higher_is_better);
+        self.metrics.insert(name, metric.value);
+    }
+
+    /// Writes `results.json` into `dir` and returns the metrics for the run record.
+    pub fn write(&self, dir: &Path) -> Result<Map<String, Value>, PluginError> {
+        let path = dir.join(RESULTS_FILE);
+        let text = serde_json::to_string_pretty(self).expect("results serialize");
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| PluginError::new(format!("cannot write {}: {e}", path.display())))?;
+        Ok(self.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+    }
+}
+
+/// `tokens_total` from the model directory's `trainer_state.json`; `None` when the model was not
+/// trained by aurora (no such file). A present but unreadable file is an error.
+pub fn tokens_total(model_dir: &Path) -> Result<Option<u64>, PluginError> {
+    let path = model_dir.join("trainer_state.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PluginError::new(format!("cannot read {}: {e}", path.display()))),
+    };
+    let state: Value =
+        serde_json::from_str(&text).map_err(|e| PluginError::new(format!("{}: not JSON: {e}", path.display())))?;
+    match state.get("tokens_total") {
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            PluginError::new(format!("{}: `tokens_total` is {v}, expected a non-negative integer", path.display()))
+        }),
+        None => Err(PluginError::new(format!(
+            "{}: no `tokens_total`; expected the trainer_state.json written by a training stage",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes JSON lines.
+pub fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) -> Result<(), PluginError> {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&serde_json::to_string(&item).expect("records serialize"));
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| PluginError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Reads the worker's JSON-lines output, expecting exactly `expected` records.
+pub fn read_worker_output<T: serde::de::DeserializeOwned>(path: &Path, expected: usize) -> Result<Vec<T>, PluginError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| PluginError::new(format!("cannot read the worker's output {}: {e}", path.display())))?;
+    let records = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| PluginError::new(format!("{}:{}: unexpected worker output: {e}", path.display(), i + 1)))
+        })
+        .collect::<Result<Vec<T>, _>>()?;
+    if records.len() != expected {
+        return Err(PluginError::new(format!(
+            "{}: {} records for {expected} requests; the worker's output is incomplete",
+            path.display(),
+            records.len()
+        )));
+    }
+    Ok(records)
+}
+
+/// The scratch directory of a node's worker requests (kept out of the artifact).
+pub fn scratch(ctx: &ExecContext<'_>) -> Result<PathBuf, PluginError> {
+    std::fs::create_dir_all(ctx.resume_dir)
+        .map_err(|e| PluginError::new(format!("cannot create {}: {e}", ctx.resume_dir.display())))?;
+    Ok(ctx.resume_dir.to_path_buf())
+}

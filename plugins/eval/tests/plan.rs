@@ -1,0 +1,173 @@
+//! Planning of every evaluator: node ids per checkpoint, inputs, keys, and bad-input errors.
+
+mod common;
+
+use aurora_core::plugin::InputSource;
+use common::{Project, config};
+
+#[test]
+fn each_checkpoint_and_milestone_is_its_own_node() {
+    let project = Project::new();
+    let plan = project.plan(
+        r#"
+[evals.bpb]
+plugin = "eval.perplexity"
+on = ["stages.base", "stages.cap", "sft.safety"]
+milestones = true
+sources = ["sources.eng_web"]
+files = { fin_Latn = "file:flores/fin_Latn.devtest" }
+"#,
+    );
+    assert_eq!(
+        Project::ids(&plan, "evals/"),
+        [
+            "evals/bpb/base",
+            "evals/bpb/cap",
+            "evals/bpb/cap@tokens-10000",
+            "evals/bpb/cap@tokens-20000",
+            "evals/bpb/safety"
+        ]
+    );
+    let milestone = plan.node("evals/bpb/cap@tokens-10000").unwrap();
+    assert_eq!(milestone.inputs["model"].source, InputSource::Node("stages/cap".into()));
+    assert_eq!(milestone.config["subdir"], "milestones/tokens-10000");
+    assert_eq!(milestone.config["checkpoint"], "cap@tokens-10000");
+    assert_eq!(milestone.config["evaluator"], "evals/bpb");
+    assert_eq!(milestone.inputs["source:sources.eng_web"].source, InputSource::Node("sources/eng_web".into()));
+    assert_eq!(milestone.inputs["text:fin_Latn"].source, InputSource::Path("file:flores/fin_Latn.devtest".into()));
+    let sft = plan.node("evals/bpb/safety").unwrap();
+    assert_eq!(sft.inputs["model"].source, InputSource::Node("sft/safety".into()));
+    assert!(sft.config["subdir"].is_null());
+    // The stage's own node precedes every evaluation of it.
+    assert!(plan.position("stages/cap").unwrap() < plan.position("evals/bpb/cap@tokens-20000").unwrap());
+}
+
+#[test]
+fn milestones_are_off_by_default_and_the_schedule_stays_out_of_keys() {
+    let project = Project::new();
+    let entry = |on: &str| {
+        format!("[evals.bpb]\nplugin = \"eval.perplexity\"\non = {on}\nfiles = {{ eng_Latn = \"file:eng.txt\" }}\n")
+    };
+    let narrow = project.plan(&entry(r#"["stages.cap"]"#));
+    assert_eq!(Project::ids(&narrow, "evals/"), ["evals/bpb/cap"]);
+    let wide = project.plan(&entry(r#"["stages.cat", "stages.cap"]"#));
+    assert_eq!(Project::ids(&wide, "evals/"), ["evals/bpb/cap", "evals/bpb/cat"]);
+    // Adding a checkpoint leaves the existing node's config (hence its key) unchanged.
+    assert_eq!(config(&narrow, "evals/bpb/cap"), config(&wide, "evals/bpb/cap"));
+    assert_eq!(narrow.node("evals/bpb/cap").unwrap().seed, wide.node("evals/bpb/cap").unwrap().seed);
+}
+
+#[test]
+fn choice_plans_tasks_as_file_inputs_with_a_checkpoint_independent_shot_seed() {
+    let project = Project::new();
+    let plan = project.plan(
+        r#"
+[evals.choice]
+plugin = "eval.choice"
+on = ["stages.base", "stages.cat"]
+tasks = { "hin_Deva.arc" = "file:choice/hin.jsonl", "vie_Latn.arc" = "file:choice/vie.jsonl" }
+shots = 2
+"#,
+    );
+    assert_eq!(Project::ids(&plan, "evals/"), ["evals/choice/base", "evals/choice/cat"]);
+    let base = plan.node("evals/choice/base").unwrap();
+    assert_eq!(base.inputs["task:hin_Deva.arc"].source, InputSource::Path("file:choice/hin.jsonl".into()));
+    assert_eq!(base.config["settings"]["shots"], 2);
+    assert_eq!(config(&plan, "evals/choice/base")["settings"], config(&plan, "evals/choice/cat")["settings"]);
+}
+
+#[test]
+fn safety_plans_prompts_and_benign_inputs_with_the_lexicons_in_the_key() {
+    let project = Project::new();
+    let plan = project.plan(
+        r#"
+[evals.safety]
+plugin = "eval.safety"
+on = ["stages.cat", "sft.safety"]
+prompts = "file:advbench.csv"
+field = "goal"
+benign = "file:benign.jsonl"
+sampling = { max_new_tokens = 32 }
+"#,
+    );
+    assert_eq!(Project::ids(&plan, "evals/"), ["evals/safety/cat", "evals/safety/safety"]);
+    let node = plan.node("evals/safety/safety").unwrap();
+    assert_eq!(node.inputs["prompts"].source, InputSource::Path("file:advbench.csv".into()));
+    assert_eq!(node.inputs["benign"].source, InputSource::Path("file:benign.jsonl".into()));
+    let settings = &node.config["settings"];
+    assert_eq!(settings["sampling"]["max_new_tokens"], 32);
+    assert_eq!(settings["sampling"]["temperature"], 0.0);
+    assert!(settings["lexicons"]["eng_Latn"].as_array().unwrap().iter().any(|p| p == "i cannot"));
+}
+
+#[test]
+fn on_naming_an_entry_the_plan_does_not_produce_is_an_error_with_a_suggestion() {
+    let project = Project::new();
+    let err = project.error(
+        r#"
+[evals.bpb]
+plugin = "eval.perplexity"
+on = ["stages.cap", "stages.cta"]
+files = { eng_Latn = "file:eng.txt" }
+"#,
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn on_naming_a_section_without_models_is_an_error() {
+    let project = Project::new();
+    let err = project.error(
+        r#"
+[evals.bpb]
+plugin = "eval.perplexity"
+on = ["sources.eng_web", "cap"]
+files = { eng_Latn = "file:eng.txt" }
+"#,
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn a_checkpoint_named_twice_is_an_error() {
+    let project = Project::new();
+    let err = project.error(
+        r#"
+[evals.bpb]
+plugin = "eval.perplexity"
+on = ["stages.cap", "stages.cap"]
+files = { eng_Latn = "file:eng.txt" }
+"#,
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn bad_references_in_evaluator_configs_are_errors() {
+    let project = Project::new();
+    let perplexity = project.error(
+        r#"
+[evals.bpb]
+plugin = "eval.perplexity"
+on = ["stages.cap"]
+sources = ["eng_web"]
+files = { eng_Latn = "data/eng.txt" }
+"#,
+    );
+    let nothing = project.error("[evals.bpb]\nplugin = \"eval.perplexity\"\non = [\"stages.cap\"]\n");
+    let choice = project
+        .error("[evals.choice]\nplugin = \"eval.choice\"\non = [\"stages.cap\"]\ntasks = { arc = \"arc.jsonl\" }\n");
+    let safety =
+        project.error("[evals.safety]\nplugin = \"eval.safety\"\non = [\"stages.cap\"]\nprompts = \"advbench.csv\"\n");
+    insta::assert_snapshot!(format!("{perplexity}\n---\n{nothing}\n---\n{choice}\n---\n{safety}"));
+}
+
+#[test]
+fn unknown_config_keys_are_rejected() {
+    let project = Project::new();
+    let err = project
+        .error(
+            "[evals.bpb]\nplugin = \"eval.perplexity\"\non = [\"stages.cap\"]\nfiles = { eng_Latn = \"file:e.txt\" }\nstrde = 4\n",
+        );
+    assert!(err.contains("strde"), "{err}");
+}
