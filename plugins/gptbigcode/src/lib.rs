@@ -11,6 +11,7 @@
 //! it (ARCHITECTURE.md).
 
 pub mod hf;
+pub mod infer;
 pub mod model;
 pub mod optim;
 

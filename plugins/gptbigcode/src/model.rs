@@ -34,8 +34,56 @@ pub enum ModelError {
     InputShape(Vec<i64>),
     #[error("token id {id} is outside the vocabulary (vocab_size {vocab_size})")]
     TokenOutsideVocab { id: i64, vocab_size: i64 },
+    #[error("forward_cached: {0}")]
+    CachedInput(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// Keys and values of the positions a [`GptBigCode`] has seen, for incremental decoding with
+/// [`GptBigCode::forward_cached`]. Multi-query attention has one key/value head, so each layer
+/// holds keys `[batch, capacity, head_dim]` and values of the same shape, preallocated; `valid`
+/// `[batch, capacity]` marks the slots holding real (not padding) tokens.
+#[derive(Debug)]
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    valid: Tensor,
+    len: i64,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` rows of up to `capacity` positions (at most `n_positions`),
+    /// on the model's device and in its dtype.
+    pub fn new(model: &GptBigCode, batch: i64, capacity: i64) -> Result<Self, ModelError> {
+        model.config.check_seq_len(capacity)?;
+        let (kind, device) = (model.wte.kind(), model.wte.device());
+        let shape = [batch, capacity, model.config.head_dim()];
+        let layers = model.config.n_layer as usize;
+        Ok(Self {
+            keys: (0..layers).map(|_| Tensor::zeros(shape, (kind, device))).collect(),
+            values: (0..layers).map(|_| Tensor::zeros(shape, (kind, device))).collect(),
+            valid: Tensor::zeros([batch, capacity], (Kind::Bool, device)),
+            len: 0,
+        })
+    }
+
+    /// Positions (slots) filled so far, the same for every row.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn batch(&self) -> i64 {
+        self.valid.size()[0]
+    }
+
+    pub fn capacity(&self) -> i64 {
+        self.valid.size()[1]
+    }
 }
 
 /// A process-wide lock around torch's global RNG (`tch::manual_seed` + draws). libtorch's
@@ -190,16 +238,27 @@ impl GptBigCode {
     }
 
     /// [`GptBigCode::forward`] without the input checks (libtorch raises on a bad id).
-    // `x = x + ...` on purpose: tch's `+=` is an in-place `add_`, which would overwrite the
-    // residual stream autograd saved for the LayerNorm backward.
-    #[allow(clippy::assign_op_pattern)]
     pub fn forward_unchecked(&self, ids: &Tensor) -> Tensor {
         let t = ids.size2().expect("[batch, seq] ids").1;
         let pos = Tensor::arange(t, (Kind::Int64, ids.device()));
-        let mut x =
-            Tensor::embedding(&self.wte, ids, -1, false, false) + Tensor::embedding(&self.wpe, &pos, -1, false, false);
-        for blk in &self.blocks {
-            let y = self.attention(blk, &blk.ln_1.forward(&x));
+        self.run_blocks(ids, &pos, |_, blk, x| self.attention(blk, x))
+    }
+
+    /// Embeddings of `ids` at `positions` (broadcastable to `ids`), every block with
+    /// `attention(layer, block, ln_1 output)` as its attention before `c_proj`, then the logits.
+    // `x = x + ...` on purpose: tch's `+=` is an in-place `add_`, which would overwrite the
+    // residual stream autograd saved for the LayerNorm backward.
+    #[allow(clippy::assign_op_pattern)]
+    fn run_blocks(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mut attention: impl FnMut(usize, &Block, &Tensor) -> Tensor,
+    ) -> Tensor {
+        let mut x = Tensor::embedding(&self.wte, ids, -1, false, false)
+            + Tensor::embedding(&self.wpe, positions, -1, false, false);
+        for (layer, blk) in self.blocks.iter().enumerate() {
+            let y = attention(layer, blk, &blk.ln_1.forward(&x));
             x = x + blk.attn_proj.forward(&y);
             let m = blk.c_fc.forward(&blk.ln_2.forward(&x));
             let m = match self.activation {
@@ -225,6 +284,86 @@ impl GptBigCode {
         let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, false);
         y.transpose(1, 2).contiguous().view([b, t, d])
+    }
+
+    /// Logits `[batch, new, vocab]` of `ids` `[batch, new]` (int64) at `positions` `[batch, new]`,
+    /// attending to the positions already in `cache` and to each other causally, then appends
+    /// their keys and values to `cache`. `valid` `[batch, new]` (bool) is false for padding:
+    /// padded positions are never attended to (a padded query attends to itself only, so its
+    /// row stays finite; its logits mean nothing). With left padding, positions count the real
+    /// tokens of each row from 0, so a padded row computes what the row alone would.
+    ///
+    /// Runs without autograd. With an empty cache and every position valid this is
+    /// [`GptBigCode::forward`] (up to the kernels' rounding).
+    pub fn forward_cached(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
+        self.check_input(ids)?;
+        let (b, t) = ids.size2()?;
+        for (name, tensor, kind) in [("positions", positions, Kind::Int64), ("valid", valid, Kind::Bool)] {
+            if tensor.size() != [b, t] || tensor.kind() != kind {
+                return Err(ModelError::CachedInput(format!(
+                    "`{name}` must be a [{b}, {t}] {kind:?} tensor like the ids, got {:?} {:?}",
+                    tensor.size(),
+                    tensor.kind()
+                )));
+            }
+        }
+        if b != cache.batch() || cache.len + t > cache.capacity() {
+            return Err(ModelError::CachedInput(format!(
+                "{b} rows of {t} new tokens do not fit a cache of {} rows holding {} of {} positions",
+                cache.batch(),
+                cache.len,
+                cache.capacity()
+            )));
+        }
+        if t > 0 {
+            let (min, max) = (positions.f_min()?.int64_value(&[]), positions.f_max()?.int64_value(&[]));
+            if min < 0 || max >= self.config.n_positions {
+                return Err(ModelError::CachedInput(format!(
+                    "positions must lie in 0..{}, got {min}..={max}",
+                    self.config.n_positions
+                )));
+            }
+        }
+        Ok(tch::no_grad(|| self.forward_cached_unchecked(ids, positions, valid, cache)))
+    }
+
+    fn forward_cached_unchecked(&self, ids: &Tensor, positions: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Tensor {
+        let (b, t) = ids.size2().expect("checked");
+        let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
+        let (start, total) = (cache.len, cache.len + t);
+        let device = ids.device();
+        let _ = cache.valid.narrow(1, start, t).copy_(valid);
+        // Query i (at cache slot start + i) sees key j iff j <= start + i and key j is a real
+        // token or the query itself.
+        let query_slot = (Tensor::arange(t, (Kind::Int64, device)) + start).view([t, 1]);
+        let key_slot = Tensor::arange(total, (Kind::Int64, device)).view([1, total]);
+        let causal = key_slot.le_tensor(&query_slot);
+        let own = key_slot.eq_tensor(&query_slot);
+        let keys_valid = cache.valid.narrow(1, 0, total).unsqueeze(1);
+        let mask = causal.logical_and(&keys_valid.logical_or(&own)); // [b, t, total]
+        // Multi-query: every head's queries of a position form rows of one [t * H] query block
+        // against the single key/value head (as transformers' `_attn` does).
+        let mask = mask.unsqueeze(2).expand([b, t, n_head, total], false).reshape([b, 1, t * n_head, total]);
+        let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
+        let logits = self.run_blocks(ids, positions, |layer, blk, x| {
+            let qkv = blk.c_attn.forward(x);
+            let q = qkv.narrow(-1, 0, d).reshape([b, 1, t * n_head, hd]);
+            let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
+            let _ = keys.narrow(1, start, t).copy_(&qkv.narrow(-1, d, hd));
+            let _ = values.narrow(1, start, t).copy_(&qkv.narrow(-1, d + hd, hd));
+            let k = keys.narrow(1, 0, total).unsqueeze(1);
+            let v = values.narrow(1, 0, total).unsqueeze(1);
+            let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, scale, false);
+            y.view([b, t, d])
+        });
+        cache.len = total;
+        logits
     }
 
     /// Mean next-token cross-entropy of `ids` `[batch, seq]`: position t predicts ids[t + 1].
