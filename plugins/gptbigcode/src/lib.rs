@@ -10,10 +10,13 @@
 //! This crate links libtorch (through `aurora-torch`); the `aurora` binary must never depend on
 //! it (ARCHITECTURE.md).
 
+pub mod adamw;
+pub mod checkpoint;
 pub mod hf;
 pub mod infer;
 pub mod model;
 pub mod optim;
+pub mod trainer;
 
 pub use aurora_train::config;
 pub use aurora_train::config::{ConfigError, GptBigCodeConfig};

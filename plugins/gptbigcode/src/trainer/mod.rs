@@ -1,0 +1,596 @@
+//! The training engine: one [`TrainJob`] (a pretraining stage on a mixture, or SFT) from
+//! initial weights to a stage artifact, resumable at every checkpoint.
+//!
+//! - Data: sequence `k` of the run is mixture sample `k` (or packed SFT sequence `k`, see
+//!   [`sft`]); optimizer step `s` of the stage reads sequences `s * global_batch ..
+//!   (s + 1) * global_batch`, split into micro-batches of `micro_batch` (gradient accumulation).
+//! - Loss: summed token cross-entropy of the micro-batches divided by the number of targets of
+//!   the whole global batch, so accumulation gives the global batch's mean (also with SFT masks).
+//! - Determinism: torch's RNG is reseeded before each micro-batch from (seed, global step,
+//!   micro-batch), so its state is a function of the position and needs no saving; on CPU
+//!   deterministic algorithms are on (`aurora_torch::set_deterministic`), so the same job gives
+//!   the same bytes, resumed or not.
+//! - Checkpoints ([`crate::checkpoint`]) go to `work_dir` every `checkpoint_every_tokens`; a
+//!   job started on a work directory holding one resumes from it.
+//! - Artifact (`out_dir`): the Hugging Face directory, `tokenizer.json`, `optimizer.safetensors`,
+//!   `trainer_state.json`, `metrics.jsonl` and `milestones/tokens-N/`. Every file is a function of
+//!   the job only; throughput (`tokens_per_s`, `mfu`) is timing and goes only to the progress
+//!   events and the returned metrics.
+
+pub mod sft;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aurora_tokens::loader::{MixtureError, MixtureReader};
+use aurora_tokens::shuffle::{SplitMix64, permutation};
+use aurora_torch::DeviceSpec;
+use aurora_torch::tch::{self, Device, Kind, Reduction, Tensor, nn};
+use aurora_worker_api::{Event, Init, Precision, TrainData, TrainJob};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::adamw::{AdamW, AdamWError};
+use crate::checkpoint::{self, CheckpointError, ResumeState};
+use crate::config::GptBigCodeConfig;
+use crate::hf::{self, HfError};
+use crate::model::{GptBigCode, ModelError, global_rng_lock};
+use crate::optim::{clip_grad_norm, grad_norm};
+pub use sft::SftError;
+
+/// `trainer_state.json` of a stage artifact (and of each milestone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageState {
+    /// Global optimizer steps so far (over every stage continuing this run).
+    pub step: u64,
+    pub stage_steps: u64,
+    /// Tokens seen in this stage.
+    pub tokens: u64,
+    /// Tokens seen over every stage continuing this run.
+    pub tokens_total: u64,
+    pub seed: u64,
+}
+
+pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const MILESTONES_DIR: &str = "milestones";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{node}: {message}")]
+    Job { node: String, message: String },
+    #[error(
+        "{node}: seq_len {seq_len} does not fit the model: n_positions is {n_positions}; lower seq_len or use a model \
+         with more positions"
+    )]
+    SeqLen { node: String, seq_len: u64, n_positions: i64 },
+    #[error(
+        "{node}: seq_len {seq_len} differs from the mixture's sequence length {mixture} ({}); set the stage's seq_len \
+         to {mixture} or rebuild the mixture with seq_len = {seq_len}",
+        dir.display()
+    )]
+    MixtureSeqLen { node: String, seq_len: u64, mixture: u64, dir: PathBuf },
+    #[error(
+        "{node}: sample {sample} of the mixture (source `{source_name}`, sample {index} within it) holds token id \
+         {id}, outside the model's vocabulary ({vocab_size}); the mixture was tokenized for another vocabulary: use \
+         the tokenizer of the model, or a model whose vocab_size covers the tokenizer"
+    )]
+    TokenOutsideVocab { node: String, sample: u64, source_name: String, index: u64, id: u32, vocab_size: i64 },
+    #[error(
+        "{node}: the data has {available} sequences, but {steps} steps of {global_batch} need {needed}; lower `steps` \
+         or add data"
+    )]
+    NotEnoughData { node: String, available: u64, steps: u64, global_batch: u64, needed: u64 },
+    #[error(
+        "{}: the initial checkpoint's config.json differs from the stage's model:{}\nuse a checkpoint of the same \
+         architecture or change the stage's model to match it",
+        dir.display(),
+        fields.iter().map(|f| format!("\n  - {f}")).collect::<String>()
+    )]
+    InitShape { dir: PathBuf, fields: Vec<String> },
+    #[error(
+        "{node}: the {what} is {value} at step {step} (lr {lr:e}): training diverged. {}; lower the learning rate (or \
+         raise warmup), check the data, then rerun",
+        match checkpoint {
+            Some((step, dir)) => format!("the last good checkpoint (step {step}) is kept in {}", dir.display()),
+            None => "no checkpoint was written yet".to_owned(),
+        }
+    )]
+    NonFinite { node: String, what: &'static str, value: f64, step: u64, lr: f64, checkpoint: Option<(u64, PathBuf)> },
+    #[error(
+        "{node}: out of memory with micro_batch {micro_batch}, seq_len {seq_len}, {params} parameters ({message}); \
+         reduce micro_batch (gradient accumulation keeps the global batch)"
+    )]
+    OutOfMemory { node: String, micro_batch: u64, seq_len: u64, params: i64, message: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{}: does not parse as a tokenizer: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+    #[error(transparent)]
+    Device(#[from] aurora_torch::TorchError),
+    #[error(transparent)]
+    Mixture(#[from] MixtureError),
+    #[error(transparent)]
+    Sft(#[from] SftError),
+    #[error(transparent)]
+    Hf(#[from] HfError),
+    #[error(transparent)]
+    AdamW(#[from] AdamWError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// A seed derived from the job seed and positions (SplitMix64 over the parts), as torch takes it.
+fn derive_seed(seed: u64, parts: &[u64]) -> i64 {
+    let mut state = SplitMix64::new(seed).next_u64();
+    for &p in parts {
+        state = SplitMix64::new(state ^ p).next_u64();
+    }
+    (state >> 1) as i64
+}
+
+/// Summed next-token cross-entropy of `logits` `[batch, seq, vocab]` against `labels`
+/// `[batch, seq]`; positions labelled [`sft::IGNORE`] contribute nothing (and get no gradient).
+pub fn masked_loss_sum(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let vocab = logits.size().last().copied().expect("[batch, seq, vocab] logits");
+    logits.to_kind(Kind::Float).reshape([-1, vocab]).cross_entropy_loss::<Tensor>(
+        &labels.reshape([-1]),
+        None,
+        Reduction::Sum,
+        sft::IGNORE,
+        0.0,
+    )
+}
+
+/// The sequences of a run.
+enum Data {
+    Mixture(MixtureReader),
+    Packed(Vec<sft::Packed>),
+}
+
+impl Data {
+    fn len(&self) -> u64 {
+        match self {
+            Data::Mixture(reader) => reader.len(),
+            Data::Packed(seqs) => seqs.len() as u64,
+        }
+    }
+
+    /// Inputs and labels of sequence `k`.
+    fn sequence(&self, k: u64, job: &TrainJob) -> Result<(Vec<i64>, Vec<i64>), TrainError> {
+        match self {
+            Data::Mixture(reader) => {
+                let tokens = reader.sample(k);
+                let vocab_size = job.model.vocab_size;
+                if let Some(&id) = tokens.iter().find(|&&id| id as i64 >= vocab_size) {
+                    let (source, index) = reader.locate(k);
+                    return Err(TrainError::TokenOutsideVocab {
+                        node: job.node.clone(),
+                        sample: k,
+                        source_name: reader.info().sources[source].name.clone(),
+                        index,
+                        id,
+                        vocab_size,
+                    });
+                }
+                let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+                let n = job.seq_len as usize;
+                Ok((ids[..n].to_vec(), ids[1..=n].to_vec()))
+            }
+            Data::Packed(seqs) => {
+                let s = &seqs[k as usize];
+                Ok((s.input.clone(), s.labels.clone()))
+            }
+        }
+    }
+}
+
+/// Opens the job's data; also returns how many SFT examples were truncated.
+fn open_data(job: &TrainJob) -> Result<(Data, u64), TrainError> {
+    match &job.data {
+        TrainData::Mixture { dir, stores } => {
+            let reader = MixtureReader::open(dir, stores)?;
+            if reader.seq_len() != job.seq_len {
+                return Err(TrainError::MixtureSeqLen {
+                    node: job.node.clone(),
+                    seq_len: job.seq_len,
+                    mixture: reader.seq_len(),
+                    dir: dir.clone(),
+                });
+            }
+            Ok((Data::Mixture(reader), 0))
+        }
+        TrainData::Instructions { examples } => {
+            let path = job.tokenizer.join(TOKENIZER_FILE);
+            let tokenizer = tokenizers::Tokenizer::from_file(&path)
+                .map_err(|e| TrainError::Tokenizer { path: path.clone(), message: e.to_string() })?;
+            let eos = u32::try_from(job.model.eos_token_id).map_err(|_| TrainError::Job {
+                node: job.node.clone(),
+                message: format!("eos_token_id {} is not a token id", job.model.eos_token_id),
+            })?;
+            let examples = sft::read_examples(examples, &tokenizer, eos, job.model.vocab_size)?;
+            let order = permutation(examples.len() as u32, derive_seed(job.seed, &[1]) as u64);
+            let packing = sft::pack(&examples, &order, job.seq_len as usize, eos);
+            Ok((Data::Packed(packing.sequences), packing.truncated))
+        }
+    }
+}
+
+/// The shape fields of `found` that differ from `expected`, each as "field: expected X, found Y".
+fn shape_differences(expected: &GptBigCodeConfig, found: &GptBigCodeConfig) -> Vec<String> {
+    let fields: [(&str, String, String); 8] = [
+        ("vocab_size", expected.vocab_size.to_string(), found.vocab_size.to_string()),
+        ("n_positions", expected.n_positions.to_string(), found.n_positions.to_string()),
+        ("n_embd", expected.n_embd.to_string(), found.n_embd.to_string()),
+        ("n_inner", expected.ffn_dim().to_string(), found.ffn_dim().to_string()),
+        ("n_layer", expected.n_layer.to_string(), found.n_layer.to_string()),
+        ("n_head", expected.n_head.to_string(), found.n_head.to_string()),
+        ("multi_query", expected.multi_query.to_string(), found.multi_query.to_string()),
+        ("tie_word_embeddings", expected.tie_word_embeddings.to_string(), found.tie_word_embeddings.to_string()),
+    ];
+    fields.into_iter().filter(|(_, e, f)| e != f).map(|(n, e, f)| format!("{n}: expected {e}, found {f}")).collect()
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
+}
+
+/// Loads the weights of a Hugging Face directory into `vs` after checking its config's shape.
+fn load_init_weights(dir: &Path, job: &TrainJob, vs: &nn::VarStore) -> Result<(), TrainError> {
+    let found = hf::load_config(dir)?;
+    let fields = shape_differences(&job.model, &found);
+    if !fields.is_empty() {
+        return Err(TrainError::InitShape { dir: dir.to_path_buf(), fields });
+    }
+    Ok(hf::load_weights(dir, &job.model, vs)?)
+}
+
+/// Peak dense bf16 FLOP/s of an accelerator, by (a substring of) its name.
+pub fn peak_flops(device_name: &str) -> Option<f64> {
+    const TABLE: [(&str, f64); 4] = [("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12)];
+    TABLE.iter().find(|(n, _)| device_name.contains(n)).map(|&(_, f)| f)
+}
+
+/// The accelerator's name, from `nvidia-smi` (tch exposes none); `None` when unavailable.
+fn cuda_device_name(index: usize) -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", &format!("--id={index}")])
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn deterministic_once(threads: u32) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let threads = if threads == 0 { tch::get_num_threads() } else { threads as i32 };
+        aurora_torch::set_deterministic(threads);
+    });
+}
+
+fn human(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.1}M", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1}k", rate / 1e3)
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(io(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a Hugging Face directory with `trainer_state.json` to `dir`, atomically.
+fn write_milestone(dir: &Path, job: &TrainJob, vs: &nn::VarStore, state: &StageState) -> Result<(), TrainError> {
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    hf::save_pretrained(&tmp, &job.model, vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
+    checkpoint::write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io(dir))
+}
+
+impl ResumeState {
+    fn stage_state(&self) -> StageState {
+        StageState {
+            step: self.global_step,
+            stage_steps: self.stage_step,
+            tokens: self.tokens,
+            tokens_total: self.tokens_total,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Runs a training stage (see the module docs). `events` receives a
+/// [`Event::Progress`] after every optimizer step. Returns the metrics of the `Done` event.
+pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String, Value>, TrainError> {
+    let node = job.node.clone();
+    let job_error = |message: String| TrainError::Job { node: node.clone(), message };
+    let device = aurora_torch::resolve(job.device.parse::<DeviceSpec>()?)?;
+    if device == Device::Cpu {
+        deterministic_once(job.threads);
+    } else if job.threads > 0 {
+        tch::set_num_threads(job.threads as i32);
+    }
+    if job.micro_batch == 0 || job.global_batch == 0 || !job.global_batch.is_multiple_of(job.micro_batch) {
+        return Err(job_error(format!(
+            "global_batch ({}) must be a positive multiple of micro_batch ({})",
+            job.global_batch, job.micro_batch
+        )));
+    }
+    if job.seq_len == 0 || job.seq_len as i64 > job.model.n_positions {
+        return Err(TrainError::SeqLen { node, seq_len: job.seq_len, n_positions: job.model.n_positions });
+    }
+    job.model.validate().map_err(ModelError::from)?;
+
+    let (data, truncated) = open_data(job)?;
+    let steps = job.steps.unwrap_or(data.len() / job.global_batch);
+    let needed = steps * job.global_batch;
+    if needed > data.len() || steps == 0 {
+        return Err(TrainError::NotEnoughData {
+            node,
+            available: data.len(),
+            steps,
+            global_batch: job.global_batch,
+            needed: needed.max(job.global_batch),
+        });
+    }
+
+    let vs = nn::VarStore::new(device);
+    let mut state = ResumeState {
+        global_step: 0,
+        stage_step: 0,
+        tokens: 0,
+        tokens_total: 0,
+        next_sample: 0,
+        stage_start: 0,
+        seed: job.seed,
+    };
+    let mut metrics_lines: Vec<String> = Vec::new();
+    let mut last_checkpoint: Option<(u64, PathBuf)> = None;
+    let resume = checkpoint::latest(&job.work_dir)?;
+    let model = match &resume {
+        Some(_) => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
+        None if job.init == Init::Scratch => {
+            GptBigCode::seeded(&vs.root(), &job.model, derive_seed(job.seed, &[0]))?
+        }
+        None => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
+    };
+    let mut opt = AdamW::new(&vs, &job.optimizer);
+    if let Some((dir, saved)) = resume {
+        if saved.seed != job.seed {
+            return Err(job_error(format!(
+                "the checkpoint in {} belongs to a run with seed {}, this job has seed {}; delete the work directory \
+                 to start over",
+                dir.display(),
+                saved.seed,
+                job.seed
+            )));
+        }
+        hf::load_weights(&dir, &job.model, &vs)?;
+        opt.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+        let path = dir.join(checkpoint::METRICS_FILE);
+        metrics_lines = std::fs::read_to_string(&path).map_err(io(&path))?.lines().map(str::to_owned).collect();
+        eprintln!(
+            "{}: resuming from the checkpoint {} (global step {}, stage step {}/{steps}, {} tokens)",
+            job.node,
+            dir.display(),
+            saved.global_step,
+            saved.stage_step,
+            saved.tokens
+        );
+        last_checkpoint = Some((saved.global_step, dir));
+        state = saved;
+    } else {
+        match &job.init {
+            Init::Scratch => {}
+            Init::Hf { dir } => load_init_weights(dir, job, &vs)?,
+            Init::Stage { dir, continue_run } => {
+                load_init_weights(dir, job, &vs)?;
+                if *continue_run {
+                    opt.load(&dir.join(OPTIMIZER_FILE))?;
+                    let previous: StageState = read_json(&dir.join(TRAINER_STATE_FILE))?;
+                    state.global_step = previous.step;
+                    state.stage_start = previous.step;
+                    state.tokens_total = previous.tokens_total;
+                }
+            }
+        }
+    }
+
+    let params = job.model.param_count();
+    let (micro, seq_len) = (job.micro_batch as i64, job.seq_len as i64);
+    let tokens_per_step = job.global_batch * job.seq_len;
+    let total_tokens = steps * tokens_per_step;
+    let autocast = job.precision == Precision::Bf16 && device.is_cuda();
+    let peak = match device {
+        Device::Cuda(i) => cuda_device_name(i).as_deref().and_then(peak_flops),
+        _ => None,
+    };
+    let flops_per_token = job.model.train_flops_per_token(seq_len);
+    let milestones_dir = job.work_dir.join(MILESTONES_DIR);
+    let started = Instant::now();
+    let tokens_at_start = state.tokens;
+    let (mut last_loss, mut tokens_per_s) = (f64::NAN, 0.0);
+
+    while state.stage_step < steps {
+        let lr = job.schedule.lr(state.global_step, state.stage_start);
+        let mut inputs = Vec::with_capacity(job.global_batch as usize);
+        for i in 0..job.global_batch {
+            inputs.push(data.sequence(state.next_sample + i, job)?);
+        }
+        let targets = inputs.iter().flat_map(|(_, l)| l).filter(|&&l| l != sft::IGNORE).count().max(1) as f64;
+        opt.zero_grad();
+        let mut loss_sum = 0.0;
+        for (m, chunk) in inputs.chunks(job.micro_batch as usize).enumerate() {
+            let flat = |pick: fn(&(Vec<i64>, Vec<i64>)) -> &Vec<i64>| {
+                let v: Vec<i64> = chunk.iter().flat_map(|s| pick(s).iter().copied()).collect();
+                Tensor::from_slice(&v).view([micro, seq_len]).to_device(device)
+            };
+            let (input, labels) = (flat(|s| &s.0), flat(|s| &s.1));
+            let _rng = global_rng_lock();
+            tch::manual_seed(derive_seed(job.seed, &[2, state.global_step, m as u64]));
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let logits = tch::autocast(autocast, || model.forward_unchecked(&input));
+                let loss = masked_loss_sum(&logits, &labels);
+                (&loss / targets).backward();
+                loss.double_value(&[])
+            }));
+            match outcome {
+                Ok(loss) => loss_sum += loss,
+                Err(payload) => {
+                    let text = panic_text(payload.as_ref());
+                    if text.contains("out of memory") {
+                        let message = text.lines().find(|l| l.contains("out of memory")).unwrap_or("").trim();
+                        return Err(TrainError::OutOfMemory {
+                            node,
+                            micro_batch: job.micro_batch,
+                            seq_len: job.seq_len,
+                            params,
+                            message: message.to_owned(),
+                        });
+                    }
+                    std::panic::resume_unwind(payload);
+                }
+            }
+        }
+        let loss = loss_sum / targets;
+        let step = state.global_step + 1;
+        let diverged = |what, value| TrainError::NonFinite {
+            node: node.clone(),
+            what,
+            value,
+            step,
+            lr,
+            checkpoint: last_checkpoint.clone(),
+        };
+        if !loss.is_finite() {
+            return Err(diverged("loss", loss));
+        }
+        let norm = if job.grad_clip > 0.0 { clip_grad_norm(&vs, job.grad_clip) } else { grad_norm(&vs) };
+        if !norm.is_finite() {
+            return Err(diverged("gradient norm", norm));
+        }
+        opt.step(lr);
+
+        let tokens_before = state.tokens;
+        state.global_step = step;
+        state.stage_step += 1;
+        state.tokens += tokens_per_step;
+        state.tokens_total += tokens_per_step;
+        state.next_sample += job.global_batch;
+        last_loss = loss;
+        metrics_lines.push(
+            json!({"step": step, "tokens": state.tokens, "loss": loss, "lr": lr, "grad_norm": norm}).to_string(),
+        );
+        tokens_per_s = (state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        events(Event::Progress {
+            done: state.tokens,
+            total: total_tokens,
+            message: format!(
+                "step {}/{steps} loss {loss:.4} lr {lr:.2e} {} tok/s",
+                state.stage_step,
+                human(tokens_per_s)
+            ),
+        });
+
+        for &m in &job.milestones {
+            if tokens_before < m && m <= state.tokens {
+                std::fs::create_dir_all(&milestones_dir).map_err(io(&milestones_dir))?;
+                write_milestone(&milestones_dir.join(format!("tokens-{m}")), job, &vs, &state.stage_state())?;
+            }
+        }
+        let every = job.checkpoint_every_tokens;
+        if every > 0 && tokens_before / every < state.tokens / every && state.stage_step < steps {
+            let dir = checkpoint::write(&job.work_dir, &state, |dir| -> Result<(), TrainError> {
+                hf::write_safetensors(&dir.join(checkpoint::MODEL_FILE), &sorted_variables(&vs))?;
+                opt.save(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+                write_lines(&dir.join(checkpoint::METRICS_FILE), &metrics_lines)
+            })?;
+            last_checkpoint = Some((state.global_step, dir));
+        }
+    }
+
+    let out = &job.out_dir;
+    hf::save_pretrained(out, &job.model, &vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
+    let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
+    std::fs::copy(&tokenizer, out.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
+    opt.save(&out.join(OPTIMIZER_FILE))?;
+    let final_state = state.stage_state();
+    checkpoint::write_json(&out.join(TRAINER_STATE_FILE), &final_state)?;
+    write_lines(&out.join(METRICS_FILE), &metrics_lines)?;
+    if milestones_dir.is_dir() {
+        copy_dir(&milestones_dir, &out.join(MILESTONES_DIR))?;
+    }
+    if last_loss.is_nan()
+        && let Some(line) = metrics_lines.last()
+    {
+        // Resumed at the last step: the final loss is the recorded one.
+        last_loss = serde_json::from_str::<Value>(line).ok().and_then(|v| v["loss"].as_f64()).unwrap_or(f64::NAN);
+    }
+    let mfu = peak.map(|p| tokens_per_s * flops_per_token / p);
+    let mut metrics = Map::new();
+    metrics.insert("loss".into(), json!(last_loss));
+    metrics.insert("steps".into(), json!(final_state.stage_steps));
+    metrics.insert("global_step".into(), json!(final_state.step));
+    metrics.insert("tokens".into(), json!(final_state.tokens));
+    metrics.insert("tokens_total".into(), json!(final_state.tokens_total));
+    metrics.insert("tokens_per_s".into(), json!(tokens_per_s));
+    metrics.insert("mfu".into(), json!(mfu));
+    metrics.insert("param_count".into(), json!(params));
+    if matches!(job.data, TrainData::Instructions { .. }) {
+        metrics.insert("truncated_examples".into(), json!(truncated));
+    }
+    Ok(metrics)
+}
+
+/// The variables of `vs` in name order (what `model.safetensors` holds, tied weights once).
+fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> Result<(), TrainError> {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).map_err(io(path))
+}
