@@ -68,6 +68,9 @@ pub fn plan_report(plan: &Plan, reports: &[NodeReport], json: bool, run: Option<
             short(r.key)
         )
         .map(|_| ());
+        if let (None, Some(estimate)) = (run, &r.estimate) {
+            let _ = writeln!(out, "  {:<8}  {:<id_width$}  ~ {estimate}", "", "");
+        }
     }
     let mut counts: Vec<(NodeStatus, usize)> = Vec::new();
     for s in [NodeStatus::Executed, NodeStatus::Cached, NodeStatus::Pending, NodeStatus::Failed] {

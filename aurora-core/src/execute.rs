@@ -49,6 +49,9 @@ pub struct NodeReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metrics: Map<String, Value>,
+    /// The plugin's estimate for this node (sizes, memory, tokens), shown by `aurora plan`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<String>,
 }
 
 impl NodeReport {
@@ -63,6 +66,7 @@ impl NodeReport {
             reason: None,
             error: None,
             metrics: Map::new(),
+            estimate: node.plugin.estimate(&node.config),
         }
     }
 }
@@ -109,6 +113,18 @@ fn path_digests(
     store: &Store,
     selected: &BTreeSet<String>,
 ) -> Result<HashMap<String, Digest>, Diagnostics> {
+    let (digests, problems) = path_digests_lenient(plan, store, selected);
+    if problems.is_empty() { Ok(digests) } else { Err(Diagnostics(problems)) }
+}
+
+/// Like [`path_digests`], but missing or unreadable inputs are returned beside the digests
+/// instead of failing: `aurora plan` shows a configuration whose data lives elsewhere (a
+/// cluster path) without failing, and `run` refuses it.
+fn path_digests_lenient(
+    plan: &Plan,
+    store: &Store,
+    selected: &BTreeSet<String>,
+) -> (HashMap<String, Digest>, Vec<Diagnostic>) {
     let mut digests = HashMap::new();
     let mut problems = Vec::new();
     for node in plan.nodes.iter().filter(|n| selected.contains(&n.id)) {
@@ -144,7 +160,7 @@ fn path_digests(
         // The memo is a cache: failing to save it costs speed next time, not correctness.
         eprintln!("warning: {e}");
     }
-    if problems.is_empty() { Ok(digests) } else { Err(Diagnostics(problems)) }
+    (digests, problems)
 }
 
 /// Input digests of a node if every input is known.
@@ -173,15 +189,29 @@ fn cached(store: &Store, key: &Digest) -> Result<Option<aurora_store::ActionReco
 /// Status of every node without executing anything (`aurora plan`).
 pub fn status(plan: &Plan, store: &Store) -> Result<Vec<NodeReport>, crate::Error> {
     let all: BTreeSet<String> = plan.nodes.iter().map(|n| n.id.clone()).collect();
-    let paths = path_digests(plan, store, &all)?;
+    let (paths, _missing) = path_digests_lenient(plan, store, &all);
     let mut artifacts = HashMap::new();
     let mut reports = Vec::new();
     for node in &plan.nodes {
         let mut report = NodeReport::new(node, NodeStatus::Pending);
         match input_digests(node, &paths, &artifacts) {
             None => {
+                let missing: Vec<String> = node
+                    .inputs
+                    .values()
+                    .filter_map(|i| match &i.source {
+                        InputSource::Path(f) if !paths.contains_key(f) => {
+                            Some(format!("`{}` is missing", f.strip_prefix(crate::manifest::FILE_PREFIX).unwrap_or(f)))
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 let waiting: Vec<&str> = node.upstream().filter(|u| !artifacts.contains_key(*u)).collect();
-                report.reason = Some(format!("waits on {}", waiting.join(", ")));
+                report.reason = Some(if missing.is_empty() {
+                    format!("waits on {}", waiting.join(", "))
+                } else {
+                    format!("input {} (needed before `aurora run`)", missing.join(", "))
+                });
             }
             Some(digests) => {
                 let key = node.key(&digests);

@@ -215,6 +215,11 @@ pub trait Plugin: dyn_clone::DynClone + Send + Sync + 'static {
     fn execution_facts(&self, _config: &Value) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
+    /// One line `aurora plan` shows beside the node before anything runs: sizes, memory, token
+    /// and FLOP estimates computed from the node's config (e.g. what a paper-scale stage needs).
+    fn estimate(&self, _config: &Value) -> Option<String> {
+        None
+    }
 }
 
 dyn_clone::clone_trait_object!(Plugin);

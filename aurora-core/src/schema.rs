@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::manifest::Experiment;
 use crate::plugin::{Plugin, registry};
+use crate::manifest::DISABLED_KEY;
 use crate::validate::{EXPERIMENT, PLUGIN_KEY};
 
 /// A plugin's config schema as a standalone document.
@@ -54,6 +55,10 @@ fn rewrite_refs(value: &mut Value, prefix: &str) {
     }
 }
 
+fn disabled_schema() -> Value {
+    json!({ "type": "boolean", "description": "`true` removes this entry after extends, profiles and `--set` are merged (e.g. an ablation dropping an inherited stage)." })
+}
+
 /// The manifest schema: `[experiment]`, `extends`, `[profiles.*]`, and sections of plugin entries
 /// whose settings are checked against the schema of the plugin they name.
 pub fn manifest_schema() -> Value {
@@ -67,6 +72,7 @@ pub fn manifest_schema() -> Value {
         if let Some(props) = config.as_object_mut().and_then(|o| o.get_mut("properties")).and_then(Value::as_object_mut)
         {
             props.insert(PLUGIN_KEY.into(), json!({ "const": plugin.id() }));
+            props.insert(DISABLED_KEY.into(), disabled_schema());
         }
         defs.insert(plugin.id().to_string(), config);
         branches.push(json!({
@@ -80,7 +86,10 @@ pub fn manifest_schema() -> Value {
             "type": "object",
             "description": "A plugin entry: `plugin = \"KIND.NAME\"` and that plugin's settings.",
             "required": [PLUGIN_KEY],
-            "properties": { PLUGIN_KEY: { "type": "string", "enum": ids, "description": "The registered plugin that plans and executes this entry (see `aurora plugins`)." } },
+            "properties": {
+                PLUGIN_KEY: { "type": "string", "enum": ids, "description": "The registered plugin that plans and executes this entry (see `aurora plugins`)." },
+                DISABLED_KEY: disabled_schema(),
+            },
             "allOf": branches,
         }),
     );

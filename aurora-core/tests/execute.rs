@@ -220,3 +220,21 @@ fn plan_status_explains_pending_nodes() {
     assert_eq!(reports[1].reason.as_deref(), Some("waits on s/a"));
     assert!(reports[1].key.is_none(), "a node's key is unknown until its inputs are");
 }
+
+/// `plan` shows a configuration whose inputs live elsewhere (a cluster path) instead of failing;
+/// `run` refuses it before executing anything.
+#[test]
+fn plan_tolerates_missing_inputs_and_run_refuses_them() {
+    let p = Project::new(
+        "[experiment]\nname = \"m\"\nseed = 3\n[remote.a]\nplugin = \"exec.concat\"\ntext = \"a\"\ninputs = [\"file:/nonexistent/aurora/weights\"]\n[remote.b]\nplugin = \"exec.concat\"\ntext = \"b\"\ninputs = [\"remote.a\"]\n",
+    );
+    let reports = status(&p.plan(), &p.store()).unwrap();
+    assert_eq!(
+        reports[0].reason.as_deref(),
+        Some("input `/nonexistent/aurora/weights` is missing (needed before `aurora run`)")
+    );
+    assert_eq!(reports[1].reason.as_deref(), Some("waits on remote/a"));
+    let err = run(&p.plan(), &p.store(), &RunOptions::default(), &Silent, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(executions("remote/a"), 0);
+}

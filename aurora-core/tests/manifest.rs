@@ -218,6 +218,27 @@ fn profile_deep_merges_and_is_dropped_from_the_resolved_manifest() {
 }
 
 #[test]
+fn disabled_entries_are_dropped_after_every_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "base.toml",
+        "[experiment]\nname = \"b\"\nseed = 1\n[stages.cap]\nplugin = \"x.y\"\n[stages.cat]\nplugin = \"x.y\"\ndisabled = false\n",
+    );
+    let ablation = write(dir.path(), "no-cat.toml", "extends = \"base.toml\"\n[stages.cat]\ndisabled = true\n");
+    let m = resolve(&ablation, &ResolveOptions::default()).unwrap();
+    assert!(m.value["stages"].get("cat").is_none(), "{}", m.value);
+    assert_eq!(m.value["stages"]["cap"], serde_json::json!({ "plugin": "x.y" }));
+    // `disabled = false` is the same as absent (and never reaches the plugin's schema).
+    let base = resolve(&dir.path().join("base.toml"), &ResolveOptions::default()).unwrap();
+    assert_eq!(base.value["stages"]["cat"], serde_json::json!({ "plugin": "x.y" }));
+    // `--set` can re-enable it.
+    let sets = vec!["stages.cat.disabled=false".to_string()];
+    let m = resolve(&ablation, &ResolveOptions { profile: None, sets }).unwrap();
+    assert!(m.value["stages"].get("cat").is_some());
+}
+
+#[test]
 fn set_overrides_existing_keys_and_parses_toml_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "m.toml", "[experiment]\nname = \"s\"\nseed = 1\n[model]\nlayers = 4\nname = \"x\"\n");

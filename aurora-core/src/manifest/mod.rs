@@ -122,6 +122,27 @@ fn project_root_for_manifest(manifest: &Path) -> PathBuf {
 }
 
 /// Resolves a manifest file. Errors are located diagnostics (exit code 2 in the CLI).
+/// The entry key that removes an entry (`disabled = true`); `false` is the same as absent.
+pub const DISABLED_KEY: &str = "disabled";
+
+/// `disabled = true` drops an entry once every extends, profile and `--set` is merged, so an
+/// ablation can remove a stage it inherits (`[stages.cat] disabled = true`). A reference to a
+/// dropped entry is then an unknown reference, found by the planner.
+fn remove_disabled_entries(tree: &mut tree::Sourced) {
+    let Some(root) = tree.as_table_mut() else { return };
+    for (section, entries) in root.iter_mut() {
+        if section == "experiment" || section == "profiles" {
+            continue;
+        }
+        if let Some(entries) = entries.as_table_mut() {
+            entries.retain(|_, entry| {
+                let disabled = entry.as_table_mut().and_then(|e| e.remove(DISABLED_KEY)).map(|d| d.to_json());
+                disabled != Some(Value::Bool(true))
+            });
+        }
+    }
+}
+
 pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest, Diagnostics> {
     let abs = path.canonicalize().map_err(|e| {
         Diagnostic::new(format!("cannot read manifest `{}`: {e}", path.display()))
@@ -147,6 +168,7 @@ pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest
     if let Some(exp) = tree.as_table_mut().and_then(|t| t.get_mut("experiment")).and_then(|e| e.as_table_mut()) {
         exp.remove("default_profile");
     }
+    remove_disabled_entries(&mut tree);
 
     let value = tree.to_json();
     let sources = tree.source_map();
