@@ -4,6 +4,7 @@
 // Registration is by linking: the plugins this binary links are the registry under test.
 use aurora_corpus as _;
 use aurora_exec as _;
+use aurora_report as _;
 use aurora_tokens as _;
 
 use aurora_core::plugin::registry;
@@ -19,6 +20,7 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
             "dedup.exact",
             "exec.command",
             "mixer.blend",
+            "report.html",
             "source.instructions",
             "source.jsonl",
             "source.megatron",

@@ -1,0 +1,331 @@
+//! The report's data model: checkpoints in stage order, forgetting deltas against the baseline
+//! checkpoint with regressions flagged, and the one-line summary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{EvalResults, MixtureData, ReportError, StageData};
+
+/// How much worse than the baseline a metric may get before it is flagged as a regression.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Threshold {
+    /// A fraction of the baseline value: `{ relative = 0.05 }` flags a 5% worsening.
+    Relative(f64),
+    /// In the metric's own unit: `{ absolute = 0.02 }`.
+    Absolute(f64),
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Threshold::Relative(0.05)
+    }
+}
+
+impl Threshold {
+    fn exceeded(self, baseline: f64, delta: f64) -> bool {
+        match self {
+            Threshold::Relative(t) => delta.abs() > t * baseline.abs(),
+            Threshold::Absolute(t) => delta.abs() > t,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Threshold::Relative(t) => format!("{}% relative", fmt_num(t * 100.0)),
+            Threshold::Absolute(t) => format!("{} absolute", fmt_num(t)),
+        }
+    }
+}
+
+/// A model that was evaluated, in report order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Checkpoint {
+    pub label: String,
+    pub model_node: String,
+    pub tokens_total: Option<f64>,
+}
+
+/// A metric at a checkpoint compared with the same evaluator's metric at the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delta {
+    pub evaluator: String,
+    pub metric: String,
+    pub checkpoint: String,
+    pub baseline: f64,
+    pub value: f64,
+    pub delta: f64,
+    /// `delta / |baseline|`; null when the baseline is 0.
+    pub relative: Option<f64>,
+    /// Null when the evaluator did not say; such metrics are never flagged.
+    pub higher_is_better: Option<bool>,
+    /// Worse than the baseline by more than the threshold.
+    pub regression: bool,
+    /// Better than the baseline by more than the threshold.
+    pub improvement: bool,
+}
+
+/// Everything the report shows (serialised as `report.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub title: String,
+    pub baseline: Option<String>,
+    pub threshold: Threshold,
+    pub summary: String,
+    pub checkpoints: Vec<Checkpoint>,
+    pub stages: Vec<StageData>,
+    pub mixtures: Vec<MixtureData>,
+    /// Sorted by evaluator, then checkpoint order.
+    pub evaluations: Vec<EvalResults>,
+    pub forgetting: Vec<Delta>,
+    pub reproducibility: Reproducibility,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reproducibility {
+    /// Input node id -> content digest of its artifact.
+    pub inputs: BTreeMap<String, String>,
+    /// Stage node id -> the non-numeric fields of its `trainer_state.json` (device, precision,
+    /// library versions, ... whatever the trainer recorded).
+    pub environment: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// What kind of ability a metric measures, for the failure-signature summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ability {
+    Code,
+    Safety,
+    Language,
+}
+
+pub fn ability(metric: &str) -> Ability {
+    if metric.starts_with("pass@") || metric.split(['.', '_']).any(|part| part == "code") {
+        Ability::Code
+    } else if metric.starts_with("safety.") {
+        Ability::Safety
+    } else {
+        Ability::Language
+    }
+}
+
+/// The report's inputs, read.
+pub struct Inputs {
+    pub title: String,
+    pub baseline: Option<String>,
+    pub threshold: Threshold,
+    /// Stage node ids in curriculum order (orders the checkpoints).
+    pub stage_order: Vec<String>,
+    pub stages: Vec<StageData>,
+    pub mixtures: Vec<MixtureData>,
+    pub evaluations: Vec<(PathBuf, EvalResults)>,
+    pub digests: BTreeMap<String, String>,
+}
+
+impl Report {
+    pub fn build(inputs: Inputs) -> Result<Report, ReportError> {
+        let mut seen: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
+        for (path, r) in &inputs.evaluations {
+            if let Some(first) = seen.insert((r.evaluator.clone(), r.checkpoint.clone()), path.clone()) {
+                return Err(ReportError::Duplicate {
+                    evaluator: r.evaluator.clone(),
+                    checkpoint: r.checkpoint.clone(),
+                    first,
+                    second: path.clone(),
+                });
+            }
+        }
+        let checkpoints = order_checkpoints(&inputs);
+        let position = |label: &str| checkpoints.iter().position(|c| c.label == label);
+        let mut evaluations: Vec<EvalResults> = inputs.evaluations.into_iter().map(|(_, r)| r).collect();
+        evaluations
+            .sort_by(|a, b| (&a.evaluator, position(&a.checkpoint)).cmp(&(&b.evaluator, position(&b.checkpoint))));
+        let forgetting = inputs
+            .baseline
+            .as_deref()
+            .map(|b| forgetting(&evaluations, &checkpoints, b, inputs.threshold))
+            .unwrap_or_default();
+        let summary = summary(inputs.baseline.as_deref(), inputs.threshold, &checkpoints, &evaluations, &forgetting);
+        let environment = inputs
+            .stages
+            .iter()
+            .filter_map(|s| {
+                let fields: BTreeMap<String, String> = s
+                    .trainer_state
+                    .as_object()?
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Some((k.clone(), s.clone())),
+                        serde_json::Value::Bool(b) => Some((k.clone(), b.to_string())),
+                        _ => None,
+                    })
+                    .collect();
+                (!fields.is_empty()).then(|| (s.node.clone(), fields))
+            })
+            .collect();
+        Ok(Report {
+            title: inputs.title,
+            baseline: inputs.baseline,
+            threshold: inputs.threshold,
+            summary,
+            checkpoints,
+            stages: inputs.stages,
+            mixtures: inputs.mixtures,
+            evaluations,
+            forgetting,
+            reproducibility: Reproducibility { inputs: inputs.digests, environment },
+        })
+    }
+
+    /// Evaluator ids in order.
+    pub fn evaluators(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.evaluations.iter().map(|e| e.evaluator.as_str()).collect();
+        ids.dedup();
+        ids
+    }
+
+    pub fn results_of<'a>(&'a self, evaluator: &'a str) -> impl Iterator<Item = &'a EvalResults> + 'a {
+        self.evaluations.iter().filter(move |e| e.evaluator == evaluator)
+    }
+}
+
+/// Checkpoints sorted by the stage that produced them (baseline first), then tokens seen, then label.
+fn order_checkpoints(inputs: &Inputs) -> Vec<Checkpoint> {
+    let mut by_label: BTreeMap<&str, Checkpoint> = BTreeMap::new();
+    for (_, r) in &inputs.evaluations {
+        by_label.entry(&r.checkpoint).or_insert_with(|| Checkpoint {
+            label: r.checkpoint.clone(),
+            model_node: r.model_node.clone(),
+            tokens_total: r.tokens_total,
+        });
+    }
+    let mut checkpoints: Vec<Checkpoint> = by_label.into_values().collect();
+    let rank = |c: &Checkpoint| {
+        let is_baseline = inputs.baseline.as_deref() == Some(c.label.as_str());
+        let stage = inputs.stage_order.iter().position(|s| *s == c.model_node).unwrap_or(usize::MAX);
+        (!is_baseline, stage, c.tokens_total.unwrap_or(f64::INFINITY))
+    };
+    checkpoints.sort_by(|a, b| {
+        let (ra, rb) = (rank(a), rank(b));
+        (ra.0, ra.1).cmp(&(rb.0, rb.1)).then(ra.2.total_cmp(&rb.2)).then(a.label.cmp(&b.label))
+    });
+    checkpoints
+}
+
+fn forgetting(
+    evaluations: &[EvalResults],
+    checkpoints: &[Checkpoint],
+    baseline: &str,
+    threshold: Threshold,
+) -> Vec<Delta> {
+    let mut deltas = Vec::new();
+    for base in evaluations.iter().filter(|e| e.checkpoint == baseline) {
+        for checkpoint in checkpoints.iter().filter(|c| c.label != baseline) {
+            let Some(other) =
+                evaluations.iter().find(|e| e.evaluator == base.evaluator && e.checkpoint == checkpoint.label)
+            else {
+                continue;
+            };
+            for (metric, &b) in &base.metrics {
+                let Some(&value) = other.metrics.get(metric) else { continue };
+                let delta = value - b;
+                let higher_is_better =
+                    base.higher_is_better.get(metric).or_else(|| other.higher_is_better.get(metric)).copied();
+                let better = higher_is_better.map(|h| if h { delta > 0.0 } else { delta < 0.0 });
+                let beyond = threshold.exceeded(b, delta);
+                deltas.push(Delta {
+                    evaluator: base.evaluator.clone(),
+                    metric: metric.clone(),
+                    checkpoint: checkpoint.label.clone(),
+                    baseline: b,
+                    value,
+                    delta,
+                    relative: (b != 0.0).then(|| delta / b.abs()),
+                    higher_is_better,
+                    regression: better == Some(false) && delta != 0.0 && beyond,
+                    improvement: better == Some(true) && beyond,
+                });
+            }
+        }
+    }
+    deltas
+}
+
+fn summary(
+    baseline: Option<&str>,
+    threshold: Threshold,
+    checkpoints: &[Checkpoint],
+    evaluations: &[EvalResults],
+    deltas: &[Delta],
+) -> String {
+    let Some(baseline) = baseline else {
+        return "No baseline checkpoint configured: forgetting is not measured.".to_string();
+    };
+    if !evaluations.iter().any(|e| e.checkpoint == baseline) {
+        return format!("No evaluation of the baseline `{baseline}`: forgetting is not measured.");
+    }
+    let regressions: Vec<&Delta> = deltas.iter().filter(|d| d.regression).collect();
+    let signature: Vec<&str> = checkpoints
+        .iter()
+        .map(|c| c.label.as_str())
+        .filter(|c| {
+            let at = |ability_: Ability, f: fn(&Delta) -> bool| {
+                deltas.iter().any(|d| d.checkpoint == *c && ability(&d.metric) == ability_ && f(d))
+            };
+            at(Ability::Code, |d| d.regression) && at(Ability::Language, |d| d.improvement)
+        })
+        .collect();
+    let mut line = if regressions.is_empty() {
+        format!("No metric got worse than `{baseline}` by more than {}.", threshold.describe())
+    } else {
+        let mut at: Vec<&str> = Vec::new();
+        for c in checkpoints {
+            if regressions.iter().any(|d| d.checkpoint == c.label) {
+                at.push(&c.label);
+            }
+        }
+        format!(
+            "{} regression{} beyond {} against `{baseline}` (at {}).",
+            regressions.len(),
+            if regressions.len() == 1 { "" } else { "s" },
+            threshold.describe(),
+            at.join(", ")
+        )
+    };
+    if !signature.is_empty() {
+        line.push_str(&format!(
+            " Forgetting signature (code got worse while multilingual metrics improved) at {}.",
+            signature.join(", ")
+        ));
+    }
+    line
+}
+
+/// Fixed, platform-independent number formatting: up to 4 significant decimals, no trailing zeros.
+pub fn fmt_num(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let magnitude = x.abs();
+    let decimals = if magnitude >= 1000.0 {
+        0
+    } else if magnitude >= 1.0 {
+        3
+    } else {
+        4
+    };
+    let s = format!("{x:.decimals$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    if s == "-0" { "0".to_string() } else { s }
+}
+
+/// `+1.2%` style relative change.
+pub fn fmt_relative(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r.abs() < 0.0005 => "0%".to_string(),
+        Some(r) => format!("{:+.1}%", r * 100.0),
+        None => "n/a".to_string(),
+    }
+}
