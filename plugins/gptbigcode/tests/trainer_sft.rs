@@ -13,7 +13,7 @@ use aurora_torch::tch::{Device, Kind, Tensor, nn};
 use aurora_worker_api::TrainData;
 use trainer_common::*;
 
-const SEQ: usize = 128;
+const SEQ: usize = 256;
 
 /// Renders the sample instructions as `{"prompt", "response"}` lines into `path`.
 fn write_examples(path: &Path) -> usize {
