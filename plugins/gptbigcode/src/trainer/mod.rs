@@ -92,7 +92,7 @@ pub enum TrainError {
     )]
     InitShape { dir: PathBuf, fields: Vec<String> },
     #[error(
-        "{node}: the {what} is {value} at step {step} (lr {lr:e}): training diverged. {}; lower the learning rate (or \
+        "{node}: the {what} is {value} at step {step} (lr {lr:e}): training diverged; {}; lower the learning rate (or \
          raise warmup), check the data, then rerun",
         match checkpoint {
             Some((step, dir)) => format!("the last good checkpoint (step {step}) is kept in {}", dir.display()),
