@@ -333,12 +333,18 @@ impl GptBigCode {
         Ok(tch::no_grad(|| self.forward_cached_unchecked(ids, positions, valid, cache)))
     }
 
-    fn forward_cached_unchecked(&self, ids: &Tensor, positions: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Tensor {
+    fn forward_cached_unchecked(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Tensor {
         let (b, t) = ids.size2().expect("checked");
         let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
         let (start, total) = (cache.len, cache.len + t);
         let device = ids.device();
-        let _ = cache.valid.narrow(1, start, t).copy_(valid);
+        cache.valid.narrow(1, start, t).copy_(valid);
         // Query i (at cache slot start + i) sees key j iff j <= start + i and key j is a real
         // token or the query itself.
         let query_slot = (Tensor::arange(t, (Kind::Int64, device)) + start).view([t, 1]);
@@ -355,8 +361,8 @@ impl GptBigCode {
             let qkv = blk.c_attn.forward(x);
             let q = qkv.narrow(-1, 0, d).reshape([b, 1, t * n_head, hd]);
             let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
-            let _ = keys.narrow(1, start, t).copy_(&qkv.narrow(-1, d, hd));
-            let _ = values.narrow(1, start, t).copy_(&qkv.narrow(-1, d + hd, hd));
+            keys.narrow(1, start, t).copy_(&qkv.narrow(-1, d, hd));
+            values.narrow(1, start, t).copy_(&qkv.narrow(-1, d + hd, hd));
             let k = keys.narrow(1, 0, total).unsqueeze(1);
             let v = values.narrow(1, 0, total).unsqueeze(1);
             let y = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, scale, false);

@@ -225,7 +225,8 @@ fn seeded_sampling_is_reproducible_across_runs_batch_sizes_and_caching() {
     assert_eq!(first, generate_job(dir.path(), dir.path(), 42, sampling.clone(), 3, false));
     let other = generate_job(dir.path(), dir.path(), 43, sampling, 4, true);
     assert_ne!(first, other, "another seed draws other completions");
-    let lines: Vec<Value> = std::str::from_utf8(&first).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        std::str::from_utf8(&first).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let completions = lines[0]["completions"].as_array().unwrap();
     assert_eq!(completions.len(), 3);
     assert_ne!(completions[0], completions[1], "completions of one prompt are drawn independently");
@@ -237,7 +238,10 @@ fn a_tiny_top_p_is_greedy() {
     let (_dir, session) = fixture();
     let rows = [row(&session, "greedy or not", 1), row(&session, "another", 99)];
     let nucleus = Sampling { temperature: 1.5, top_p: 1e-9, max_new_tokens: 20, stop: vec![] };
-    assert_eq!(generate(&session, &rows, &nucleus, true).unwrap(), generate(&session, &rows, &greedy(20), true).unwrap());
+    assert_eq!(
+        generate(&session, &rows, &nucleus, true).unwrap(),
+        generate(&session, &rows, &greedy(20), true).unwrap()
+    );
 }
 
 #[test]
@@ -285,7 +289,8 @@ fn eos_ends_a_completion() {
 fn long_prompts_are_left_truncated_and_reported() {
     let (dir, _session) = fixture();
     let long: String = "0123456789".repeat(10);
-    let requests = write_jsonl(dir.path(), "long.jsonl", &[json!({"prompt": long, "n": 1}), json!({"prompt": "", "n": 1})]);
+    let requests =
+        write_jsonl(dir.path(), "long.jsonl", &[json!({"prompt": long, "n": 1}), json!({"prompt": "", "n": 1})]);
     let job = GenerateJob {
         node: "evals/gen".into(),
         model: model_ref(dir.path()),
@@ -510,7 +515,8 @@ fn request_errors_name_the_file_line_and_expected_fields() {
     let missing = PerplexityJob { documents: dir.path().join("absent.jsonl"), ..job.clone() };
     let err = run_perplexity(&missing, &mut ignore).unwrap_err();
     assert!(err.to_string().contains("absent.jsonl"), "{err}");
-    let stride = PerplexityJob { documents: write_jsonl(dir.path(), "ok.jsonl", &[json!({"text": "t"})]), stride: 0, ..job };
+    let stride =
+        PerplexityJob { documents: write_jsonl(dir.path(), "ok.jsonl", &[json!({"text": "t"})]), stride: 0, ..job };
     let err = run_perplexity(&stride, &mut ignore).unwrap_err();
     assert_eq!(err.to_string(), "job `evals/bpb`: stride must be in 1..=48 (the model's n_positions), got 0");
 }
@@ -522,10 +528,7 @@ fn model_errors_name_what_to_fix() {
     save_model(bare.path(), &config(257));
     let err = Session::load("evals/x", &model_ref(bare.path())).unwrap_err();
     let expected = bare.path().join("tokenizer.json");
-    assert!(
-        err.to_string().starts_with(&format!("{}: cannot load the tokenizer:", expected.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("{}: cannot load the tokenizer:", expected.display())), "{err}");
     assert!(err.to_string().contains("needs the `tokenizer.json` the model was trained with"), "{err}");
 
     let bf16 = ModelRef { precision: Precision::Bf16, ..model_ref(dir.path()) };
@@ -547,7 +550,8 @@ fn model_errors_name_what_to_fix() {
 
 #[test]
 fn gpt2_tokenizer_model_generates_and_scores() {
-    let tokenizer = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tokenizer/gpt2_tokenizer.json"));
+    let tokenizer =
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tokenizer/gpt2_tokenizer.json"));
     if !tokenizer.is_file() {
         eprintln!("skipped: {} absent", tokenizer.display());
         return;

@@ -27,12 +27,13 @@ use crate::{cargo, exec_checked, target_dir};
 // The benchmarks. Their modules are declared plainly (not from a macro) so rustfmt and
 // `cargo fmt --check` see them.
 mod blend;
+mod infer;
 mod noop;
 mod plan;
 mod tokenize;
 
 /// Every benchmark, in the order they run.
-pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH];
+pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {

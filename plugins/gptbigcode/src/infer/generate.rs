@@ -100,7 +100,10 @@ pub fn generate(
             break;
         }
         // Finished rows keep feeding EOS, marked as padding; their outputs are ignored.
-        let next: Vec<i64> = state.iter().map(|row| if row.finished() { session.eos() } else { row.tokens[row.tokens.len() - 1] }).collect();
+        let next: Vec<i64> = state
+            .iter()
+            .map(|row| if row.finished() { session.eos() } else { row.tokens[row.tokens.len() - 1] })
+            .collect();
         let live: Vec<bool> = state.iter().map(|row| !row.finished()).collect();
         let next_positions: Vec<i64> = rows.iter().map(|r| r.prompt.len() as i64 + step).collect();
         let next = tensor_2d(&next, 1);

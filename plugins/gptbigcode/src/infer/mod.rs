@@ -25,7 +25,7 @@ use tokenizers::Tokenizer;
 use crate::hf::{self, HfError};
 use crate::model::{GptBigCode, ModelError};
 
-pub use generate::{GenerationRow, Generated, generate, run_generate};
+pub use generate::{Generated, GenerationRow, generate, run_generate};
 pub use sample::{SplitMix64, choose_token, row_seed};
 pub use score::{ScoredToken, Window, perplexity_windows, run_loglik, run_perplexity, score_windows};
 
@@ -143,8 +143,13 @@ impl Session {
 
 /// `DIR/tokenizer.json`.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, InferError> {
-    let path = dir.join(TOKENIZER_FILE);
-    Tokenizer::from_file(&path).map_err(|e| InferError::TokenizerLoad { path, message: e.to_string() })
+    load_tokenizer_file(&dir.join(TOKENIZER_FILE))
+}
+
+/// A `tokenizer.json` file.
+pub fn load_tokenizer_file(path: &Path) -> Result<Tokenizer, InferError> {
+    Tokenizer::from_file(path)
+        .map_err(|e| InferError::TokenizerLoad { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// The records of a JSONL file (blank lines skipped), each with its 1-based line number.
@@ -214,7 +219,8 @@ pub fn byte_tokenizer() -> Tokenizer {
         })
         .chain([("<|endoftext|>".to_owned(), 0.into())])
         .collect();
-    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let byte_level =
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
     let json = serde_json::json!({
         "version": "1.0",
         "truncation": null,
