@@ -260,8 +260,18 @@ pub fn plan<C: Scheduled, T: Serialize>(
     settings: &T,
     inputs: &BTreeMap<String, InputSpec>,
 ) -> Result<Vec<NodeSpec>, Diagnostics> {
+    let runtime = config.runtime();
+    let cuda_index = runtime.device.strip_prefix("cuda:").map(|i| i.parse::<u32>().is_ok());
+    if runtime.device != "cpu" && cuda_index != Some(true) {
+        let pointer = format!("{}/device", entry.pointer());
+        return Err(Diagnostic::new(format!("device \"{}\" is not a device the worker knows", runtime.device))
+            .at(ctx.manifest.sources.value(&pointer))
+            .pointer(pointer)
+            .expected("\"cpu\" or \"cuda:N\" (e.g. \"cuda:0\")")
+            .into());
+    }
     let checkpoints = checkpoints(entry, ctx, &config.schedule())?;
-    Ok(nodes(entry, &checkpoints, &config.runtime(), settings, inputs))
+    Ok(nodes(entry, &checkpoints, &runtime, settings, inputs))
 }
 
 impl<T: serde::de::DeserializeOwned> NodeConfig<T> {

@@ -163,6 +163,15 @@ files = { eng_Latn = "data/eng.txt" }
 }
 
 #[test]
+fn an_unknown_device_is_an_error() {
+    let project = Project::new();
+    let err = project.error(
+        "[evals.bpb]\nplugin = \"eval.perplexity\"\non = [\"stages.cap\"]\nfiles = { eng_Latn = \"file:e.txt\" }\ndevice = \"gpu\"\n",
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
 fn unknown_config_keys_are_rejected() {
     let project = Project::new();
     let err = project
