@@ -11,6 +11,7 @@ use aurora_corpus as _;
 use aurora_exec as _;
 use aurora_report as _;
 use aurora_tokens as _;
+use aurora_train_plugins as _;
 
 use std::process::ExitCode;
 

@@ -7,12 +7,14 @@
 //! - compiles a tiny C++ shim for what tch does not expose (deterministic algorithms).
 
 include!("build/link.rs");
+include!("build/version.rs");
 
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build/link.rs");
+    println!("cargo:rerun-if-changed=build/version.rs");
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
@@ -53,24 +55,4 @@ fn libtorch_lib_dir() -> PathBuf {
         // torch-sys would have failed already; keep going with a harmless path.
         Err(_) => PathBuf::from("/usr/lib"),
     }
-}
-
-fn libtorch_version(root: &Path) -> String {
-    if let Ok(text) = std::fs::read_to_string(root.join("build-version")) {
-        let v = text.trim();
-        if !v.is_empty() {
-            return v.to_owned();
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
-        for line in text.lines() {
-            if let Some(rest) = line.trim().strip_prefix("__version__") {
-                let v = rest.trim_start_matches([' ', '=']).trim().trim_matches(['\'', '"']);
-                if !v.is_empty() {
-                    return v.to_owned();
-                }
-            }
-        }
-    }
-    "unknown".to_owned()
 }

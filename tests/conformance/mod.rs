@@ -6,6 +6,7 @@ use aurora_corpus as _;
 use aurora_exec as _;
 use aurora_report as _;
 use aurora_tokens as _;
+use aurora_train_plugins as _;
 
 use aurora_core::plugin::registry;
 use serde_json::Value;
@@ -20,7 +21,12 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
             "dedup.exact",
             "exec.command",
             "mixer.blend",
+            "model.gptbigcode",
             "report.html",
+            "scheduler.constant",
+            "scheduler.cosine",
+            "scheduler.wsd",
+            "sft.instructions",
             "source.instructions",
             "source.jsonl",
             "source.megatron",
@@ -29,6 +35,7 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
             "tokenizer.bpe",
             "tokenizer.encode",
             "tokenizer.file",
+            "train.tch",
         ]
     );
     let mut sorted = ids.clone();

@@ -132,7 +132,8 @@ fn exec_checked(cmd: &mut Command) -> Result<()> {
 fn run_manifest(manifest: &Path, args: &[OsString]) -> Result<ExitCode> {
     let lt = libtorch::ensure(false)?;
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "aurora"]);
+    // aurora runs tch work in aurora-worker, which it finds next to itself.
+    build.args(["build", "--release", "-p", "aurora", "-p", "aurora-worker"]);
     lt.apply(&mut build)?;
     exec_checked(&mut build).context("building the aurora CLI")?;
 
@@ -291,6 +292,11 @@ fn test() -> Result<()> {
     })?;
     step("schema", &mut || schema(&lt, true))?;
     step("test", &mut || {
+        // Tests that run nodes start aurora-worker from the target directory (client::worker_path).
+        let mut build = cargo();
+        build.args(["build", "-p", "aurora-worker"]);
+        lt.apply(&mut build)?;
+        exec_checked(&mut build)?;
         let mut cmd = cargo();
         cmd.args(["test", "--workspace"]);
         lt.apply(&mut cmd)?;

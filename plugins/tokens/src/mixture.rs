@@ -104,6 +104,17 @@ pub fn source_is_tokenized(manifest_value: &Value, source: &str) -> bool {
     manifest_value["sources"][source]["plugin"].as_str() == Some("source.megatron")
 }
 
+/// The node holding the token store a mixture reads for `source` (an entry name) under
+/// `tokenizer` (a `[tokenizers.NAME]` name): the `source.megatron` entry itself, else the shared
+/// `tokens/TOKENIZER/SOURCE` node the mixture plans. Trainers take these nodes as inputs.
+pub fn store_node_id(manifest_value: &Value, tokenizer: &str, source: &str) -> String {
+    if source_is_tokenized(manifest_value, source) {
+        format!("sources/{source}")
+    } else {
+        crate::store::node_id(tokenizer, source)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MixerBlend;
 aurora_core::register_plugin!(MixerBlend);
@@ -208,14 +219,10 @@ impl Plugin for MixerBlend {
         )]);
         for name in config.weights.keys() {
             let pointer = format!("{weights_pointer}/{name}");
-            let store = if source_is_tokenized(&manifest.value, name) {
-                format!("sources/{name}")
-            } else {
-                let spec = plan_encode(&tokenizer, name, source_dedups(&manifest.value, name), &pointer);
-                let id = spec.id.clone();
-                nodes.push(spec);
-                id
-            };
+            let store = store_node_id(&manifest.value, &tokenizer, name);
+            if !source_is_tokenized(&manifest.value, name) {
+                nodes.push(plan_encode(&tokenizer, name, source_dedups(&manifest.value, name), &pointer));
+            }
             inputs.insert(format!("{STORE_PREFIX}{name}"), InputSpec { source: InputSource::Node(store), pointer });
         }
         let keyed = Keyed {

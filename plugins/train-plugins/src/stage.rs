@@ -1,0 +1,721 @@
+//! `train.tch` (one node per curriculum stage) and `sft.instructions` (instruction tuning): they
+//! share every training setting ([`TrainingFields`]) and run as a `TrainJob` in `aurora-worker`.
+//!
+//! Inputs of a `train.tch` node: the model entry (`model`), the mixture (`mixture`), its
+//! tokenizer (`tokenizer`), the token store of each of its sources (`store:SOURCE`) and, with
+//! `init` other than `"scratch"`, the init stage's artifact or Hugging Face directory (`init`).
+//! An `sft.instructions` node has `init`, the tokenizer of the stage chain it continues, and its
+//! instruction files (`file:0`, `file:1`, ...).
+//!
+//! The device: `"cpu"`, `"cuda:N"`, or `"auto"`, which is `cuda:0` only when the worker's libtorch
+//! is a CUDA build (its version has `+cu`) and `/proc/driver/nvidia/gpus` lists a GPU, else
+//! `cpu`. The resolved device class, the precision, the libtorch version (recorded when aurora is
+//! built, from `$LIBTORCH`) and the determinism mode are execution facts: they enter the node key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use aurora_core::diagnostic::{Diagnostic, Diagnostics};
+use aurora_core::manifest::FILE_PREFIX;
+use aurora_core::plugin::{
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+};
+use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id};
+use aurora_train::GptBigCodeConfig;
+use aurora_train::optimizer::AdamWConfig;
+use aurora_train::schedule::StageSchedule;
+use aurora_worker_api::{Init, Job, Precision, TrainData, TrainJob, client};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::model::{self, model_of};
+use crate::refs::{self, Referenced};
+use crate::schedulers;
+
+pub const TRAIN_ID: &str = "train.tch";
+pub const SFT_ID: &str = "sft.instructions";
+const MIXER_ID: &str = "mixer.blend";
+/// The prompt template of Aurora-M's safety instruction tuning; the response is the record's
+/// `output`.
+pub const DEFAULT_PROMPT_TEMPLATE: &str = "### Instruction:\n{instruction}\n### Response:\n";
+
+/// How a stage is laid out over devices (tensor, pipeline and data parallel degrees). Validated
+/// against the model and batch now; execution is on one device until sharded training lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    /// Tensor-parallel degree; must divide `n_head`.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub tp: u64,
+    /// Pipeline-parallel degree; must divide `n_layer`.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub pp: u64,
+    /// Data-parallel degree; `micro_batch * dp` must divide `global_batch`.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub dp: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_precision() -> Precision {
+    Precision::Fp32
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout { tp: 1, pp: 1, dp: 1 }
+    }
+}
+
+/// The training settings `train.tch` and `sft.instructions` share.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TrainingFields {
+    /// The learning-rate schedule, `"SECTION.NAME"` of a `scheduler.*` entry.
+    pub schedule: String,
+    /// Restart the schedule (warmup included) at this stage's first update instead of continuing
+    /// it on the global step counter ("re-warming").
+    #[serde(default)]
+    pub rewarm: bool,
+    /// With `init` = another stage: continue its run (optimizer state and step counter, as
+    /// Aurora-M's CAT continued CAP at step 90k) rather than only taking its weights.
+    #[serde(default)]
+    pub continue_run: bool,
+    /// AdamW hyper-parameters (defaults: beta1 0.9, beta2 0.95, eps 1e-8, weight_decay 0.1).
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    /// Global gradient-norm clip (0 = off).
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    /// Tokens per training sequence; at most the model's `n_positions` (and, for `train.tch`,
+    /// equal to the mixture's `seq_len`).
+    #[schemars(range(min = 1))]
+    pub seq_len: u64,
+    /// Sequences per forward/backward pass.
+    #[schemars(range(min = 1))]
+    pub micro_batch: u64,
+    /// Sequences per optimizer update (gradient accumulation over micro-batches).
+    #[schemars(range(min = 1))]
+    pub global_batch: u64,
+    /// Optimizer updates of this stage; default: one pass over the data in whole global batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub steps: Option<u64>,
+    /// Tensor/pipeline/data parallel degrees (default 1, 1, 1).
+    #[serde(default)]
+    pub layout: Layout,
+    /// `"auto"` (default), `"cpu"` or `"cuda:N"`.
+    #[serde(default = "default_device")]
+    #[schemars(regex(pattern = r"^(auto|cpu|cuda:[0-9]+)$"))]
+    pub device: String,
+    /// `"fp32"` (default; bitwise reproducible on CPU) or `"bf16"` (autocast, CUDA only).
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+    /// Write a resumable checkpoint every this many tokens (0 = only at the end).
+    #[serde(default)]
+    pub checkpoint_every_tokens: u64,
+    /// Token counts of this stage at which a Hugging Face checkpoint is kept in the artifact
+    /// (`milestones/tokens-N/`), for "performance vs training tokens" curves.
+    #[serde(default)]
+    pub milestones: Vec<u64>,
+    /// CPU threads for libtorch (0 = its default). Part of the key: CPU results depend on it.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+/// Where a `train.tch` stage's weights come from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum InitSpec {
+    /// `"scratch"` (fresh weights from the node's seed) or `"SECTION.NAME"` of another stage.
+    Named(String),
+    /// A Hugging Face GPTBigCode directory: `{ hf = "file:DIR" }` (e.g. StarCoderPlus).
+    Hf(HfInit),
+}
+
+/// `{ hf = "file:DIR" }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HfInit {
+    /// The directory: `config.json` and `model.safetensors` (or a sharded index).
+    pub hf: String,
+}
+
+impl Default for InitSpec {
+    fn default() -> Self {
+        InitSpec::Named(SCRATCH.into())
+    }
+}
+
+const SCRATCH: &str = "scratch";
+
+/// `[stages.NAME]` with `plugin = "train.tch"`: one curriculum stage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The architecture, `"SECTION.NAME"` of a `model.gptbigcode` entry.
+    pub model: String,
+    /// `"scratch"` (default), `"SECTION.NAME"` of another stage, or `{ hf = "file:DIR" }`.
+    #[serde(default)]
+    pub init: InitSpec,
+    /// The data, `"SECTION.NAME"` of a `mixer.blend` entry; its tokenizer is the stage's.
+    pub data: String,
+    #[serde(flatten)]
+    pub training: TrainingFields,
+}
+
+/// `[sft.NAME]` with `plugin = "sft.instructions"`: instruction tuning of a trained stage, loss on
+/// the responses only.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SftConfig {
+    /// The stage to tune, `"SECTION.NAME"` of a `train.tch` or `sft.instructions` entry; its
+    /// model and tokenizer are used.
+    pub init: String,
+    /// Instruction files (`"file:PATH"`): a JSON array or JSON Lines of
+    /// `{"instruction", "input", "output"}` records (`input` optional).
+    #[schemars(length(min = 1))]
+    pub files: Vec<String>,
+    /// The prompt, with `{instruction}` and `{input}` (without `{input}`, a non-empty input is
+    /// appended to the instruction after a blank line); the response is the record's `output`,
+    /// followed by EOS.
+    #[serde(default = "default_template")]
+    pub template: String,
+    #[serde(flatten)]
+    pub training: TrainingFields,
+}
+
+fn default_template() -> String {
+    DEFAULT_PROMPT_TEMPLATE.into()
+}
+
+/// Where the weights come from, as keyed (the directory is an input).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum InitKind {
+    Scratch,
+    Stage,
+    Hf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyedData {
+    /// The sources of the mixture (their stores are inputs `store:NAME`).
+    Mixture { sources: Vec<String> },
+    /// The prompt template; the files are inputs `file:0`, `file:1`, ...
+    Instructions { template: String, files: usize },
+}
+
+/// What enters a stage node's key (the directories and data are inputs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Keyed {
+    model: GptBigCodeConfig,
+    init: InitKind,
+    continue_run: bool,
+    data: KeyedData,
+    schedule: StageSchedule,
+    optimizer: AdamWConfig,
+    grad_clip: f64,
+    seq_len: u64,
+    micro_batch: u64,
+    global_batch: u64,
+    steps: Option<u64>,
+    device: String,
+    precision: Precision,
+    checkpoint_every_tokens: u64,
+    milestones: Vec<u64>,
+    threads: u32,
+}
+
+/// Collects the problems of one entry, each at a field of it.
+struct Problems<'a> {
+    ctx: &'a PlanContext<'a>,
+    pointer: String,
+    found: Vec<Diagnostic>,
+}
+
+impl Problems<'_> {
+    fn at(&self, field: &str) -> String {
+        format!("{}/{field}", self.pointer)
+    }
+    fn push(&mut self, field: &str, message: String, expected: &str, help: String) {
+        let pointer = self.at(field);
+        let origin = self.ctx.manifest.sources.value(&pointer).or_else(|| self.ctx.manifest.sources.key(&self.pointer));
+        self.found.push(Diagnostic::new(message).at(origin).pointer(pointer).expected(expected).help(help));
+    }
+}
+
+/// The libtorch version the worker was built against (when aurora was built; see build.rs).
+pub fn libtorch_version() -> &'static str {
+    env!("AURORA_LIBTORCH_VERSION")
+}
+
+/// What `device = "auto"` (or an explicit device) runs on.
+pub fn resolve_device(device: &str) -> String {
+    if device != "auto" {
+        return device.to_string();
+    }
+    let cuda_build = libtorch_version().contains("+cu");
+    let gpu_visible = std::fs::read_dir("/proc/driver/nvidia/gpus").is_ok_and(|mut d| d.next().is_some());
+    if cuda_build && gpu_visible { "cuda:0".into() } else { "cpu".into() }
+}
+
+/// The model and tokenizer node a stage chain starts from: follows `sft.instructions` inits down
+/// to a `train.tch` stage. `None` when a link is broken (reported by that entry itself).
+fn chain_origin(ctx: &PlanContext<'_>, start: &Referenced) -> Option<(GptBigCodeConfig, String)> {
+    let mut seen = BTreeSet::new();
+    let mut current = Referenced {
+        section: start.section.clone(),
+        name: start.name.clone(),
+        plugin: start.plugin.clone(),
+        config: start.config.clone(),
+    };
+    while current.plugin == SFT_ID {
+        if !seen.insert(current.node_id()) {
+            return None;
+        }
+        let next = current.config.get("init")?.as_str()?;
+        current = refs::resolve(ctx, "", "init", next, &[TRAIN_ID, SFT_ID]).ok()?;
+    }
+    let pointer = format!("/{}/{}", current.section, current.name);
+    let config: TrainConfig = serde_json::from_value(current.config.clone()).ok()?;
+    let model_ref = refs::resolve(ctx, &pointer, "model", &config.model, &[model::PLUGIN_ID]).ok()?;
+    let gpt = model_of(ctx.manifest, &format!("/{}/{}", model_ref.section, model_ref.name), &model_ref.config).ok()?;
+    let mixture = refs::resolve(ctx, &pointer, "data", &config.data, &[MIXER_ID]).ok()?;
+    let blend: BlendConfig = serde_json::from_value(mixture.config).ok()?;
+    let tokenizer = ctx.entry_ref(&blend.tokenizer)?;
+    Some((gpt, tokenizer))
+}
+
+/// Checks shared by both plugins; returns the schedule when it resolves.
+fn check_training(p: &mut Problems<'_>, t: &TrainingFields, model: Option<&GptBigCodeConfig>) -> Option<StageSchedule> {
+    let schedule = match refs::resolve(p.ctx, &p.at("schedule"), "schedule", &t.schedule, &schedulers::PLUGIN_IDS) {
+        Ok(r) => {
+            schedulers::schedule_of(&r.plugin, &r.config).map(|schedule| StageSchedule { schedule, rewarm: t.rewarm })
+        }
+        Err(d) => {
+            p.found.push(d);
+            None
+        }
+    };
+    if let Some(m) = model {
+        if t.seq_len as i64 > m.n_positions {
+            p.push(
+                "seq_len",
+                format!("seq_len = {} is above the model's n_positions = {}", t.seq_len, m.n_positions),
+                "seq_len <= n_positions (the learned position table has one row per position)",
+                format!("use seq_len <= {} or a model with n_positions >= {}", m.n_positions, t.seq_len),
+            );
+        }
+        if !(m.n_head as u64).is_multiple_of(t.layout.tp) {
+            p.push(
+                "layout/tp",
+                format!("tensor parallelism tp = {} does not divide the model's n_head = {}", t.layout.tp, m.n_head),
+                "tp dividing n_head (each tensor-parallel rank holds whole attention heads)",
+                format!("use a tp among the divisors of {}", m.n_head),
+            );
+        }
+        if !(m.n_layer as u64).is_multiple_of(t.layout.pp) {
+            p.push(
+                "layout/pp",
+                format!(
+                    "pipeline parallelism pp = {} does not divide the model's n_layer = {}",
+                    t.layout.pp, m.n_layer
+                ),
+                "pp dividing n_layer (each pipeline stage holds the same number of blocks)",
+                format!("use a pp among the divisors of {}", m.n_layer),
+            );
+        }
+    }
+    let per_update = t.micro_batch * t.layout.dp;
+    if per_update > 0 && !t.global_batch.is_multiple_of(per_update) {
+        p.push(
+            "global_batch",
+            format!(
+                "global_batch = {} is not a multiple of micro_batch * dp = {} * {} = {per_update}",
+                t.global_batch, t.micro_batch, t.layout.dp
+            ),
+            "global_batch = micro_batch * dp * (gradient accumulation steps)",
+            {
+                let lower = t.global_batch / per_update * per_update;
+                if lower == 0 {
+                    format!("use global_batch = {per_update} or a multiple of it")
+                } else {
+                    format!("use global_batch = {lower} or {}, or change micro_batch or dp", lower + per_update)
+                }
+            },
+        );
+    }
+    if t.precision == Precision::Bf16 && resolve_device(&t.device) == "cpu" {
+        p.push(
+            "precision",
+            format!("precision = \"bf16\" with device = \"{}\", which runs on the CPU", t.device),
+            "bf16 only on a CUDA device (autocast); on the CPU, fp32",
+            "use precision = \"fp32\", or device = \"cuda:0\" on a machine with a GPU and a CUDA libtorch".into(),
+        );
+    }
+    schedule
+}
+
+fn keyed(
+    model: GptBigCodeConfig,
+    init: InitKind,
+    data: KeyedData,
+    schedule: StageSchedule,
+    t: TrainingFields,
+) -> Value {
+    let keyed = Keyed {
+        model,
+        init,
+        continue_run: t.continue_run,
+        data,
+        schedule,
+        optimizer: t.optimizer,
+        grad_clip: t.grad_clip,
+        seq_len: t.seq_len,
+        micro_batch: t.micro_batch,
+        global_batch: t.global_batch,
+        steps: t.steps,
+        device: t.device,
+        precision: t.precision,
+        checkpoint_every_tokens: t.checkpoint_every_tokens,
+        milestones: t.milestones,
+        threads: t.threads,
+    };
+    serde_json::to_value(keyed).expect("keyed config serialises")
+}
+
+fn node_input(id: String, pointer: String) -> InputSpec {
+    InputSpec { source: InputSource::Node(id), pointer }
+}
+
+/// An init stage reference: another stage, not this one.
+fn resolve_init_stage(p: &mut Problems<'_>, entry: &Entry<'_>, reference: &str) -> Option<Referenced> {
+    let r = refs::resolve(p.ctx, &p.at("init"), "init", reference, &[TRAIN_ID, SFT_ID]);
+    match r {
+        Ok(r) if r.section == entry.section && r.name == entry.name => {
+            p.push(
+                "init",
+                format!("`init` = \"{reference}\" is this stage itself"),
+                "\"scratch\", another stage's \"SECTION.NAME\", or { hf = \"file:DIR\" }",
+                "a stage continues from a different, earlier stage".into(),
+            );
+            None
+        }
+        Ok(r) => Some(r),
+        Err(d) => {
+            p.found.push(d);
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainTch;
+aurora_core::register_plugin!(TrainTch);
+
+impl Plugin for TrainTch {
+    fn id(&self) -> &'static str {
+        TRAIN_ID
+    }
+    fn kind(&self) -> PluginKind {
+        PluginKind::Trainer
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "Train a GPTBigCode curriculum stage on a mixture with libtorch (AdamW, schedules, resumable checkpoints, HF export)"
+    }
+    fn config_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(TrainConfig)
+    }
+    fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
+        let config: TrainConfig = entry.parse(ctx.manifest)?;
+        let mut p = Problems { ctx, pointer: entry.pointer(), found: Vec::new() };
+        let mut inputs = BTreeMap::new();
+        let model = match refs::resolve(ctx, &p.at("model"), "model", &config.model, &[model::PLUGIN_ID]) {
+            Ok(r) => {
+                inputs.insert("model".to_string(), node_input(r.node_id(), p.at("model")));
+                // An invalid model is reported by its own entry.
+                model_of(ctx.manifest, &format!("/{}/{}", r.section, r.name), &r.config).ok()
+            }
+            Err(d) => {
+                p.found.push(d);
+                None
+            }
+        };
+        let mut sources = Vec::new();
+        match refs::resolve(ctx, &p.at("data"), "data", &config.data, &[MIXER_ID]) {
+            Ok(r) => {
+                if let Ok(blend) = serde_json::from_value::<BlendConfig>(r.config.clone()) {
+                    if blend.seq_len != config.training.seq_len {
+                        p.push(
+                            "seq_len",
+                            format!(
+                                "seq_len = {} differs from the seq_len = {} of the mixture `{}`",
+                                config.training.seq_len, blend.seq_len, config.data
+                            ),
+                            "the mixture's seq_len (its samples hold seq_len + 1 tokens)",
+                            format!("use seq_len = {}, or change the mixture's", blend.seq_len),
+                        );
+                    }
+                    let tokenizer_name = blend.tokenizer.strip_prefix("tokenizers.").unwrap_or(&blend.tokenizer);
+                    inputs.insert("mixture".into(), node_input(r.node_id(), p.at("data")));
+                    if let Some(tokenizer) = ctx.entry_ref(&blend.tokenizer) {
+                        inputs.insert("tokenizer".into(), node_input(tokenizer, p.at("data")));
+                    }
+                    for source in blend.weights.keys() {
+                        let store = store_node_id(&ctx.manifest.value, tokenizer_name, source);
+                        inputs.insert(format!("{STORE_PREFIX}{source}"), node_input(store, p.at("data")));
+                        sources.push(source.clone());
+                    }
+                }
+            }
+            Err(d) => p.found.push(d),
+        }
+        let init = match &config.init {
+            InitSpec::Named(name) if name == SCRATCH => InitKind::Scratch,
+            InitSpec::Named(reference) => {
+                if let Some(r) = resolve_init_stage(&mut p, entry, reference) {
+                    inputs.insert("init".into(), node_input(r.node_id(), p.at("init")));
+                }
+                InitKind::Stage
+            }
+            InitSpec::Hf(HfInit { hf }) => {
+                if hf.starts_with(FILE_PREFIX) {
+                    inputs.insert(
+                        "init".into(),
+                        InputSpec { source: InputSource::Path(hf.clone()), pointer: p.at("init/hf") },
+                    );
+                } else {
+                    p.push(
+                        "init/hf",
+                        format!("`init.hf` = \"{hf}\" is not a file reference"),
+                        "\"file:DIR\", a Hugging Face GPTBigCode directory relative to the manifest",
+                        format!("write `init = {{ hf = \"file:{hf}\" }}`"),
+                    );
+                }
+                InitKind::Hf
+            }
+        };
+        if config.training.continue_run && init != InitKind::Stage {
+            p.push(
+                "continue_run",
+                "`continue_run = true` without a stage to continue".into(),
+                "continue_run only with init = \"SECTION.NAME\" of another stage",
+                "remove continue_run, or point init at the stage whose run this one continues".into(),
+            );
+        }
+        let schedule = check_training(&mut p, &config.training, model.as_ref());
+        match (p.found.is_empty(), model, schedule) {
+            (true, Some(model), Some(schedule)) => {
+                let keyed = keyed(model, init, KeyedData::Mixture { sources }, schedule, config.training);
+                Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
+            }
+            // A missing model or schedule was reported by its own entry; say which stage it stops.
+            (true, ..) => Err(Diagnostic::new(format!(
+                "stage `{}` cannot be planned: its model or schedule entry has errors (reported above)",
+                entry.node_id()
+            ))
+            .at(ctx.manifest.sources.key(&entry.pointer()))
+            .pointer(entry.pointer())
+            .into()),
+            (false, ..) => Err(Diagnostics(p.found)),
+        }
+    }
+    fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
+        execute_stage(ctx)
+    }
+    fn execution_facts(&self, config: &Value) -> BTreeMap<String, String> {
+        stage_facts(config)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SftInstructions;
+aurora_core::register_plugin!(SftInstructions);
+
+impl Plugin for SftInstructions {
+    fn id(&self) -> &'static str {
+        SFT_ID
+    }
+    fn kind(&self) -> PluginKind {
+        PluginKind::Sft
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "Instruction-tune a trained stage on {instruction, input, output} records (loss on responses only)"
+    }
+    fn config_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(SftConfig)
+    }
+    fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
+        let config: SftConfig = entry.parse(ctx.manifest)?;
+        let mut p = Problems { ctx, pointer: entry.pointer(), found: Vec::new() };
+        let mut inputs = BTreeMap::new();
+        let origin = resolve_init_stage(&mut p, entry, &config.init).and_then(|r| {
+            inputs.insert("init".to_string(), node_input(r.node_id(), p.at("init")));
+            chain_origin(ctx, &r)
+        });
+        for (i, file) in config.files.iter().enumerate() {
+            let pointer = p.at(&format!("files/{i}"));
+            if file.starts_with(FILE_PREFIX) {
+                inputs.insert(format!("file:{i}"), InputSpec { source: InputSource::Path(file.clone()), pointer });
+            } else {
+                p.push(
+                    &format!("files/{i}"),
+                    format!("`files` entry \"{file}\" is not a file reference"),
+                    "\"file:PATH\" (relative to the manifest)",
+                    format!("write \"file:{file}\""),
+                );
+            }
+        }
+        let model = origin.as_ref().map(|(model, _)| model.clone());
+        let schedule = check_training(&mut p, &config.training, model.as_ref());
+        match (p.found.is_empty(), origin, schedule) {
+            (true, Some((model, tokenizer)), Some(schedule)) => {
+                inputs.insert("tokenizer".into(), node_input(tokenizer, p.at("init")));
+                let data = KeyedData::Instructions { template: config.template, files: config.files.len() };
+                let keyed = keyed(model, InitKind::Stage, data, schedule, config.training);
+                Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
+            }
+            (true, ..) => Err(Diagnostic::new(format!(
+                "`{}` cannot be planned: the stage it continues, or its schedule, has errors (reported above)",
+                entry.node_id()
+            ))
+            .at(ctx.manifest.sources.key(&entry.pointer()))
+            .pointer(entry.pointer())
+            .into()),
+            (false, ..) => Err(Diagnostics(p.found)),
+        }
+    }
+    fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
+        execute_stage(ctx)
+    }
+    fn execution_facts(&self, config: &Value) -> BTreeMap<String, String> {
+        stage_facts(config)
+    }
+}
+
+fn stage_facts(config: &Value) -> BTreeMap<String, String> {
+    let Ok(keyed) = serde_json::from_value::<Keyed>(config.clone()) else {
+        return BTreeMap::new();
+    };
+    let device = resolve_device(&keyed.device);
+    let class = if device == "cpu" { "cpu" } else { "cuda" };
+    let determinism = if class == "cpu" {
+        // CPU reductions depend on the thread count; the worker pins it and deterministic algorithms.
+        format!(
+            "deterministic algorithms, {} threads",
+            if keyed.threads == 0 { "default".into() } else { keyed.threads.to_string() }
+        )
+    } else {
+        "deterministic algorithms (CUDA results may still differ across GPU models)".into()
+    };
+    BTreeMap::from([
+        ("device".into(), class.into()),
+        (
+            "precision".into(),
+            serde_json::to_value(keyed.precision).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        ),
+        ("libtorch".into(), libtorch_version().into()),
+        ("determinism".into(), determinism),
+    ])
+}
+
+fn execute_stage(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
+    let keyed: Keyed = ctx.parse()?;
+    let (inputs, node) = (ctx.inputs, ctx.node_id);
+    let input = |name: &str| -> Result<PathBuf, PluginError> {
+        inputs.get(name).cloned().ok_or_else(|| PluginError::new(format!("input `{name}` of {node} is missing")))
+    };
+    let init = match keyed.init {
+        InitKind::Scratch => Init::Scratch,
+        InitKind::Stage => Init::Stage { dir: input("init")?, continue_run: keyed.continue_run },
+        InitKind::Hf => Init::Hf { dir: input("init")? },
+    };
+    let data = match &keyed.data {
+        KeyedData::Mixture { sources } => {
+            let stores = sources
+                .iter()
+                .map(|s| Ok((s.clone(), input(&format!("{STORE_PREFIX}{s}"))?)))
+                .collect::<Result<_, PluginError>>()?;
+            TrainData::Mixture { dir: input("mixture")?, stores }
+        }
+        KeyedData::Instructions { template, files } => {
+            let files = (0..*files).map(|i| input(&format!("file:{i}"))).collect::<Result<Vec<_>, _>>()?;
+            TrainData::Instructions { examples: render_examples(ctx, template, &files)? }
+        }
+    };
+    let job = TrainJob {
+        node: ctx.node_id.to_string(),
+        seed: ctx.seed,
+        device: resolve_device(&keyed.device),
+        precision: keyed.precision,
+        model: keyed.model,
+        init,
+        data,
+        tokenizer: input("tokenizer")?,
+        schedule: keyed.schedule,
+        optimizer: keyed.optimizer,
+        grad_clip: keyed.grad_clip,
+        seq_len: keyed.seq_len,
+        micro_batch: keyed.micro_batch,
+        global_batch: keyed.global_batch,
+        steps: keyed.steps,
+        checkpoint_every_tokens: keyed.checkpoint_every_tokens,
+        milestones: keyed.milestones,
+        threads: keyed.threads,
+        out_dir: ctx.out_dir.to_path_buf(),
+        work_dir: ctx.resume_dir.to_path_buf(),
+    };
+    let metrics = client::run(&Job::Train(job), ctx)?;
+    Ok(ExecOutcome { metrics })
+}
+
+/// Renders instruction files into `examples.jsonl` (`{"prompt", "response"}` per record) in the
+/// resume directory, with aurora-corpus's reader (same formats and errors as `source.instructions`).
+fn render_examples(ctx: &mut ExecContext<'_>, template: &str, files: &[PathBuf]) -> Result<PathBuf, PluginError> {
+    let mut examples = Vec::new();
+    for file in files {
+        // Two passes with one reader: the rendered prompt, then the bare output of each record.
+        let read = |template: &str| -> Result<Vec<String>, PluginError> {
+            let mut texts = Vec::new();
+            let mut state = aurora_corpus::read::ReadState::default();
+            aurora_corpus::read::instructions(file, template, &mut state, &mut |text| {
+                texts.push(text);
+                true
+            })
+            .map_err(|e| PluginError::new(e.to_string()))?;
+            Ok(texts)
+        };
+        let prompts = read(template)?;
+        let responses = read("{output}")?;
+        examples.extend(prompts.into_iter().zip(responses));
+    }
+    std::fs::create_dir_all(ctx.resume_dir)
+        .map_err(|e| PluginError::new(format!("cannot create {}: {e}", ctx.resume_dir.display())))?;
+    let path = ctx.resume_dir.join("examples.jsonl");
+    let mut text = String::new();
+    for (prompt, response) in &examples {
+        text.push_str(&json!({ "prompt": prompt, "response": response }).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).map_err(|e| PluginError::new(format!("cannot write {}: {e}", path.display())))?;
+    let _ = writeln!(ctx.log, "{}: {} instruction examples from {} file(s)", ctx.node_id, examples.len(), files.len());
+    Ok(path)
+}

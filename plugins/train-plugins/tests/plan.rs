@@ -1,0 +1,267 @@
+//! Planning of the training plugins: a valid curriculum, and every plan-time error (each a
+//! diagnostic at the manifest key, snapshot-tested as rendered).
+
+// Plugins register by being linked.
+use aurora_corpus as _;
+use aurora_tokens as _;
+use aurora_train_plugins as _;
+
+use aurora_core::manifest::{ResolveOptions, resolve};
+use aurora_core::plan::{Plan, plan};
+
+const BASE: &str = r#"[experiment]
+name = "t"
+seed = 1
+
+[sources.web]
+plugin = "source.jsonl"
+files = ["file:data/a.jsonl"]
+lang = "eng_Latn"
+dedup = false
+
+[tokenizers.bpe]
+plugin = "tokenizer.bpe"
+vocab_size = 512
+special_tokens = ["<|endoftext|>"]
+sample = ["sources.web"]
+
+[mixtures.cap]
+plugin = "mixer.blend"
+tokenizer = "tokenizers.bpe"
+weights = { web = 1.0 }
+tokens = 10000
+seq_len = 64
+
+[mixtures.cat]
+plugin = "mixer.blend"
+tokenizer = "tokenizers.bpe"
+weights = { web = 1.0 }
+tokens = 2000
+seq_len = 64
+
+[models.tiny]
+plugin = "model.gptbigcode"
+vocab_size = 512
+n_positions = 128
+n_embd = 64
+n_layer = 2
+n_head = 4
+
+[schedulers.cap]
+plugin = "scheduler.cosine"
+max_lr = 1e-3
+min_lr = 1e-4
+warmup_steps = 10
+decay_steps = 100
+
+[schedulers.cat]
+plugin = "scheduler.wsd"
+max_lr = 5e-4
+min_lr = 5e-5
+warmup_steps = 0
+stable_steps = 10
+decay_steps = 10
+
+[stages.cap]
+plugin = "train.tch"
+model = "models.tiny"
+data = "mixtures.cap"
+schedule = "schedulers.cap"
+seq_len = 64
+micro_batch = 4
+global_batch = 8
+device = "cpu"
+threads = 1
+
+[stages.cat]
+plugin = "train.tch"
+model = "models.tiny"
+init = "stages.cap"
+continue_run = true
+data = "mixtures.cat"
+schedule = "schedulers.cat"
+seq_len = 64
+micro_batch = 4
+global_batch = 8
+device = "cpu"
+threads = 1
+milestones = [1024]
+
+[sft.safety]
+plugin = "sft.instructions"
+init = "stages.cat"
+files = ["file:data/safety.json"]
+schedule = "schedulers.cat"
+seq_len = 128
+micro_batch = 2
+global_batch = 4
+device = "cpu"
+"#;
+
+/// Plans `BASE` with each `(from, to)` replacement applied (each `from` must occur exactly once).
+fn plan_with(edits: &[(&str, &str)]) -> Result<Plan, String> {
+    let mut text = BASE.to_string();
+    for (from, to) in edits {
+        assert_eq!(text.matches(from).count(), 1, "`{from}` must occur once in the base manifest");
+        text = text.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/a.jsonl"), "{\"text\":\"hello\"}\n").unwrap();
+    std::fs::write(dir.path().join("data/safety.json"), "[{\"instruction\":\"hi\",\"output\":\"no\"}]").unwrap();
+    std::fs::write(dir.path().join("m.toml"), &text).unwrap();
+    let manifest = resolve(&dir.path().join("m.toml"), &ResolveOptions::default()).map_err(|e| e.to_string())?;
+    plan(manifest).map_err(|e| e.to_string().replace(&dir.path().display().to_string(), "<project>"))
+}
+
+fn error(edits: &[(&str, &str)]) -> String {
+    match plan_with(edits) {
+        Ok(_) => panic!("planned despite {edits:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_two_stage_curriculum_with_sft_plans() {
+    let plan = plan_with(&[]).unwrap();
+    let cap = plan.node("stages/cap").unwrap();
+    let inputs: Vec<(&str, String)> = cap.inputs.iter().map(|(k, v)| (k.as_str(), format!("{:?}", v.source))).collect();
+    assert_eq!(
+        inputs,
+        [
+            ("mixture", "Node(\"mixtures/cap\")".to_string()),
+            ("model", "Node(\"models/tiny\")".to_string()),
+            ("store:web", "Node(\"tokens/bpe/web\")".to_string()),
+            ("tokenizer", "Node(\"tokenizers/bpe\")".to_string()),
+        ]
+    );
+    assert_eq!(cap.config["init"], "scratch");
+    assert_eq!(cap.config["model"]["n_layer"], 2);
+    assert_eq!(cap.config["schedule"]["schedule"]["kind"], "cosine");
+    let cat = plan.node("stages/cat").unwrap();
+    assert_eq!(format!("{:?}", cat.inputs["init"].source), "Node(\"stages/cap\")");
+    assert_eq!(cat.config["continue_run"], true);
+    assert_eq!(cat.config["milestones"], serde_json::json!([1024]));
+    // CAT runs after CAP; SFT after CAT.
+    assert!(plan.position("stages/cap") < plan.position("stages/cat"));
+    let sft = plan.node("sft/safety").unwrap();
+    assert_eq!(format!("{:?}", sft.inputs["init"].source), "Node(\"stages/cat\")");
+    assert_eq!(format!("{:?}", sft.inputs["tokenizer"].source), "Node(\"tokenizers/bpe\")");
+    assert!(
+        matches!(&sft.inputs["file:0"].source, aurora_core::plugin::InputSource::Path(p) if p.ends_with("data/safety.json"))
+    );
+    assert_eq!(sft.config["data"]["instructions"]["template"], "### Instruction:\n{instruction}\n### Response:\n");
+    assert_eq!(sft.config["model"], cap.config["model"], "SFT tunes the model of the stage chain");
+    // Execution facts enter the key: the device class, precision, libtorch and determinism.
+    assert_eq!(cap.facts["device"], "cpu");
+    assert_eq!(cap.facts["precision"], "fp32");
+    assert_eq!(cap.facts["determinism"], "deterministic algorithms, 1 threads");
+    assert!(cap.facts.contains_key("libtorch"));
+    let model = plan.node("models/tiny").unwrap();
+    assert_eq!(model.config["model_type"], "gpt_bigcode");
+    assert_eq!(plan.node("schedulers/cat").unwrap().config["kind"], "wsd");
+}
+
+#[test]
+fn seq_len_above_n_positions() {
+    insta::assert_snapshot!(error(&[("seq_len = 128\nmicro_batch = 2", "seq_len = 256\nmicro_batch = 2")]));
+}
+
+#[test]
+fn n_head_not_divisible_by_tp() {
+    insta::assert_snapshot!(error(&[("threads = 1\nmilestones", "threads = 1\nlayout = { tp = 3 }\nmilestones")]));
+}
+
+#[test]
+fn n_layer_not_divisible_by_pp() {
+    insta::assert_snapshot!(error(&[("threads = 1\nmilestones", "threads = 1\nlayout = { pp = 4 }\nmilestones")]));
+}
+
+#[test]
+fn global_batch_not_divisible_by_micro_batch_times_dp() {
+    insta::assert_snapshot!(error(&[("threads = 1\nmilestones", "threads = 1\nlayout = { dp = 3 }\nmilestones")]));
+}
+
+#[test]
+fn unknown_model_reference() {
+    insta::assert_snapshot!(error(&[(
+        "model = \"models.tiny\"\ndata = \"mixtures.cap\"",
+        "model = \"models.tiyn\"\ndata = \"mixtures.cap\""
+    )]));
+}
+
+#[test]
+fn unknown_mixture_reference() {
+    insta::assert_snapshot!(error(&[("data = \"mixtures.cat\"", "data = \"mixtures.cta\"")]));
+}
+
+#[test]
+fn unknown_scheduler_reference() {
+    insta::assert_snapshot!(error(&[("schedule = \"schedulers.cap\"", "schedule = \"schedulers.cpa\"")]));
+}
+
+#[test]
+fn unknown_init_stage() {
+    insta::assert_snapshot!(error(&[("init = \"stages.cap\"", "init = \"stages.cpa\"")]));
+}
+
+#[test]
+fn seq_len_differs_from_the_mixture() {
+    insta::assert_snapshot!(error(&[(
+        "seq_len = 64\nmicro_batch = 4\nglobal_batch = 8\ndevice = \"cpu\"\nthreads = 1\n\n",
+        "seq_len = 32\nmicro_batch = 4\nglobal_batch = 8\ndevice = \"cpu\"\nthreads = 1\n\n"
+    )]));
+}
+
+#[test]
+fn bf16_on_cpu() {
+    insta::assert_snapshot!(error(&[(
+        "global_batch = 4\ndevice = \"cpu\"",
+        "global_batch = 4\ndevice = \"cpu\"\nprecision = \"bf16\""
+    )]));
+}
+
+#[test]
+fn init_pointing_at_itself() {
+    insta::assert_snapshot!(error(&[("init = \"stages.cap\"", "init = \"stages.cat\"")]));
+}
+
+#[test]
+fn continue_run_without_a_stage() {
+    insta::assert_snapshot!(error(&[("init = \"stages.cap\"\ncontinue_run = true", "continue_run = true")]));
+}
+
+#[test]
+fn invalid_model_dimensions_are_reported_at_the_model() {
+    insta::assert_snapshot!(error(&[("n_head = 4", "n_head = 3")]));
+}
+
+#[test]
+fn a_model_without_dimensions_or_preset() {
+    insta::assert_snapshot!(error(&[("vocab_size = 512\nn_positions = 128\n", "")]));
+}
+
+#[test]
+fn a_schedule_with_its_floor_above_its_peak() {
+    insta::assert_snapshot!(error(&[("min_lr = 1e-4", "min_lr = 1e-2")]));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_a_suggestion() {
+    insta::assert_snapshot!(error(&[("milestones = [1024]", "milestone = [1024]")]));
+}
+
+#[test]
+fn the_starcoderplus_preset_plans() {
+    let plan = plan_with(&[(
+        "vocab_size = 512\nn_positions = 128\nn_embd = 64\nn_layer = 2\nn_head = 4",
+        "preset = \"starcoderplus\"\nvocab_size = 512",
+    )])
+    .unwrap();
+    let model = &plan.node("models/tiny").unwrap().config;
+    assert_eq!(
+        (model["n_layer"].as_i64(), model["n_embd"].as_i64(), model["n_head"].as_i64()),
+        (Some(40), Some(6144), Some(48))
+    );
+    assert_eq!(model["vocab_size"], 512, "fields override the preset");
+}
