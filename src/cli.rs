@@ -19,7 +19,7 @@ use crate::output;
 #[derive(Parser)]
 #[command(name = "aurora", version, about = "Declarative, content-addressed continual-pretraining experiments")]
 #[command(
-    after_help = "The store is `.aurora/` at the root of the manifest's repository; set AURORA_STORE to move it.\nExit codes: 0 ok, 1 a node failed or verification differed, 2 bad usage or bad manifest."
+    after_help = "The store is `.aurora/` at the root of the manifest's repository; set AURORA_STORE to move it.\nExit codes: 0 ok, 1 a node failed, verification or `aurora diff` found differences, 2 bad usage or bad manifest."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -98,6 +98,17 @@ enum Command {
         /// With --out: fail (exit 1) if the files differ from what the code generates.
         #[arg(long, requires = "out")]
         check: bool,
+    },
+    /// Compare two recorded runs: manifests, node keys (and why they differ), artifacts, metrics.
+    #[command(after_help = "Exit code 0 when the runs are identical, 1 when they differ.")]
+    Diff {
+        /// The first run (an id or a unique prefix of one; see `aurora runs list`).
+        run_a: String,
+        /// The second run.
+        run_b: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect run records.
     Runs {
@@ -204,6 +215,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schema { out, check } => cmd_schema(out.as_deref(), check),
         Command::Runs { command } => cmd_runs(command),
+        Command::Diff { run_a, run_b, json } => cmd_diff(&run_a, &run_b, json),
         Command::BookCheck { dir } => crate::output::book_check(&dir),
     }
 }
@@ -364,4 +376,12 @@ fn cmd_runs(command: RunsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_diff(run_a: &str, run_b: &str, json: bool) -> Result<ExitCode> {
+    let store = open_existing_store_here()?;
+    let read = |id: &str| store.read_run(id).map_err(|e| usage(e.to_string(), "`aurora runs list` shows the run ids"));
+    let diff = crate::diff::diff_runs(&store, &read(run_a)?, &read(run_b)?);
+    print!("{}", output::run_diff(&diff, json));
+    Ok(if diff.identical { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

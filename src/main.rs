@@ -4,6 +4,7 @@
 //! verification differed, 2 bad usage or a bad manifest.
 
 mod cli;
+mod diff;
 mod output;
 
 // Plugins register themselves by being linked; these lines make sure the linker keeps them.

@@ -386,3 +386,51 @@ fn toml_blocks(text: &str) -> Vec<(usize, String)> {
     }
     blocks
 }
+
+/// `aurora diff` (or its JSON).
+pub fn run_diff(diff: &crate::diff::RunDiff, json: bool) -> String {
+    if json {
+        return format!("{}\n", serde_json::to_string_pretty(diff).expect("a diff serialises"));
+    }
+    let short = |s: &Option<String>| s.as_deref().map_or("-", |k| &k[..12.min(k.len())]).to_string();
+    let (a, b) = (&diff.run_a, &diff.run_b);
+    if diff.identical {
+        return format!("runs {a} and {b} are identical: same manifest, node keys, artifacts and metrics\n");
+    }
+    let mut out = format!("runs {a} (A) and {b} (B) differ\n");
+    if diff.manifest_digest_a != diff.manifest_digest_b || !diff.manifest.is_empty() {
+        let digest = |d: &Value| d.as_str().map_or("-", |d| &d[..12.min(d.len())]).to_string();
+        let _ = writeln!(out, "manifest {} -> {}", digest(&diff.manifest_digest_a), digest(&diff.manifest_digest_b));
+        for c in &diff.manifest {
+            let _ = writeln!(out, "  {}: {} -> {}", c.pointer, c.a, c.b);
+        }
+    }
+    for n in &diff.nodes {
+        let _ = writeln!(out, "node {}", n.id);
+        if n.key_a != n.key_b {
+            let _ =
+                writeln!(out, "  key      {} -> {}: {}", short(&n.key_a), short(&n.key_b), n.key_changes.join("; "));
+        }
+        for c in &n.config {
+            let _ = writeln!(out, "    config {}: {} -> {}", c.pointer, c.a, c.b);
+        }
+        if n.artifact_a != n.artifact_b {
+            let _ = writeln!(out, "  artifact {} -> {}", short(&n.artifact_a), short(&n.artifact_b));
+        }
+        if n.status_a != n.status_b
+            && [&n.status_a, &n.status_b].iter().any(|s| !matches!(s.as_str(), "executed" | "cached"))
+        {
+            let _ = writeln!(out, "  status   {} -> {}", n.status_a, n.status_b);
+        }
+        for m in &n.metrics {
+            let change = m.relative.map(|r| format!(" ({:+.2}%)", r * 100.0)).unwrap_or_default();
+            let _ = writeln!(out, "  metric   {}: {} -> {}{change}", m.name, m.a, m.b);
+        }
+    }
+    for (side, ids) in [("A", &diff.only_in_a), ("B", &diff.only_in_b)] {
+        if !ids.is_empty() {
+            let _ = writeln!(out, "only in {side}: {}", ids.join(", "));
+        }
+    }
+    out
+}

@@ -1100,3 +1100,72 @@ fn the_shipped_experiment_runs_and_reruns_as_a_no_op() {
     assert!(second["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "cached"), "{second:#}");
     assert_eq!(first["manifest_digest"], second["manifest_digest"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. aurora diff
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn diff_of_two_runs_of_the_same_manifest_is_identical() {
+    let p = Project::new();
+    p.write("data/raw.txt", "Same\n");
+    p.write("manifest.toml", CHAIN);
+    let r1 = p.json(&["run", "manifest.toml", "--json"]);
+    let r2 = p.json(&["run", "manifest.toml", "--json"]);
+    let (id1, id2) = (r1["run_id"].as_str().unwrap(), r2["run_id"].as_str().unwrap());
+    let out = p.run(&["diff", id1, id2]);
+    assert_code(&out, 0, "identical runs");
+    assert_eq!(
+        stdout(&out),
+        format!("runs {id1} and {id2} are identical: same manifest, node keys, artifacts and metrics\n")
+    );
+    let doc: Value = serde_json::from_str(&stdout(&p.run(&["diff", id1, id2, "--json"]))).unwrap();
+    assert_eq!(doc["identical"], true);
+    assert_eq!(doc["nodes"], serde_json::json!([]));
+    // Unknown run ids are usage errors.
+    let out = p.run(&["diff", id1, "no-such-run"]);
+    assert_code(&out, 2, "unknown run");
+    assert!(stderr(&out).contains("aurora runs list"), "{}", stderr(&out));
+}
+
+#[test]
+fn diff_shows_the_changed_node_its_config_field_and_nodes_in_one_run_only() {
+    let p = Project::new();
+    p.write("data/raw.txt", "Hello World\n");
+    p.write("manifest.toml", CHAIN);
+    let r1 = p.json(&["run", "manifest.toml", "--json"]);
+    // Same bytes by another command (b and c stay cached), and one more step.
+    let edited = CHAIN.replace("tr A-Z a-z", r#"tr "[:upper:]" "[:lower:]""#)
+        + "\n[steps.d]\nplugin = \"exec.command\"\nargv = [\"sh\", \"-c\", 'echo d > \"$AURORA_OUT/d.txt\"']\n";
+    p.write("manifest.toml", &edited);
+    let r2 = p.json(&["run", "manifest.toml", "--json"]);
+    let (id1, id2) = (r1["run_id"].as_str().unwrap(), r2["run_id"].as_str().unwrap());
+
+    let out = p.run(&["diff", id1, id2]);
+    assert_code(&out, 1, "runs that differ");
+    let text = stdout(&out);
+    assert!(text.contains("node steps/a\n"), "{text}");
+    assert!(text.contains("config changed (argv)"), "{text}");
+    assert!(!text.contains("node steps/b") && !text.contains("node steps/c"), "b and c kept their keys:\n{text}");
+    assert!(text.contains("only in B: steps/d"), "{text}");
+    insta::assert_snapshot!("diff_changed_config", p.redact(&text));
+
+    let doc: Value = serde_json::from_str(&stdout(&p.run(&["diff", id1, id2, "--json"]))).unwrap();
+    assert_eq!(doc["identical"], false);
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{doc:#}");
+    assert_eq!(nodes[0]["id"], "steps/a");
+    assert_eq!(nodes[0]["key_a"], node(&r1, "steps/a")["key"]);
+    assert_eq!(nodes[0]["key_b"], node(&r2, "steps/a")["key"]);
+    assert_eq!(nodes[0]["artifact_a"], nodes[0]["artifact_b"], "same bytes by another command");
+    let config = nodes[0]["config"].as_array().unwrap();
+    assert_eq!(config.len(), 1, "{config:?}");
+    assert_eq!(config[0]["pointer"], "/argv/2");
+    assert!(config[0]["a"].as_str().unwrap().contains("tr A-Z a-z"));
+    assert!(config[0]["b"].as_str().unwrap().contains("[:upper:]"));
+    assert_eq!(doc["only_in_a"], serde_json::json!([]));
+    assert_eq!(doc["only_in_b"], serde_json::json!(["steps/d"]));
+    let manifest: Vec<&str> =
+        doc["manifest"].as_array().unwrap().iter().map(|c| c["pointer"].as_str().unwrap()).collect();
+    assert_eq!(manifest, ["/steps/a/argv/2", "/steps/d"]);
+}

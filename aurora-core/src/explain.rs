@@ -25,7 +25,13 @@ pub fn why_pending(store: &Store, node: &PlannedNode, key: &Digest, digests: &BT
     let Some(previous) = store.read_action(&previous_key).ok().flatten().map(|a| a.components) else {
         return "new (its previous result is no longer in the store)".to_string();
     };
-    let now = node.key_components(digests);
+    let reasons = component_changes(&previous, &node.key_components(digests));
+    if reasons.is_empty() { "key changed".to_string() } else { reasons.join("; ") }
+}
+
+/// Which key components differ between two action records' `components` (plugin, its version,
+/// config, seed, inputs, execution facts), as short reasons: "config changed (argv)", ...
+pub fn component_changes(previous: &Value, now: &Value) -> Vec<String> {
     let mut reasons = Vec::new();
     if previous["plugin"] != now["plugin"] {
         reasons.push(format!("plugin changed ({} -> {})", previous["plugin"], now["plugin"]));
@@ -49,7 +55,7 @@ pub fn why_pending(store: &Store, node: &PlannedNode, key: &Digest, digests: &BT
         reasons
             .push(format!("execution facts changed ({})", changed_keys(&previous["facts"], &now["facts"]).join(", ")));
     }
-    if reasons.is_empty() { "key changed".to_string() } else { reasons.join("; ") }
+    reasons
 }
 
 /// Top-level keys whose values differ between two JSON objects.

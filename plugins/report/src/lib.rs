@@ -4,9 +4,10 @@
 //! number formatting, no timestamps.
 //!
 //! Inputs are found at plan time from the manifest: `stages` and `mixtures` name entries (their
-//! main nodes are inputs); each `evals` entry contributes one node per checkpoint label in its
-//! `on` list, `evals/NAME/LABEL`; `results` adds evaluation node ids verbatim (e.g. token
-//! milestones). The planner rejects references to nodes the plan does not produce.
+//! main nodes are inputs); each `evals` entry contributes its evaluation nodes as the evaluators
+//! schedule them (`evals/NAME/LABEL`, milestones included, see [`eval_node_ids`]); `results`
+//! adds evaluation node ids verbatim. The planner rejects references to nodes the plan does not
+//! produce.
 
 pub mod analysis;
 pub mod charts;
@@ -20,6 +21,7 @@ use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
 };
+use aurora_eval::schedule::{Schedule, checkpoints};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -70,11 +72,24 @@ pub struct HtmlReport;
 
 aurora_core::register_plugin!(HtmlReport);
 
-/// The evaluation node ids of an evaluator entry: `evals/NAME/LABEL` per string in its `on`.
-pub fn eval_node_ids(manifest: &Value, section: &str, name: &str) -> Option<Vec<String>> {
-    let entry = manifest.get(section)?.get(name)?;
-    let on = entry.get("on").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    Some(on.iter().filter_map(Value::as_str).map(|label| format!("{section}/{name}/{label}")).collect())
+/// The evaluation node ids of evaluator entry `SECTION.NAME`, by the evaluators' own schedule
+/// (`aurora_eval::schedule`): `SECTION/NAME/LABEL` for each checkpoint in its `on`, and for each
+/// token milestone with `milestones = true`. `None` if the manifest has no such entry. A schedule
+/// that does not resolve gives no ids: the evaluator's own planning reports it.
+pub fn eval_node_ids(ctx: &PlanContext<'_>, reference: &str) -> Option<Vec<String>> {
+    let (section, name) = reference.split_once('.')?;
+    let mut config = ctx.manifest.value.get(section)?.get(name)?.as_object()?.clone();
+    config.remove("plugin");
+    let config = Value::Object(config);
+    let on: Vec<String> = config
+        .get("on")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let milestones = config.get("milestones").and_then(Value::as_bool).unwrap_or(false);
+    let entry = Entry { section, name, config: &config };
+    let checkpoints = checkpoints(&entry, ctx, &Schedule { on: &on, milestones }).unwrap_or_default();
+    Some(checkpoints.into_iter().map(|c| format!("{section}/{name}/{}", c.label)).collect())
 }
 
 impl Plugin for HtmlReport {
@@ -121,7 +136,7 @@ impl Plugin for HtmlReport {
             }
         }
         for (i, reference) in config.evals.iter().enumerate() {
-            let ids = reference.split_once('.').and_then(|(s, n)| eval_node_ids(&ctx.manifest.value, s, n));
+            let ids = eval_node_ids(ctx, reference);
             match ids {
                 Some(ids) => ids.into_iter().for_each(|id| add(EVAL_PREFIX, "evals", i, id)),
                 None => problems.push(

@@ -284,12 +284,39 @@ fn fixture_with_stage(dir: &Path) -> BTreeMap<String, PathBuf> {
     inputs
 }
 
+/// The report reads the evaluation nodes the evaluators' own schedule plans (milestones included).
 #[test]
-fn eval_node_ids_follow_the_evaluators_checkpoints() {
-    let manifest = json!({"evals": {"bpb": {"plugin": "eval.perplexity", "on": ["base", "cap", "cat"]}}});
+fn eval_node_ids_follow_the_evaluators_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.toml");
+    let text = r#"
+[experiment]
+name = "r"
+seed = 1
+
+[stages.cap]
+plugin = "train.tch"
+milestones = [2000, 1000]
+
+[sft.safety]
+plugin = "sft.instructions"
+
+[evals.bpb]
+plugin = "eval.perplexity"
+on = ["stages.cap", "sft.safety"]
+milestones = true
+
+[evals.code]
+plugin = "eval.code"
+on = ["stages.cap"]
+"#;
+    std::fs::write(&manifest, text).unwrap();
+    let resolved = aurora_core::manifest::resolve(&manifest, &Default::default()).unwrap();
+    let ctx = aurora_core::plugin::PlanContext { manifest: &resolved };
     assert_eq!(
-        aurora_report::eval_node_ids(&manifest, "evals", "bpb").unwrap(),
-        ["evals/bpb/base", "evals/bpb/cap", "evals/bpb/cat"]
+        aurora_report::eval_node_ids(&ctx, "evals.bpb").unwrap(),
+        ["evals/bpb/cap", "evals/bpb/cap@tokens-1000", "evals/bpb/cap@tokens-2000", "evals/bpb/safety"]
     );
-    assert_eq!(aurora_report::eval_node_ids(&manifest, "evals", "code"), None);
+    assert_eq!(aurora_report::eval_node_ids(&ctx, "evals.code").unwrap(), ["evals/code/cap"]);
+    assert_eq!(aurora_report::eval_node_ids(&ctx, "evals.nope"), None);
 }
