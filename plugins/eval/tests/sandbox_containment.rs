@@ -1,0 +1,204 @@
+//! The sandbox contains what a model completion may do: fork bombs, memory hogs, endless sleeps,
+//! huge files, network access, output floods, detached daemons. Short limits keep this fast.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use aurora_eval::sandbox::{Limits, SandboxError, Status, find_python3, isolation, run_python};
+
+fn limits() -> Limits {
+    Limits {
+        wall: Duration::from_secs(3),
+        cpu_s: 3,
+        memory_bytes: 512 << 20,
+        processes: 16,
+        file_size_bytes: 1 << 20,
+        output_bytes: 4096,
+    }
+}
+
+/// A string no other process on the machine has in its command line.
+fn marker(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("aurora-sandbox-test-{what}-{}-{nanos}", std::process::id())
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// Python that re-executes itself with `marker` as its argument (so every process it forks
+/// carries the marker in /proc/PID/cmdline), then runs `body`.
+fn marked(marker: &str, body: &str) -> String {
+    format!(
+        "import os, sys\nif len(sys.argv) < 2:\n    os.execv(sys.executable, [sys.executable, sys.argv[0], {marker:?}])\n{body}"
+    )
+}
+
+#[test]
+fn reports_its_isolation() {
+    eprintln!("sandbox isolation: {}", isolation());
+}
+
+#[test]
+fn a_passing_program_passes_and_its_stdout_is_kept() {
+    let out = run_python("print(sum(range(10)))\n", &limits()).unwrap();
+    assert_eq!(out.status, Status::Passed);
+    assert_eq!(out.stdout, "45\n");
+    assert!(!out.stdout_truncated);
+}
+
+#[test]
+fn a_failing_assertion_fails_with_the_stderr_tail() {
+    let out = run_python("assert 1 + 1 == 3, 'arithmetic'\n", &limits()).unwrap();
+    match out.status {
+        Status::Failed { exit_code, stderr_tail } => {
+            assert_eq!(exit_code, 1);
+            assert!(stderr_tail.contains("AssertionError: arithmetic"), "{stderr_tail}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_fork_bomb_is_contained_and_leaves_no_process() {
+    let marker = marker("forkbomb");
+    let program = marked(&marker, "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n");
+    let limits = Limits { wall: Duration::from_secs(2), ..limits() };
+    let out = run_python(&program, &limits).unwrap();
+    assert!(matches!(out.status, Status::TimedOut | Status::Killed { .. }), "{:?}", out.status);
+    assert!(out.wall < limits.wall + Duration::from_secs(3), "took {:?}", out.wall);
+    assert_eq!(processes_with(&marker), Vec::<u32>::new(), "fork bomb processes survived the run");
+}
+
+#[test]
+fn a_detached_daemon_does_not_outlive_the_run() {
+    let iso = isolation();
+    if !iso.namespaces.no_network() && iso.pids_cgroup.is_none() {
+        eprintln!("skipped: neither namespaces nor a pids cgroup here ({iso}); a setsid daemon escapes");
+        return;
+    }
+    let marker = marker("daemon");
+    // Double fork + setsid: the classic escape from a process group and from its parent.
+    let program = marked(
+        &marker,
+        "import time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(1000)\n    os._exit(0)\nos.wait()\nprint('parent done')\n",
+    );
+    let out = run_python(&program, &limits()).unwrap();
+    assert_eq!(out.status, Status::Passed);
+    assert_eq!(out.stdout, "parent done\n");
+    assert_eq!(processes_with(&marker), Vec::<u32>::new(), "the daemon survived the run");
+}
+
+#[test]
+fn allocating_10_gb_fails_fast() {
+    let out = run_python("x = bytearray(10 * 1024**3)\n", &limits()).unwrap();
+    match out.status {
+        Status::Failed { stderr_tail, .. } => assert!(stderr_tail.contains("MemoryError"), "{stderr_tail}"),
+        other => panic!("expected a MemoryError failure, got {other:?}"),
+    }
+    assert!(out.wall < Duration::from_secs(2), "took {:?}", out.wall);
+}
+
+#[test]
+fn sleeping_forever_times_out_at_the_wall_limit() {
+    let limits = Limits { wall: Duration::from_millis(500), ..limits() };
+    let out = run_python("import time\ntime.sleep(1000)\n", &limits).unwrap();
+    assert_eq!(out.status, Status::TimedOut);
+    assert!(out.wall >= limits.wall && out.wall < limits.wall + Duration::from_secs(1), "took {:?}", out.wall);
+}
+
+#[test]
+fn spinning_is_stopped_at_the_cpu_limit() {
+    let limits = Limits { wall: Duration::from_secs(10), cpu_s: 1, ..limits() };
+    let out = run_python("while True:\n    pass\n", &limits).unwrap();
+    assert!(
+        matches!(out.status, Status::Killed { signal } if signal == libc::SIGXCPU || signal == libc::SIGKILL),
+        "{:?}",
+        out.status
+    );
+    assert!(out.wall < Duration::from_secs(5), "took {:?}", out.wall);
+}
+
+#[test]
+fn writing_a_1_gb_file_is_stopped_at_the_file_size_limit() {
+    let program = "import os\nchunk = b'x' * (1 << 20)\ntry:\n    with open('big', 'wb') as f:\n        for _ in range(1024):\n            f.write(chunk)\n            f.flush()\nexcept OSError as e:\n    print(os.path.getsize('big'), e.errno)\n    raise SystemExit(3)\n";
+    let limits = limits();
+    let out = run_python(program, &limits).unwrap();
+    assert!(matches!(out.status, Status::Failed { exit_code: 3, .. }), "{:?}", out.status);
+    let (size, errno) = out.stdout.trim().split_once(' ').unwrap();
+    assert!(size.parse::<u64>().unwrap() <= limits.file_size_bytes, "{size}");
+    assert_eq!(errno.parse::<i32>().unwrap(), libc::EFBIG);
+}
+
+#[test]
+fn the_network_is_unreachable_when_namespaces_are_available() {
+    let iso = isolation();
+    if !iso.namespaces.no_network() {
+        eprintln!("skipped: no network namespace here ({iso})");
+        return;
+    }
+    // A listener the program could reach if it shared our network.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let program = format!(
+        "import socket\nfor addr in [('127.0.0.1', {port}), ('1.1.1.1', 53)]:\n    try:\n        socket.create_connection(addr, timeout=1).close()\n        print('connected', addr)\n    except OSError as e:\n        print('refused', e.errno)\n"
+    );
+    let out = run_python(&program, &limits()).unwrap();
+    assert_eq!(out.status, Status::Passed);
+    assert!(!out.stdout.contains("connected"), "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+}
+
+#[test]
+fn a_stdout_flood_is_capped() {
+    // 256 MiB in all: read and dropped past the cap, so the writer never blocks.
+    let program = "import sys\nfor _ in range(4096):\n    sys.stdout.write('x' * 65536)\nsys.stderr.write('e' * 100000 + 'END')\nsys.exit(2)\n";
+    let out = run_python(program, &limits()).unwrap();
+    let Status::Failed { exit_code: 2, stderr_tail } = out.status else { panic!("{:?}", out.status) };
+    // stderr keeps its tail, where the traceback's last line is.
+    assert_eq!(stderr_tail.len(), limits().output_bytes);
+    assert!(stderr_tail.ends_with("eeeEND"), "{}", &stderr_tail[stderr_tail.len() - 10..]);
+    assert_eq!(out.stdout, "x".repeat(limits().output_bytes));
+    assert!(out.stdout_truncated);
+}
+
+#[test]
+fn the_environment_is_cleaned_and_the_temp_dir_removed() {
+    let program = "import os, json\nprint(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ)}))\n";
+    let out = run_python(program, &limits()).unwrap();
+    assert_eq!(out.status, Status::Passed);
+    let seen: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let cwd = seen["cwd"].as_str().unwrap();
+    let mut names: Vec<&str> = seen["env"].as_object().unwrap().keys().map(String::as_str).collect();
+    names.retain(|n| *n != "LC_CTYPE"); // Python may set it itself when coercing the C locale
+    names.sort();
+    assert_eq!(names, ["HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED", "TMPDIR"]);
+    assert_eq!(seen["env"]["HOME"], cwd);
+    assert_eq!(seen["env"]["PYTHONHASHSEED"], "0");
+    assert!(!std::path::Path::new(cwd).exists(), "{cwd} was left behind");
+}
+
+#[test]
+fn a_missing_python3_is_a_clear_error() {
+    let empty = tempfile::tempdir().unwrap();
+    for path in [String::new(), empty.path().display().to_string()] {
+        let err = find_python3(Some(path.as_ref())).unwrap_err();
+        assert!(matches!(err, SandboxError::Python3Missing { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "python3 was not found on PATH ({path:?}): install Python 3 or put the directory holding `python3` on PATH"
+            )
+        );
+    }
+    assert!(find_python3(None).is_err());
+}
