@@ -31,9 +31,10 @@ mod infer;
 mod noop;
 mod plan;
 mod tokenize;
+mod train;
 
 /// Every benchmark, in the order they run.
-pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH];
+pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH, train::BENCH];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {

@@ -18,6 +18,12 @@ pub const DVC_VERSION: &str = "3.67.1";
 pub const TOKENIZERS_VERSION: &str = "0.22.2";
 pub const NUMPY_VERSION: &str = "2.4.6";
 
+/// The train benchmark's peer: PyTorch at the libtorch release tch links
+/// ([`libtorch::TORCH_VERSION`]; the default PyPI wheel, with its CUDA dependencies, as
+/// `import torch` needs them) and transformers' GPTBigCode, the newest release that accepts
+/// `tokenizers` [`TOKENIZERS_VERSION`] (5.23 wants 0.23).
+pub const TRANSFORMERS_VERSION: &str = "5.15.1";
+
 /// Written last into the venv, holding the requirements it was built with: a venv without it
 /// (an interrupted install) or with other contents is rebuilt.
 const READY_MARKER: &str = ".aurora-bench-ready";
@@ -53,7 +59,13 @@ impl Venv {
 }
 
 fn requirements() -> Vec<String> {
-    vec![format!("dvc=={DVC_VERSION}"), format!("tokenizers=={TOKENIZERS_VERSION}"), format!("numpy=={NUMPY_VERSION}")]
+    vec![
+        format!("dvc=={DVC_VERSION}"),
+        format!("tokenizers=={TOKENIZERS_VERSION}"),
+        format!("numpy=={NUMPY_VERSION}"),
+        format!("torch=={}", libtorch::TORCH_VERSION),
+        format!("transformers=={TRANSFORMERS_VERSION}"),
+    ]
 }
 
 /// The bench venv, created (python3 -m venv + pip install) when absent or stale.

@@ -1,0 +1,313 @@
+//! Training throughput on CPU: aurora's GPTBigCode (`train_bench`, the release example of
+//! aurora-gptbigcode, run as its own process) beside transformers' `GPTBigCodeForCausalLM` in
+//! eager PyTorch from Python (train_peer.py), the same libtorch release on both sides (the torch
+//! wheel tch links), the same model and step: 4 layers, hidden 256, 4 heads, multi-query, vocab
+//! 4096, batch 4 x 256 tokens, fp32, no dropout; forward, LM loss, backward, grad-norm clip to 1.0,
+//! AdamW (betas 0.9/0.95, weight decay 0.1 on matrices and embeddings). Both pin the same thread
+//! count (torch's intra-op threads and OMP/MKL).
+//!
+//! Goal (issue 4): aurora's tokens/s at least the peer's (>= 1.0x).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::report::{Json, Row, Section};
+use super::stats::{self, Timed};
+use super::{Benchmark, Ctx, json_line, json_number, peer};
+use crate::libtorch::TORCH_VERSION;
+use crate::{cargo, exec_checked, json_string_field, target_dir};
+
+pub const BENCH: Benchmark = Benchmark {
+    name: "train",
+    about: "training tokens/s on CPU, GPTBigCode 4x256 MQA seq 256, vs transformers in eager PyTorch",
+    run,
+};
+
+/// The model and step, in the order both programs take them on their command line.
+const LAYERS: u32 = 4;
+const HIDDEN: u32 = 256;
+const HEADS: u32 = 4;
+const SEQ: u32 = 256;
+const VOCAB: u32 = 4096;
+const BATCH: u32 = 4;
+const SEED: u32 = 1234;
+const LR: &str = "1e-3";
+const GOAL_SPEEDUP: f64 = 1.0;
+const LIMIT: Duration = Duration::from_secs(1800);
+const PEER_SCRIPT: &str = include_str!("train_peer.py");
+
+/// What one side printed.
+struct Figures {
+    tokens: f64,
+    seconds: f64,
+    cpu_seconds: f64,
+    threads: f64,
+    params: f64,
+    loss_first: f64,
+    loss_last: f64,
+    peak_rss_mb: f64,
+    /// The JSON line, for the fields only one side has (optimizer, versions).
+    line: String,
+    process: Timed,
+}
+
+impl Figures {
+    fn tokens_per_s(&self) -> f64 {
+        self.tokens / self.seconds
+    }
+}
+
+fn run(ctx: &mut Ctx) -> Result<Section> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (warmup, steps) = if ctx.quick { (1, 3) } else { (3, 10) };
+    let rounds = ctx.reps(2, 1);
+
+    eprintln!("xtask: bench: building the train_bench example of aurora-gptbigcode (release)");
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "aurora-gptbigcode", "--example", "train_bench"]);
+    ctx.lt.apply(&mut build)?;
+    exec_checked(&mut build).context("building the train_bench example")?;
+    let example = target_dir()?.join("release").join("examples").join("train_bench");
+    ctx.venv()?;
+    let script = ctx.scratch().join("train_peer.py");
+    std::fs::write(&script, PEER_SCRIPT).with_context(|| format!("cannot write {}", script.display()))?;
+
+    let args: Vec<String> = [LAYERS, HIDDEN, HEADS, SEQ, VOCAB, BATCH, warmup, steps, threads as u32, SEED]
+        .iter()
+        .map(u32::to_string)
+        .chain([LR.to_string()])
+        .collect();
+    // Both processes get the same threading environment; each also sets torch's intra-op
+    // threads to `threads` itself.
+    let pin = |cmd: &mut Command| {
+        for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+            cmd.env(var, threads.to_string());
+        }
+    };
+    // Ours and the peer in turn, `rounds` times (load from other work on the machine hits both
+    // alike); each side's best run (highest tokens/s, the least disturbed) is reported.
+    let (mut ours_runs, mut peer_runs) = (Vec::new(), Vec::new());
+    let mut loads = Vec::new();
+    for round in 1..=rounds {
+        for side in ["aurora", "pytorch"] {
+            let load_before = super::loadavg();
+            let f = if side == "aurora" {
+                let mut cmd = Command::new(&example);
+                ctx.lt.apply(&mut cmd)?;
+                cmd.args(&args);
+                pin(&mut cmd);
+                measure(&mut cmd, &ctx.scratch().join("train-ours.log"))?
+            } else {
+                let mut cmd = ctx.venv()?.python();
+                cmd.arg(&script).args(&args);
+                pin(&mut cmd);
+                // No hub access (the model is built from a config), and torch loads the
+                // libtorch of its own wheel, not a LIBTORCH on the library path.
+                cmd.env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1").env_remove("LD_LIBRARY_PATH");
+                measure(&mut cmd, &ctx.scratch().join("train-peer.log"))?
+            };
+            eprintln!(
+                "xtask: bench: train: round {round}/{rounds}: {side}: {:.0} tokens/s, {:.1} CPU s for {:.0} tokens, \
+                 loss {:.3} -> {:.3} (load avg {load_before} -> {})",
+                f.tokens_per_s(),
+                f.cpu_seconds,
+                f.tokens,
+                f.loss_first,
+                f.loss_last,
+                super::loadavg()
+            );
+            loads.push(format!("{side} {load_before} -> {}", super::loadavg()));
+            if side == "aurora" { ours_runs.push(f) } else { peer_runs.push(f) }
+        }
+    }
+    let best = |runs: Vec<Figures>| {
+        runs.into_iter().max_by(|a, b| a.tokens_per_s().total_cmp(&b.tokens_per_s())).expect("rounds >= 1")
+    };
+    let (ours, theirs) = (best(ours_runs), best(peer_runs));
+    check_same_work(&ours, &theirs, threads)?;
+
+    let optimizer = json_string_field(&ours.line, "optimizer").unwrap_or_else(|| "unknown".into());
+    let transformers = json_string_field(&theirs.line, "transformers").unwrap_or_else(|| "?".into());
+    let peer_torch = json_string_field(&theirs.line, "torch").unwrap_or_default();
+    if !peer_torch.starts_with(TORCH_VERSION) {
+        bail!(
+            "the peer ran torch {peer_torch:?}, not the libtorch {TORCH_VERSION} aurora links: rebuild the bench venv"
+        );
+    }
+    let peer_attn = json_string_field(&theirs.line, "attn").unwrap_or_else(|| "?".into());
+    let mut s = Section::new(
+        "train",
+        format!(
+            "training step on CPU: GPTBigCode {LAYERS} layers x {HIDDEN} hidden, {HEADS} heads (multi-query), vocab \
+             {VOCAB}, batch {BATCH} x {SEQ} tokens, fp32, {threads} threads"
+        ),
+    );
+    s.peer = Some(format!("torch {TORCH_VERSION} + transformers {} (py)", peer::TRANSFORMERS_VERSION));
+    s.row(Row::rate(
+        "tok/s",
+        format!("throughput, tokens/s (best of {rounds})"),
+        Some(ours.tokens_per_s()),
+        Some(theirs.tokens_per_s()),
+    ));
+    s.row(Row::rate(
+        "tok/CPU-s",
+        "tokens per CPU second",
+        Some(ours.tokens / ours.cpu_seconds),
+        Some(theirs.tokens / theirs.cpu_seconds),
+    ));
+    let per_step = |f: &Figures| f.seconds / f64::from(steps);
+    s.row(Row::time("step: wall, mean", Some(per_step(&ours)), Some(per_step(&theirs)), steps as usize));
+    s.row(Row::time(
+        "whole process: wall (incl. startup, init, warmup)",
+        Some(ours.process.wall.as_secs_f64()),
+        Some(theirs.process.wall.as_secs_f64()),
+        1,
+    ));
+    s.row(Row::mib("peak RSS (VmHWM / ru_maxrss)", Some(ours.peak_rss_mb), Some(theirs.peak_rss_mb)));
+
+    s.note(
+        "compared",
+        Json::Obj(vec![
+            ("aurora_optimizer".into(), Json::Str(optimizer.clone())),
+            ("peer".into(), Json::Str(format!("transformers {transformers} GPTBigCodeForCausalLM, attn {peer_attn}"))),
+            ("params".into(), Json::Num(ours.params)),
+            ("warmup_steps".into(), Json::Num(f64::from(warmup))),
+            ("timed_steps".into(), Json::Num(f64::from(steps))),
+            ("threads".into(), Json::Num(threads as f64)),
+        ]),
+        format!(
+            "same step both sides: forward + LM loss + backward + clip 1.0 + AdamW, {:.2} M parameters, {warmup} \
+             warmup + {steps} timed steps, {threads} threads (torch + OMP/MKL); aurora: {optimizer}, SDPA attention; \
+             peer: transformers {transformers} GPTBigCodeForCausalLM (attn {peer_attn}), torch.optim.AdamW",
+            ours.params / 1e6
+        ),
+    );
+    s.note(
+        "loss",
+        Json::Obj(vec![
+            ("aurora".into(), Json::Arr(vec![Json::Num(ours.loss_first), Json::Num(ours.loss_last)])),
+            ("peer".into(), Json::Arr(vec![Json::Num(theirs.loss_first), Json::Num(theirs.loss_last)])),
+        ]),
+        format!(
+            "loss on the fixed batch, first -> last step: aurora {:.3} -> {:.3}, pytorch {:.3} -> {:.3} (ln {VOCAB} = {:.3})",
+            ours.loss_first,
+            ours.loss_last,
+            theirs.loss_first,
+            theirs.loss_last,
+            f64::from(VOCAB).ln()
+        ),
+    );
+    let speedup = ours.tokens_per_s() / theirs.tokens_per_s();
+    let cpu_speedup = (ours.tokens / ours.cpu_seconds) / (theirs.tokens / theirs.cpu_seconds);
+    s.note(
+        "speedup_goal_met",
+        Json::Obj(vec![
+            ("goal".into(), Json::Num(GOAL_SPEEDUP)),
+            ("wall".into(), Json::Num(speedup)),
+            ("cpu".into(), Json::Num(cpu_speedup)),
+            ("met".into(), Json::Bool(speedup >= GOAL_SPEEDUP)),
+        ]),
+        format!(
+            "tokens/s aurora / pytorch (best of {rounds} each): {speedup:.2}x ({cpu_speedup:.2}x per CPU second); \
+             goal >= {GOAL_SPEEDUP}x: {}",
+            if speedup >= GOAL_SPEEDUP { "met" } else { "NOT met" }
+        ),
+    );
+    s.note(
+        "load_avg",
+        Json::Arr(loads.iter().cloned().map(Json::Str).collect()),
+        format!("load avg before -> after each run: {}", loads.join("; ")),
+    );
+    if ctx.quick {
+        s.note("quick", Json::Bool(true), format!("--quick: {warmup} warmup + {steps} timed steps, one round"));
+    }
+    Ok(s)
+}
+
+/// The two sides must have trained the same model the same way, or the ratio means nothing.
+fn check_same_work(ours: &Figures, theirs: &Figures, threads: usize) -> Result<()> {
+    if ours.params != theirs.params {
+        bail!("parameter counts differ: aurora {} vs transformers {}: not the same model", ours.params, theirs.params);
+    }
+    if ours.tokens != theirs.tokens {
+        bail!("aurora timed {} tokens, the peer {}: a bug", ours.tokens, theirs.tokens);
+    }
+    for (who, f) in [("aurora", ours), ("pytorch", theirs)] {
+        if f.threads != threads as f64 {
+            bail!("{who} ran with {} threads, {threads} were asked for", f.threads);
+        }
+        let ln_vocab = f64::from(VOCAB).ln();
+        if (f.loss_first - ln_vocab).abs() > 0.5 || f.loss_last >= f.loss_first {
+            bail!(
+                "{who}'s loss went {} -> {}: it should start near ln({VOCAB}) = {ln_vocab:.3} and fall on the fixed \
+                 batch (a training bug, not a benchmark figure)",
+                f.loss_first,
+                f.loss_last
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs one side, timed as a whole, and reads the JSON line it prints (its output goes to `log`).
+fn measure(cmd: &mut Command, log: &Path) -> Result<Figures> {
+    let shown = crate::display(cmd);
+    let process = stats::time_process_logged(cmd, LIMIT, log)?;
+    let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
+    let line = json_line(&text).with_context(|| format!("`{shown}` printed:\n{text}"))?;
+    let get = |k: &str| json_number(line, k).with_context(|| format!("`{shown}`: no `{k}` in {line}"));
+    Ok(Figures {
+        tokens: get("tokens")?,
+        seconds: get("seconds")?,
+        cpu_seconds: get("cpu_seconds")?,
+        threads: get("threads")?,
+        params: get("params")?,
+        loss_first: get("loss_first")?,
+        loss_last: get("loss_last")?,
+        peak_rss_mb: get("peak_rss_mb")?,
+        line: line.to_string(),
+        process,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(params: f64, loss_first: f64, loss_last: f64) -> Figures {
+        Figures {
+            tokens: 10240.0,
+            seconds: 2.0,
+            cpu_seconds: 4.0,
+            threads: 2.0,
+            params,
+            loss_first,
+            loss_last,
+            peak_rss_mb: 100.0,
+            line: String::new(),
+            process: Timed { wall: Duration::from_secs(3), cpu: None },
+        }
+    }
+
+    #[test]
+    fn the_same_work_is_accepted_and_other_work_refused() {
+        let ln = f64::from(VOCAB).ln();
+        let ok = figures(3878912.0, ln + 0.05, ln - 2.0);
+        assert!(check_same_work(&ok, &figures(3878912.0, ln, ln - 1.0), 2).is_ok());
+
+        let other_model = check_same_work(&ok, &figures(3878913.0, ln, ln - 1.0), 2).unwrap_err().to_string();
+        assert!(
+            other_model.contains("parameter counts differ: aurora 3878912 vs transformers 3878913"),
+            "{other_model}"
+        );
+        let threads = check_same_work(&ok, &figures(3878912.0, ln, ln - 1.0), 4).unwrap_err().to_string();
+        assert!(threads.contains("aurora ran with 2 threads, 4 were asked for"), "{threads}");
+        let flat = check_same_work(&ok, &figures(3878912.0, ln, ln), 2).unwrap_err().to_string();
+        assert!(flat.starts_with("pytorch's loss went"), "{flat}");
+        let far = check_same_work(&figures(3878912.0, ln + 1.0, ln - 1.0), &ok, 2).unwrap_err().to_string();
+        assert!(far.starts_with("aurora's loss went"), "{far}");
+    }
+}
