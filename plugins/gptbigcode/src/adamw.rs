@@ -212,12 +212,6 @@ mod tests {
         Tensor::arange(2 * 16, (Kind::Int64, Device::Cpu)).g_mul_scalar(step + 3).remainder(64).view([2, 16])
     }
 
-    fn sorted(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-
     /// A weight matrix (decayed) and a bias (not decayed) with gradients `c_s + w` from seeded
     /// random `c_s`: ours and tch's (libtorch's C++ `torch::optim::AdamW`) agree at every step.
     /// (Through a whole model the comparison is ill-conditioned: near-zero bias gradients turn
@@ -238,7 +232,8 @@ mod tests {
         let loss = |w: &Tensor, b: &Tensor, step: i64| {
             let _guard = crate::model::global_rng_lock();
             tch::manual_seed(step);
-            let (cw, cb) = (Tensor::randn([8, 4], (Kind::Float, Device::Cpu)), Tensor::randn([4], (Kind::Float, Device::Cpu)));
+            let (cw, cb) =
+                (Tensor::randn([8, 4], (Kind::Float, Device::Cpu)), Tensor::randn([4], (Kind::Float, Device::Cpu)));
             (w * cw + w * w * 0.5).sum(Kind::Float) + (b * cb + b * b * 0.5).sum(Kind::Float)
         };
         for step in 0..8 {
@@ -305,6 +300,9 @@ mod tests {
         let other = nn::VarStore::new(Device::Cpu);
         GptBigCode::seeded(&other.root(), &GptBigCodeConfig::tiny(1, 64, 2, 64, 16), 0).unwrap();
         let err = AdamW::new(&other, &AdamWConfig::default()).load(&path).unwrap_err().to_string();
-        assert!(err.contains("tensor `transformer.wte.weight.exp_avg`: expected shape [64, 64], found [64, 32]"), "{err}");
+        assert!(
+            err.contains("tensor `transformer.wte.weight.exp_avg`: expected shape [64, 64], found [64, 32]"),
+            "{err}"
+        );
     }
 }

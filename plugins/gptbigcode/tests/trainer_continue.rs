@@ -56,5 +56,8 @@ fn continued_stage_continues_steps_schedule_and_optimizer() {
     assert_eq!(lines(&fresh.out_dir.join("metrics.jsonl"))[0]["lr"].as_f64().unwrap(), fresh.schedule.lr(0, 0));
     assert_ne!(read(&cont.out_dir.join("model.safetensors")), read(&fresh.out_dir.join("model.safetensors")));
     // Both started from the first stage's weights: the first loss is the same.
-    assert_eq!(lines(&cont.out_dir.join("metrics.jsonl"))[0]["loss"], lines(&fresh.out_dir.join("metrics.jsonl"))[0]["loss"]);
+    assert_eq!(
+        lines(&cont.out_dir.join("metrics.jsonl"))[0]["loss"],
+        lines(&fresh.out_dir.join("metrics.jsonl"))[0]["loss"]
+    );
 }

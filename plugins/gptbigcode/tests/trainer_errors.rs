@@ -85,7 +85,10 @@ fn init_checkpoint_of_another_shape_is_refused() {
     hf::write_safetensors(&broken.join("model.safetensors"), &tensors).unwrap();
     job.init = Init::Stage { dir: broken, continue_run: false };
     let text = train(&job, &mut |_| {}).unwrap_err().to_string();
-    assert!(text.contains("tensor `transformer.h.1.mlp.c_fc.weight`: expected shape [256, 64], found [128, 64]"), "{text}");
+    assert!(
+        text.contains("tensor `transformer.h.1.mlp.c_fc.weight`: expected shape [256, 64], found [128, 64]"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -107,4 +110,25 @@ fn divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint() {
     let (_, state) = aurora_gptbigcode::checkpoint::latest(&job.work_dir).unwrap().unwrap();
     assert_eq!(state.global_step, *kept);
     assert!(!job.out_dir.join("model.safetensors").exists(), "no artifact after divergence");
+}
+
+#[test]
+fn bad_sft_lines_and_short_data_are_located() {
+    let root = tempfile::tempdir().unwrap();
+    let fx = fixture(root.path(), 16);
+    let path = root.path().join("examples.jsonl");
+    std::fs::write(&path, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\"}\n").unwrap();
+    let mut job = fx.job(root.path(), "sft", 1);
+    job.data = aurora_worker_api::TrainData::Instructions { examples: path.clone() };
+    let text = train(&job, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        text.starts_with(&format!("{}:2: not an instruction example: missing field `response`", path.display())),
+        "{text}"
+    );
+
+    let mut job = fx.job(root.path(), "short", 3);
+    job.global_batch = 8;
+    job.steps = Some(3);
+    let text = train(&job, &mut |_| {}).unwrap_err().to_string();
+    assert_eq!(text, "stages/short: the data has 16 sequences, but 3 steps of 8 need 24; lower `steps` or add data");
 }

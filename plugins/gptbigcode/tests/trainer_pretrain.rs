@@ -64,9 +64,13 @@ fn loss_falls_below_unigram_entropy_and_export_loads_back() {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let state: StageState = serde_json::from_slice(&read(&out.join("trainer_state.json"))).unwrap();
-    assert_eq!(state, StageState { step: steps, stage_steps: steps, tokens: steps * 256, tokens_total: steps * 256, seed: 1234 });
+    assert_eq!(
+        state,
+        StageState { step: steps, stage_steps: steps, tokens: steps * 256, tokens_total: steps * 256, seed: 1234 }
+    );
     let first_line: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        serde_json::from_str(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
     let keys: Vec<&String> = first_line.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["grad_norm", "loss", "lr", "step", "tokens"]);
     // The first milestone was reached and kept; the second is beyond the stage.

@@ -72,7 +72,8 @@ fn no_gradient_from_masked_positions_and_boundaries_are_not_targets() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = GptBigCode::seeded(&vs.root(), &config, 3).unwrap();
     let first = &packing.sequences[..2];
-    let input = Tensor::from_slice(&first.iter().flat_map(|s| s.input.clone()).collect::<Vec<_>>()).view([2, SEQ as i64]);
+    let input =
+        Tensor::from_slice(&first.iter().flat_map(|s| s.input.clone()).collect::<Vec<_>>()).view([2, SEQ as i64]);
     let labels =
         Tensor::from_slice(&first.iter().flat_map(|s| s.labels.clone()).collect::<Vec<_>>()).view([2, SEQ as i64]);
     let logits = model.forward(&input).unwrap().detach().set_requires_grad(true);

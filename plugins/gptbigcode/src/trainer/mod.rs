@@ -170,7 +170,7 @@ impl Data {
     }
 
     /// Inputs and labels of sequence `k`.
-    fn sequence(&self, k: u64, job: &TrainJob) -> Result<(Vec<i64>, Vec<i64>), TrainError> {
+    fn sequence(&self, k: u64, job: &TrainJob) -> Result<sft::Packed, TrainError> {
         match self {
             Data::Mixture(reader) => {
                 let tokens = reader.sample(k);
@@ -188,12 +188,9 @@ impl Data {
                 }
                 let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
                 let n = job.seq_len as usize;
-                Ok((ids[..n].to_vec(), ids[1..=n].to_vec()))
+                Ok(sft::Packed { input: ids[..n].to_vec(), labels: ids[1..=n].to_vec() })
             }
-            Data::Packed(seqs) => {
-                let s = &seqs[k as usize];
-                Ok((s.input.clone(), s.labels.clone()))
-            }
+            Data::Packed(seqs) => Ok(seqs[k as usize].clone()),
         }
     }
 }
@@ -390,9 +387,7 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     let resume = checkpoint::latest(&job.work_dir)?;
     let model = match &resume {
         Some(_) => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
-        None if job.init == Init::Scratch => {
-            GptBigCode::seeded(&vs.root(), &job.model, derive_seed(job.seed, &[0]))?
-        }
+        None if job.init == Init::Scratch => GptBigCode::seeded(&vs.root(), &job.model, derive_seed(job.seed, &[0]))?,
         None => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
     };
     let mut opt = AdamW::new(&vs, &job.optimizer);
@@ -458,15 +453,15 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         for i in 0..job.global_batch {
             inputs.push(data.sequence(state.next_sample + i, job)?);
         }
-        let targets = inputs.iter().flat_map(|(_, l)| l).filter(|&&l| l != sft::IGNORE).count().max(1) as f64;
+        let targets = inputs.iter().flat_map(|s| &s.labels).filter(|&&l| l != sft::IGNORE).count().max(1) as f64;
         opt.zero_grad();
         let mut loss_sum = 0.0;
         for (m, chunk) in inputs.chunks(job.micro_batch as usize).enumerate() {
-            let flat = |pick: fn(&(Vec<i64>, Vec<i64>)) -> &Vec<i64>| {
+            let flat = |pick: fn(&sft::Packed) -> &[i64]| {
                 let v: Vec<i64> = chunk.iter().flat_map(|s| pick(s).iter().copied()).collect();
                 Tensor::from_slice(&v).view([micro, seq_len]).to_device(device)
             };
-            let (input, labels) = (flat(|s| &s.0), flat(|s| &s.1));
+            let (input, labels) = (flat(|s| &s.input), flat(|s| &s.labels));
             let _rng = global_rng_lock();
             tch::manual_seed(derive_seed(job.seed, &[2, state.global_step, m as u64]));
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -519,9 +514,8 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         state.tokens_total += tokens_per_step;
         state.next_sample += job.global_batch;
         last_loss = loss;
-        metrics_lines.push(
-            json!({"step": step, "tokens": state.tokens, "loss": loss, "lr": lr, "grad_norm": norm}).to_string(),
-        );
+        metrics_lines
+            .push(json!({"step": step, "tokens": state.tokens, "loss": loss, "lr": lr, "grad_norm": norm}).to_string());
         tokens_per_s = (state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         events(Event::Progress {
             done: state.tokens,

@@ -16,8 +16,8 @@ use aurora_tokens::megatron::IndexedWriter;
 use aurora_tokens::mixture::{MixtureSpec, build_mixture};
 use aurora_tokens::store::TokenStoreInfo;
 use aurora_tokens::tokenizer::{BpeOptions, TokenizerMeta, train_bpe};
-use aurora_worker_api::{Init, Precision, TrainData, TrainJob};
 use aurora_train::optimizer::AdamWConfig;
+use aurora_worker_api::{Init, Precision, TrainData, TrainJob};
 
 pub const VOCAB: i64 = 384;
 pub const SEQ_LEN: u64 = 32;
