@@ -132,3 +132,16 @@ fn bad_sft_lines_and_short_data_are_located() {
     let text = train(&job, &mut |_| {}).unwrap_err().to_string();
     assert_eq!(text, "stages/short: the data has 16 sequences, but 3 steps of 8 need 24; lower `steps` or add data");
 }
+
+#[test]
+fn a_checkpoint_of_another_run_is_not_resumed() {
+    let root = tempfile::tempdir().unwrap();
+    let fx = fixture(root.path(), 16);
+    let mut job = fx.job(root.path(), "run", 2);
+    job.checkpoint_every_tokens = 8 * SEQ_LEN;
+    train(&job, &mut |_| {}).unwrap();
+    job.seed = 5;
+    let text = train(&job, &mut |_| {}).unwrap_err().to_string();
+    assert!(text.contains("belongs to a run with seed 1234, this job has seed 5"), "{text}");
+    assert!(text.contains("delete the work directory to start over"), "{text}");
+}

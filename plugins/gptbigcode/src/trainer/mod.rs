@@ -358,6 +358,10 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         return Err(TrainError::SeqLen { node, seq_len: job.seq_len, n_positions: job.model.n_positions });
     }
     job.model.validate().map_err(ModelError::from)?;
+    job.schedule.schedule.validate().map_err(|e| job_error(e.to_string()))?;
+    if job.precision == Precision::Bf16 && !device.is_cuda() {
+        eprintln!("{}: precision bf16 applies on CUDA only; training in fp32 on {}", job.node, job.device);
+    }
 
     let (data, truncated) = open_data(job)?;
     let steps = job.steps.unwrap_or(data.len() / job.global_batch);
