@@ -16,6 +16,9 @@
 //!   `trainer_state.json`, `metrics.jsonl` and `milestones/tokens-N/`. Every file is a function of
 //!   the job only; throughput (`tokens_per_s`, `mfu`) is timing and goes only to the progress
 //!   events and the returned metrics.
+//! - Precision: `bf16` runs the forward pass under `tch::autocast` on CUDA (fp32 master weights
+//!   and AdamW state; the loss is computed in fp32). tch exposes no autocast dtype setter, so the
+//!   autocast dtype is libtorch's CUDA default (float16) until aurora-torch's shim sets bfloat16.
 
 pub mod sft;
 
