@@ -300,6 +300,11 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
+/// The line of a libtorch error that reports running out of memory, if it is one.
+fn out_of_memory_line(text: &str) -> Option<&str> {
+    text.lines().find(|l| l.contains("out of memory")).map(str::trim)
+}
+
 fn copy_dir(from: &Path, to: &Path) -> Result<(), TrainError> {
     std::fs::create_dir_all(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
@@ -481,8 +486,7 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
                 Ok(loss) => loss_sum += loss,
                 Err(payload) => {
                     let text = panic_text(payload.as_ref());
-                    if text.contains("out of memory") {
-                        let message = text.lines().find(|l| l.contains("out of memory")).unwrap_or("").trim();
+                    if let Some(message) = out_of_memory_line(&text) {
                         return Err(TrainError::OutOfMemory {
                             node,
                             micro_batch: job.micro_batch,
@@ -594,4 +598,56 @@ fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 fn write_lines(path: &Path, lines: &[String]) -> Result<(), TrainError> {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(path, text).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_is_recognised_and_explained() {
+        let text = "Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)\nException \
+                    raised from malloc at c10/cuda/CUDACachingAllocator.cpp:1\")";
+        let line = out_of_memory_line(text).unwrap();
+        assert!(line.contains("Tried to allocate 2.00 GiB"));
+        assert_eq!(out_of_memory_line("index out of range"), None);
+        let err = TrainError::OutOfMemory {
+            node: "stages/cap".into(),
+            micro_batch: 8,
+            seq_len: 2048,
+            params: 15_500_000_000,
+            message: line.to_owned(),
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("stages/cap: out of memory with micro_batch 8, seq_len 2048, 15500000000 parameters"));
+        assert!(text.ends_with("reduce micro_batch (gradient accumulation keeps the global batch)"), "{text}");
+    }
+
+    #[test]
+    fn derived_seeds_depend_on_every_part() {
+        let base = derive_seed(1, &[2, 3, 0]);
+        assert!(base >= 0);
+        assert_eq!(base, derive_seed(1, &[2, 3, 0]));
+        for other in [derive_seed(2, &[2, 3, 0]), derive_seed(1, &[2, 4, 0]), derive_seed(1, &[2, 3, 1])] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn shape_differences_name_each_field() {
+        let a = GptBigCodeConfig::tiny(2, 64, 4, 128, 32);
+        let b = GptBigCodeConfig { multi_query: false, ..GptBigCodeConfig::tiny(3, 64, 4, 128, 32) };
+        assert_eq!(
+            shape_differences(&a, &b),
+            ["n_layer: expected 2, found 3", "multi_query: expected true, found false"]
+        );
+        assert!(shape_differences(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn peak_flops_by_device_name() {
+        assert_eq!(peak_flops("NVIDIA H100 80GB HBM3"), Some(989e12));
+        assert_eq!(peak_flops("NVIDIA A100-SXM4-80GB"), Some(312e12));
+        assert_eq!(peak_flops("Tesla T4"), None);
+    }
 }
