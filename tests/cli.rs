@@ -1169,3 +1169,56 @@ fn diff_shows_the_changed_node_its_config_field_and_nodes_in_one_run_only() {
         doc["manifest"].as_array().unwrap().iter().map(|c| c["pointer"].as_str().unwrap()).collect();
     assert_eq!(manifest, ["/steps/a/argv/2", "/steps/d"]);
 }
+
+/// A report node whose evaluation input changed: the diff shows the input, the artifacts and the
+/// report's metrics with both values and the relative change.
+#[test]
+fn diff_shows_metrics_that_changed_with_the_relative_change() {
+    let p = Project::new();
+    let results = |checkpoint: &str, values: &str| {
+        format!(
+            r#"echo '{{"evaluator": "evals/e", "plugin": "eval.x", "checkpoint": "{checkpoint}", "model_node": "stages/{checkpoint}", "tokens_total": null, "metrics": {values}, "higher_is_better": {{"m1": true, "m2": true}}}}' > "$AURORA_OUT/results.json""#
+        )
+    };
+    let manifest = format!(
+        r#"[experiment]
+name = "diff-metrics"
+seed = 1
+
+[steps.base]
+plugin = "exec.command"
+argv = ["sh", "-c", '''{}''']
+
+[steps.cap]
+plugin = "exec.command"
+argv = ["sh", "-c", '''read m1 m2 < "$AURORA_IN_V"; {}''']
+inputs = {{ v = "file:data/cap.txt" }}
+
+[reports.main]
+plugin = "report.html"
+results = ["steps/base", "steps/cap"]
+baseline = "base"
+"#,
+        results("base", r#"{"m1": 1.0, "m2": 1.0}"#),
+        results("cap", r#"{"m1": '"$m1"', "m2": '"$m2"'}"#),
+    );
+    p.write("manifest.toml", &manifest);
+    p.write("data/cap.txt", "0.5 1.0\n");
+    let r1 = p.json(&["run", "manifest.toml", "--json"]);
+    p.write("data/cap.txt", "0.5 0.5\n");
+    let r2 = p.json(&["run", "manifest.toml", "--json"]);
+    assert_eq!(node(&r1, "reports/main")["metrics"]["regressions"], 1, "{r1:#}");
+    assert_eq!(node(&r2, "reports/main")["metrics"]["regressions"], 2, "{r2:#}");
+    let (id1, id2) = (r1["run_id"].as_str().unwrap(), r2["run_id"].as_str().unwrap());
+
+    let out = p.run(&["diff", id1, id2]);
+    assert_code(&out, 1, "runs that differ");
+    let text = stdout(&out);
+    assert!(text.contains("node steps/cap\n") && text.contains("input changed (v)"), "{text}");
+    assert!(text.contains("  metric   regressions: 1 -> 2 (+100.00%)"), "{text}");
+    assert!(!text.contains("node steps/base") && !text.contains("manifest "), "{text}");
+    insta::assert_snapshot!("diff_changed_metrics", p.redact(&text));
+    let doc: Value = serde_json::from_str(&stdout(&p.run(&["diff", id1, id2, "--json"]))).unwrap();
+    let report = doc["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "reports/main").unwrap();
+    assert_eq!(report["metrics"], serde_json::json!([{"name": "regressions", "a": 1, "b": 2, "relative": 1.0}]));
+}
