@@ -191,6 +191,15 @@ impl Plugin for ModelGptBigCode {
         let keyed = serde_json::to_value(&gpt).expect("config serialises");
         Ok(vec![NodeSpec::for_entry(entry, keyed, BTreeMap::new())])
     }
+    fn estimate(&self, config: &Value) -> Option<String> {
+        let gpt: GptBigCodeConfig = serde_json::from_value(config.clone()).ok()?;
+        Some(format!(
+            "{} parameters, {}FLOP per training token at context {}",
+            si(gpt.param_count() as f64),
+            si(gpt.train_flops_per_token(gpt.n_positions)),
+            gpt.n_positions
+        ))
+    }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let gpt: GptBigCodeConfig = ctx.parse()?;
         let path = ctx.out_dir.join("config.json");
@@ -210,5 +219,14 @@ impl Plugin for ModelGptBigCode {
             gpt.n_positions
         );
         Ok(ExecOutcome { metrics })
+    }
+}
+
+/// A count with an SI prefix: `1.5 M`, `15.5 G`.
+pub fn si(value: f64) -> String {
+    const PREFIXES: [(f64, &str); 6] = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    match PREFIXES.iter().find(|(scale, _)| value >= *scale) {
+        Some((scale, prefix)) => format!("{:.3} {prefix}", value / scale),
+        None => format!("{value:.0} "),
     }
 }

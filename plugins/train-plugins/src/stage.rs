@@ -29,7 +29,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::model::{self, model_of};
+use crate::model::{self, model_of, si};
 use crate::refs::{self, Referenced};
 use crate::schedulers;
 
@@ -541,6 +541,9 @@ impl Plugin for TrainTch {
     fn execution_facts(&self, config: &Value) -> BTreeMap<String, String> {
         stage_facts(config)
     }
+    fn estimate(&self, config: &Value) -> Option<String> {
+        stage_estimate(config)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -609,6 +612,25 @@ impl Plugin for SftInstructions {
     fn execution_facts(&self, config: &Value) -> BTreeMap<String, String> {
         stage_facts(config)
     }
+    fn estimate(&self, config: &Value) -> Option<String> {
+        stage_estimate(config)
+    }
+}
+
+/// Parameters, training FLOPs and the memory of weights, gradients and AdamW state (fp32: 16
+/// bytes per parameter, before activations).
+fn stage_estimate(config: &Value) -> Option<String> {
+    let keyed: Keyed = serde_json::from_value(config.clone()).ok()?;
+    let params = keyed.model.param_count() as f64;
+    let per_token = keyed.model.train_flops_per_token(keyed.seq_len as i64);
+    let work = match keyed.steps {
+        Some(steps) => {
+            let tokens = (steps * keyed.global_batch * keyed.seq_len) as f64;
+            format!("{steps} updates, {}tokens, {}FLOP", si(tokens), si(tokens * per_token))
+        }
+        None => format!("one pass over the data, {}FLOP per token", si(per_token)),
+    };
+    Some(format!("{} parameters, {work}, {}B of weights + gradients + AdamW state", si(params), si(16.0 * params)))
 }
 
 fn stage_facts(config: &Value) -> BTreeMap<String, String> {

@@ -265,3 +265,21 @@ fn the_starcoderplus_preset_plans() {
     );
     assert_eq!(model["vocab_size"], 512, "fields override the preset");
 }
+
+#[test]
+fn plan_estimates_starcoderplus_size_and_memory() {
+    let plan = plan_with(&[(
+        "vocab_size = 512\nn_positions = 128\nn_embd = 64\nn_layer = 2\nn_head = 4",
+        "preset = \"starcoderplus\"",
+    )])
+    .unwrap();
+    let model = plan.node("models/tiny").unwrap();
+    let estimate = model.plugin.estimate(&model.config).unwrap();
+    // StarCoderPlus is the 15.5B-parameter StarCoder architecture.
+    assert!(estimate.starts_with("15.5") && estimate.contains(" G parameters"), "{estimate}");
+    let sft = plan.node("sft/safety").unwrap();
+    let estimate = sft.plugin.estimate(&sft.config).unwrap();
+    // No `steps`: one pass; 16 bytes per parameter of fp32 weights, gradients and AdamW moments.
+    assert!(estimate.contains("one pass over the data"), "{estimate}");
+    assert!(estimate.ends_with(" 248.279 GB of weights + gradients + AdamW state"), "{estimate}");
+}
