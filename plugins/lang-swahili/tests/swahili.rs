@@ -200,3 +200,17 @@ fn the_defaults_are_not_too_strict_for_real_swahili_flores() {
     let share = kept as f64 / long.len() as f64;
     assert!(share >= 0.95, "the defaults keep only {kept} of {} FLORES lines ({share:.3})", long.len());
 }
+
+#[test]
+fn the_ablation_manifest_uses_the_shipped_corpus_with_the_crate_defaults() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/ablations/add-swahili.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    let source = &value["sources"]["swh_web"];
+    assert_eq!(source["lang"].as_str(), Some(LANG));
+    assert!(source.get("filters").is_none(), "the entry must leave `filters` out so the crate's defaults apply");
+    let file = source["files"][0].as_str().unwrap().strip_prefix("file:").unwrap();
+    let data = manifest.parent().unwrap().join(file).canonicalize().unwrap();
+    assert_eq!(data, data_dir().join("swh_Latn.jsonl").canonicalize().unwrap());
+    assert!(value["mixtures"]["cap"]["weights"]["swh_web"].as_float().is_some_and(|w| w > 0.0));
+}
