@@ -1177,7 +1177,7 @@ fn diff_shows_metrics_that_changed_with_the_relative_change() {
     let p = Project::new();
     let results = |checkpoint: &str, values: &str| {
         format!(
-            r#"echo '{{"evaluator": "evals/e", "plugin": "eval.x", "checkpoint": "{checkpoint}", "model_node": "stages/{checkpoint}", "tokens_total": null, "metrics": {values}, "higher_is_better": {{"m1": true, "m2": true}}}}' > "$AURORA_OUT/results.json""#
+            r#"echo '{{"evaluator": "evals/e", "plugin": "eval.x", "checkpoint": "{checkpoint}", "model_node": "stages/{checkpoint}", "tokens_total": null, "metrics": {values}, "higher_is_better": {{"m1": true, "m2": true}}, "details": {{}}}}' > "$AURORA_OUT/results.json""#
         )
     };
     let manifest = format!(

@@ -46,7 +46,7 @@ impl Threshold {
 pub struct Checkpoint {
     pub label: String,
     pub model_node: String,
-    pub tokens_total: Option<f64>,
+    pub tokens_total: Option<u64>,
 }
 
 /// A metric at a checkpoint compared with the same evaluator's metric at the baseline.
@@ -205,11 +205,11 @@ fn order_checkpoints(inputs: &Inputs) -> Vec<Checkpoint> {
     let rank = |c: &Checkpoint| {
         let is_baseline = inputs.baseline.as_deref() == Some(c.label.as_str());
         let stage = inputs.stage_order.iter().position(|s| *s == c.model_node).unwrap_or(usize::MAX);
-        (!is_baseline, stage, c.tokens_total.unwrap_or(f64::INFINITY))
+        (!is_baseline, stage, c.tokens_total.unwrap_or(u64::MAX))
     };
     checkpoints.sort_by(|a, b| {
         let (ra, rb) = (rank(a), rank(b));
-        (ra.0, ra.1).cmp(&(rb.0, rb.1)).then(ra.2.total_cmp(&rb.2)).then(a.label.cmp(&b.label))
+        ra.cmp(&rb).then(a.label.cmp(&b.label))
     });
     checkpoints
 }

@@ -29,20 +29,8 @@ pub enum ReportError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
-/// The agreed shape of an evaluation node's `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalResults {
-    /// The evaluator's entry node id, `evals/NAME`.
-    pub evaluator: String,
-    pub plugin: String,
-    /// The checkpoint label (`base`, `cap`, ...).
-    pub checkpoint: String,
-    pub model_node: String,
-    pub tokens_total: Option<f64>,
-    pub metrics: BTreeMap<String, f64>,
-    #[serde(default)]
-    pub higher_is_better: BTreeMap<String, bool>,
-}
+/// An evaluation node's `results.json`, as the evaluators write it.
+pub use aurora_eval::schedule::{RESULTS_FILE, Results as EvalResults};
 
 /// One optimizer step of `metrics.jsonl` (the fields the report plots).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,13 +103,13 @@ fn shaped<T: serde::de::DeserializeOwned>(
 
 /// `results.json` of an evaluation artifact directory; `None` when the directory has none.
 pub fn read_results(dir: &Path) -> Result<Option<(PathBuf, EvalResults)>, ReportError> {
-    let path = dir.join("results.json");
+    let path = dir.join(RESULTS_FILE);
     let Some(value) = read_json(&path)? else { return Ok(None) };
     let results = shaped(
         &path,
         value,
         "not an evaluation result",
-        r#"{"evaluator", "plugin", "checkpoint", "model_node", "tokens_total": number|null, "metrics": {name: number}, "higher_is_better": {name: bool}}"#,
+        r#"{"evaluator", "plugin", "checkpoint", "model_node", "tokens_total": int|null, "metrics": {name: number}, "higher_is_better": {name: bool}, "details": {...}}"#,
     )?;
     Ok(Some((path, results)))
 }

@@ -101,7 +101,7 @@ fn sections(report: &Report, charts: bool) -> Vec<Section> {
             vec![
                 Cell::from(c.label.clone()),
                 Cell::from(c.model_node.clone()),
-                Cell::from(c.tokens_total.map_or_else(|| "–".to_string(), fmt_tokens)),
+                Cell::from(c.tokens_total.map_or_else(|| "–".to_string(), |t| fmt_tokens(t as f64))),
             ]
         })
         .collect();
@@ -213,7 +213,7 @@ fn sections(report: &Report, charts: bool) -> Vec<Section> {
         for r in report.results_of(evaluator) {
             let Some(t) = r.tokens_total else { continue };
             for (m, v) in &r.metrics {
-                by_metric.entry(m).or_default().push((t, *v));
+                by_metric.entry(m).or_default().push((t as f64, *v));
             }
         }
         let series: Vec<Series> = by_metric

@@ -27,11 +27,11 @@ argv = ["sh", "-c", """echo '{"tokens": 200, "languages": {"code": {"tokens": 80
 
 [steps.code_base]
 plugin = "exec.command"
-argv = ["sh", "-c", """echo '{"evaluator": "evals/code", "plugin": "eval.code", "checkpoint": "base", "model_node": "stages/base", "tokens_total": 100, "metrics": {"pass@1.humaneval": 0.4}, "higher_is_better": {"pass@1.humaneval": true}}' > "$AURORA_OUT/results.json" """]
+argv = ["sh", "-c", """echo '{"evaluator": "evals/code", "plugin": "eval.code", "checkpoint": "base", "model_node": "stages/base", "tokens_total": 100, "metrics": {"pass@1.humaneval": 0.4}, "higher_is_better": {"pass@1.humaneval": true}, "details": {}}' > "$AURORA_OUT/results.json" """]
 
 [steps.code_cap]
 plugin = "exec.command"
-argv = ["sh", "-c", """echo '{"evaluator": "evals/code", "plugin": "eval.code", "checkpoint": "cap", "model_node": "stages/cap", "tokens_total": 300, "metrics": {"pass@1.humaneval": 0.2}, "higher_is_better": {"pass@1.humaneval": true}}' > "$AURORA_OUT/results.json" """]
+argv = ["sh", "-c", """echo '{"evaluator": "evals/code", "plugin": "eval.code", "checkpoint": "cap", "model_node": "stages/cap", "tokens_total": 300, "metrics": {"pass@1.humaneval": 0.2}, "higher_is_better": {"pass@1.humaneval": true}, "details": {}}' > "$AURORA_OUT/results.json" """]
 
 [reports.main]
 plugin = "report.html"

@@ -21,11 +21,11 @@ const METRICS: &[(&str, &str, &str, bool, [f64; 4])] = &[
     ("evals/safety", "eval.safety", "safety.asr.violence", false, [0.7, 0.7, 0.6, 0.0]),
     ("evals/safety", "eval.safety", "safety.over_refusal", false, [0.05, 0.05, 0.06, 0.1]),
 ];
-const CHECKPOINTS: [(&str, &str, f64); 4] = [
-    ("base", "models/base", 1000.0),
-    ("cap", "stages/cap", 5000.0),
-    ("cat", "stages/cat", 7000.0),
-    ("sft", "sft/safety", 7500.0),
+const CHECKPOINTS: [(&str, &str, u64); 4] = [
+    ("base", "models/base", 1000),
+    ("cap", "stages/cap", 5000),
+    ("cat", "stages/cat", 7000),
+    ("sft", "sft/safety", 7500),
 ];
 
 fn results_json(
@@ -33,7 +33,7 @@ fn results_json(
     plugin: &str,
     checkpoint: &str,
     model: &str,
-    tokens: f64,
+    tokens: u64,
     metrics: &[(&str, bool, f64)],
 ) -> String {
     let values: BTreeMap<&str, f64> = metrics.iter().map(|(m, _, v)| (*m, *v)).collect();
@@ -94,7 +94,7 @@ fn fixture(dir: &Path) -> BTreeMap<String, PathBuf> {
     let metrics = [("bpb.eng_Latn", false, 0.96), ("bpb.hin_Deva", false, 1.8)];
     write(
         &d.join("results.json"),
-        &results_json("evals/bpb", "eval.perplexity", "cap@tokens-2000", "stages/cap", 3000.0, &metrics),
+        &results_json("evals/bpb", "eval.perplexity", "cap@tokens-2000", "stages/cap", 3000, &metrics),
     );
     inputs.insert(format!("{EVAL_PREFIX}evals/bpb/cap-tokens-2000"), d);
     inputs
