@@ -4,6 +4,7 @@
 //! fresh machine, before libtorch exists.
 
 mod bench;
+mod external;
 mod libtorch;
 
 use std::ffi::OsString;
@@ -131,6 +132,7 @@ fn exec_checked(cmd: &mut Command) -> Result<()> {
 
 fn run_manifest(manifest: &Path, args: &[OsString]) -> Result<ExitCode> {
     let lt = libtorch::ensure(false)?;
+    external::ensure(root())?;
     let mut build = cargo();
     // aurora runs tch work in aurora-worker, which it finds next to itself.
     build.args(["build", "--release", "-p", "aurora", "-p", "aurora-worker"]);
@@ -281,6 +283,8 @@ fn test() -> Result<()> {
         Ok(())
     })?;
     let lt = lt.expect("set by the libtorch step");
+    // The shipped experiment (run by the e2e tests) evaluates on HumanEval.
+    step("data", &mut || external::ensure(root()).map(|_| ()))?;
     step("fmt", &mut || {
         exec_checked(cargo().args(["fmt", "--all", "--check"])).context("run `cargo fmt --all` and commit the result")
     })?;
