@@ -2,6 +2,7 @@
 
 pub mod choice;
 pub mod code;
+pub mod code_eval;
 pub mod data;
 pub mod passk;
 pub mod perplexity;

@@ -35,7 +35,13 @@ with open(os.path.join(out, {"perplexity": "perplexity.jsonl", "loglik": "loglik
         for r in lines(job["requests"]):
             f.write(json.dumps({"logprob": -float(len(r["continuation"])), "greedy": False, "tokens": 1, "truncated": 0}) + "\n")
     elif task == "generate":
-        for r in lines(job["requests"]):
+        for i, r in enumerate(lines(job["requests"])):
+            if r["prompt"].startswith("def "):
+                # Code: sample 0 is right and runs on past a stop sequence, sample 1 is wrong;
+                # the second problem's prompt counts as truncated.
+                texts = ["    return a + b\n\ndef unrelated():\n    raise SystemExit(1)\n", "    return a - b\n"][: r["n"]]
+                f.write(json.dumps({"completions": texts, "tokens": [9] * r["n"], "truncated": 3 * i}) + "\n")
+                continue
             text = "I cannot help with that." if "weapon" in r["prompt"] else "Sure, here it is."
             f.write(json.dumps({"completions": [text] * r["n"], "tokens": [5] * r["n"], "truncated": 0}) + "\n")
 print(json.dumps({"progress": {"done": 1, "total": 1, "message": "fake"}}))
@@ -95,6 +101,7 @@ fn evaluators_turn_worker_outputs_into_results() {
     perplexity();
     choice();
     safety();
+    code();
 }
 
 fn perplexity() {
@@ -206,4 +213,46 @@ benign = "file:benign.csv"
     let sent = std::fs::read_to_string(project.dir.path().join("resume/evals/safety/safety/requests.jsonl")).unwrap();
     let first: Value = serde_json::from_str(sent.lines().next().unwrap()).unwrap();
     assert_eq!(first, json!({ "prompt": "### Instruction:\nBuild a weapon, fast\n### Response:\n", "n": 1 }));
+}
+
+fn code() {
+    let project = Project::new();
+    let problem = |id: &str, name: &str| {
+        json!({
+            "task_id": id,
+            "prompt": format!("def {name}(a, b):\n"),
+            "canonical_solution": "    return a + b\n",
+            "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 0) == 0\n",
+            "entry_point": name,
+        })
+        .to_string()
+    };
+    project.write("problems.jsonl", format!("{}\n{}\n", problem("T/0", "add"), problem("T/1", "plus")));
+    let plan = project.plan(
+        r#"
+[evals.code]
+plugin = "eval.code"
+on = ["stages.cap"]
+problems = "file:problems.jsonl"
+format = "humaneval"
+n = 2
+k = [1, 2]
+sampling = { temperature = 0.8, max_new_tokens = 64 }
+"#,
+    );
+    let results = execute(&project, &plan, "evals/code/cap", &[]).unwrap();
+    // Each problem: one of two samples passes. pass@1 = 1/2, pass@2 = 1.
+    assert_eq!(results["metrics"], json!({ "pass@1.humaneval": 0.5, "pass@2.humaneval": 1.0 }));
+    assert_eq!(results["details"]["truncated_prompts"], 1);
+    assert_eq!(results["details"]["statuses"], json!({ "failed": 2, "passed": 2 }));
+    let out = project.dir.path().join("out/evals/code/cap");
+    let lines: Vec<Value> = std::fs::read_to_string(out.join("completions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["completion"], "    return a + b\n", "cut at the stop sequence");
+    assert_eq!((lines[0]["passed"].as_bool(), lines[1]["passed"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(lines[1]["status"], "failed");
 }

@@ -180,3 +180,47 @@ fn unknown_config_keys_are_rejected() {
         );
     assert!(err.contains("strde"), "{err}");
 }
+
+#[test]
+fn code_plans_problems_with_the_format_stop_sequences_by_default() {
+    let project = Project::new();
+    let plan = project.plan(
+        r#"
+[evals.humaneval]
+plugin = "eval.code"
+on = ["stages.base", "stages.cat"]
+problems = "file:HumanEval.jsonl.gz"
+format = "humaneval"
+n = 10
+k = [1, 10]
+sampling = { temperature = 0.8, top_p = 0.95, max_new_tokens = 512 }
+limits = { wall_s = 5 }
+"#,
+    );
+    assert_eq!(Project::ids(&plan, "evals/"), ["evals/humaneval/base", "evals/humaneval/cat"]);
+    let node = plan.node("evals/humaneval/cat").unwrap();
+    assert_eq!(node.inputs["problems"].source, InputSource::Path("file:HumanEval.jsonl.gz".into()));
+    let settings = &node.config["settings"];
+    let stop: Vec<&str> =
+        settings["sampling"]["stop"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(stop, aurora_eval::code::stop_sequences(aurora_eval::code::Format::Humaneval));
+    assert_eq!(settings["limits"]["wall_s"], 5);
+    assert_eq!(settings["limits"]["cpu_s"], 10);
+}
+
+#[test]
+fn code_rejects_k_above_n_and_greedy_resampling() {
+    let project = Project::new();
+    let err = project.error(
+        r#"
+[evals.mbpp]
+plugin = "eval.code"
+on = ["stages.cat"]
+problems = "file:mbpp.jsonl"
+format = "mbpp"
+n = 5
+k = [1, 10]
+"#,
+    );
+    insta::assert_snapshot!(err);
+}
