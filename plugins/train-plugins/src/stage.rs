@@ -338,6 +338,34 @@ fn check_training(p: &mut Problems<'_>, t: &TrainingFields, model: Option<&GptBi
             );
         }
     }
+    let o = &t.optimizer;
+    for (field, value, ok, expected) in [
+        ("optimizer/beta1", o.beta1, (0.0..1.0).contains(&o.beta1), "a number in [0, 1)"),
+        ("optimizer/beta2", o.beta2, (0.0..1.0).contains(&o.beta2), "a number in [0, 1)"),
+        ("optimizer/eps", o.eps, o.eps.is_finite() && o.eps > 0.0, "a finite number > 0"),
+        (
+            "optimizer/weight_decay",
+            o.weight_decay,
+            o.weight_decay.is_finite() && o.weight_decay >= 0.0,
+            "a finite number >= 0",
+        ),
+        (
+            "grad_clip",
+            t.grad_clip,
+            t.grad_clip.is_finite() && t.grad_clip >= 0.0,
+            "a finite number >= 0 (0 = no clipping)",
+        ),
+    ] {
+        if !ok {
+            let name = field.rsplit('/').next().unwrap_or(field);
+            p.push(
+                field,
+                format!("`{name}` = {value}"),
+                expected,
+                "remove it for the default (beta1 0.9, beta2 0.95, eps 1e-8, weight_decay 0.1, grad_clip 1.0)".into(),
+            );
+        }
+    }
     let per_update = t.micro_batch * t.layout.dp;
     if per_update > 0 && !t.global_batch.is_multiple_of(per_update) {
         p.push(
@@ -586,6 +614,14 @@ impl Plugin for SftInstructions {
                     format!("write \"file:{file}\""),
                 );
             }
+        }
+        if !config.template.contains("{instruction}") {
+            p.push(
+                "template",
+                "the prompt template has no `{instruction}`".into(),
+                "a prompt with `{instruction}` (and optionally `{input}`), e.g. the default \"### Instruction:\\n{instruction}\\n### Response:\\n\"",
+                "the response is the record's `output`, appended by the trainer; the template is only the prompt".into(),
+            );
         }
         let model = origin.as_ref().map(|(model, _)| model.clone());
         let schedule = check_training(&mut p, &config.training, model.as_ref());

@@ -283,3 +283,19 @@ fn plan_estimates_starcoderplus_size_and_memory() {
     assert!(estimate.contains("one pass over the data"), "{estimate}");
     assert!(estimate.ends_with(" 248.279 GB of weights + gradients + AdamW state"), "{estimate}");
 }
+
+#[test]
+fn optimizer_settings_out_of_range() {
+    insta::assert_snapshot!(error(&[(
+        "threads = 1\nmilestones",
+        "threads = 1\noptimizer = { beta2 = 1.0 }\ngrad_clip = -1.0\nmilestones"
+    )]));
+}
+
+#[test]
+fn an_sft_template_without_the_instruction() {
+    insta::assert_snapshot!(error(&[(
+        "global_batch = 4\ndevice",
+        "global_batch = 4\ntemplate = \"Q: {input}\\nA: \"\ndevice"
+    )]));
+}

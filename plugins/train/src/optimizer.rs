@@ -7,10 +7,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdamWConfig {
+    /// Decay of the first-moment (mean) estimate (default 0.9).
     #[serde(default = "default_beta1")]
     pub beta1: f64,
+    /// Decay of the second-moment (uncentred variance) estimate (default 0.95).
     #[serde(default = "default_beta2")]
     pub beta2: f64,
+    /// Added to the denominator for numerical stability (default 1e-8).
     #[serde(default = "default_eps")]
     pub eps: f64,
     /// Applied to weight matrices and embeddings, never to biases or LayerNorm parameters.
