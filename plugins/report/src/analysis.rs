@@ -329,3 +329,50 @@ pub fn fmt_relative(r: Option<f64>) -> String {
         None => "n/a".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn results(checkpoint: &str, value: f64, higher_is_better: bool) -> (PathBuf, EvalResults) {
+        let json = serde_json::json!({
+            "evaluator": "evals/e", "plugin": "eval.x", "checkpoint": checkpoint, "model_node": "stages/x",
+            "tokens_total": null, "metrics": {"m": value}, "higher_is_better": {"m": higher_is_better}, "details": {}
+        });
+        (PathBuf::from(checkpoint), serde_json::from_value(json).unwrap())
+    }
+
+    proptest! {
+        /// A regression is exactly "worse in the metric's direction by more than the threshold",
+        /// and a change is never both a regression and an improvement.
+        #[test]
+        fn flags_follow_direction_and_threshold(
+            base in -10.0f64..10.0,
+            value in -10.0f64..10.0,
+            higher_is_better: bool,
+            relative: bool,
+            t in 0.0f64..2.0,
+        ) {
+            let threshold = if relative { Threshold::Relative(t) } else { Threshold::Absolute(t) };
+            let report = Report::build(Inputs {
+                title: String::new(),
+                baseline: Some("base".into()),
+                threshold,
+                stage_order: vec![],
+                stages: vec![],
+                mixtures: vec![],
+                evaluations: vec![results("base", base, higher_is_better), results("next", value, higher_is_better)],
+                digests: BTreeMap::new(),
+            })
+            .unwrap();
+            prop_assert_eq!(report.forgetting.len(), 1);
+            let d = &report.forgetting[0];
+            let worse_by = if higher_is_better { base - value } else { value - base };
+            let limit = if relative { t * base.abs() } else { t };
+            prop_assert_eq!(d.regression, worse_by > limit, "{:?}", d);
+            prop_assert_eq!(d.improvement, -worse_by > limit, "{:?}", d);
+            prop_assert_eq!(d.delta, value - base);
+        }
+    }
+}
