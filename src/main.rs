@@ -9,6 +9,7 @@ mod output;
 
 // Plugins register themselves by being linked; these lines make sure the linker keeps them.
 use aurora_corpus as _;
+use aurora_eval as _;
 use aurora_exec as _;
 use aurora_report as _;
 use aurora_tokens as _;

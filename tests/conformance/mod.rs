@@ -3,6 +3,7 @@
 
 // Registration is by linking: the plugins this binary links are the registry under test.
 use aurora_corpus as _;
+use aurora_eval as _;
 use aurora_exec as _;
 use aurora_report as _;
 use aurora_tokens as _;
@@ -19,6 +20,10 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
         ids,
         vec![
             "dedup.exact",
+            "eval.choice",
+            "eval.code",
+            "eval.perplexity",
+            "eval.safety",
             "exec.command",
             "mixer.blend",
             "model.gptbigcode",
