@@ -1,4 +1,12 @@
 //! Evaluators of aurora checkpoints.
+//!
+//! Registered plugins (each plans one node per checkpoint, see [`schedule`], and hands every
+//! model computation to `aurora-worker`; this crate never links libtorch):
+//! - `eval.perplexity` ([`perplexity`]): bits per byte and token perplexity per language;
+//! - `eval.choice` ([`choice`]): multiple-choice tasks, `acc` and `acc_norm`;
+//! - `eval.code` ([`code_eval`]): HumanEval/MBPP pass@k, completions run in the [`sandbox`];
+//! - `eval.safety` ([`safety`]): attack success and over-refusal; language crates add refusal
+//!   lexicons with [`register_refusal_lexicon!`].
 
 pub mod choice;
 pub mod code;
