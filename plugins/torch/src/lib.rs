@@ -74,6 +74,22 @@ pub fn resolve(spec: DeviceSpec) -> Result<tch::Device, TorchError> {
 unsafe extern "C" {
     fn aurora_torch_set_deterministic(on: i32) -> i32;
     fn aurora_torch_deterministic_algorithms() -> i32;
+    fn aurora_torch_set_cuda_autocast_bf16() -> i32;
+    fn aurora_torch_cuda_autocast_is_bf16() -> i32;
+}
+
+/// Makes `tch::autocast` on CUDA compute in bfloat16 (libtorch's default is float16, and tch
+/// has no setter). Global to the process; call it before the first autocast region.
+pub fn set_cuda_autocast_bf16() {
+    // SAFETY: plain C functions from src/shim.cpp; they catch every C++ exception.
+    let rc = unsafe { aurora_torch_set_cuda_autocast_bf16() };
+    assert_eq!(rc, 0, "libtorch refused to set the CUDA autocast dtype");
+}
+
+/// Whether CUDA autocast computes in bfloat16 (see [`set_cuda_autocast_bf16`]).
+pub fn cuda_autocast_is_bf16() -> bool {
+    // SAFETY: as above.
+    unsafe { aurora_torch_cuda_autocast_is_bf16() == 1 }
 }
 
 /// Makes libtorch computations reproducible: `threads` intra-op threads (results of CPU

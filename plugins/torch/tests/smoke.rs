@@ -152,3 +152,11 @@ fn device_spec_schema_is_a_string_pattern() {
     assert_eq!(value["type"], "string");
     assert_eq!(value["pattern"], "^(auto|cpu|cuda:(0|[1-9][0-9]*))$");
 }
+
+#[test]
+fn cuda_autocast_dtype_switches_to_bf16() {
+    // The setting is process-global state of libtorch, available even without a GPU.
+    assert!(!aurora_torch::cuda_autocast_is_bf16(), "libtorch's default CUDA autocast dtype is float16");
+    aurora_torch::set_cuda_autocast_bf16();
+    assert!(aurora_torch::cuda_autocast_is_bf16());
+}

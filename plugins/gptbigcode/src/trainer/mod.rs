@@ -16,9 +16,9 @@
 //!   `trainer_state.json`, `metrics.jsonl` and `milestones/tokens-N/`. Every file is a function of
 //!   the job only; throughput (`tokens_per_s`, `mfu`) is timing and goes only to the progress
 //!   events and the returned metrics.
-//! - Precision: `bf16` runs the forward pass under `tch::autocast` on CUDA (fp32 master weights
-//!   and AdamW state; the loss is computed in fp32). tch exposes no autocast dtype setter, so the
-//!   autocast dtype is libtorch's CUDA default (float16) until aurora-torch's shim sets bfloat16.
+//! - Precision: `bf16` runs the forward pass under `tch::autocast` on CUDA in bfloat16 (fp32 master
+//!   weights and AdamW state; the loss is computed in fp32). tch exposes no autocast dtype setter;
+//!   aurora-torch's shim sets it (`set_cuda_autocast_bf16`).
 
 pub mod sft;
 
@@ -449,6 +449,9 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     let tokens_per_step = job.global_batch * job.seq_len;
     let total_tokens = steps * tokens_per_step;
     let autocast = job.precision == Precision::Bf16 && device.is_cuda();
+    if autocast {
+        aurora_torch::set_cuda_autocast_bf16();
+    }
     let peak = match device {
         Device::Cuda(i) => cuda_device_name(i).as_deref().and_then(peak_flops),
         _ => None,
