@@ -164,7 +164,11 @@ impl Fields<'_> {
         const EXPECTED: &str = "an array of strings";
         let Some(value) = self.value.get(name) else { return Ok(None) };
         let items = value.as_array().ok_or_else(|| self.wrong(name, EXPECTED))?;
-        items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong(name, EXPECTED))).collect::<Result<_, _>>().map(Some)
+        items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.wrong(name, EXPECTED)))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     fn humaneval(&self) -> Result<Problem, CodeError> {
@@ -183,9 +187,12 @@ impl Fields<'_> {
     fn mbpp(&self) -> Result<Problem, CodeError> {
         const TEXT: &str = "a string";
         let task_id = self.task_id()?;
-        let text = self.string(&["text", "prompt"], TEXT)?.ok_or_else(|| self.missing("text", "the task's description (or `prompt`)"))?;
+        let text = self
+            .string(&["text", "prompt"], TEXT)?
+            .ok_or_else(|| self.missing("text", "the task's description (or `prompt`)"))?;
         let code = self.required("code", "the reference solution")?;
-        let test_list = self.string_list("test_list")?.ok_or_else(|| self.missing("test_list", "an array of assert statements"))?;
+        let test_list =
+            self.string_list("test_list")?.ok_or_else(|| self.missing("test_list", "an array of assert statements"))?;
         if test_list.is_empty() {
             return Err(CodeError::NoTests { path: self.path.to_path_buf(), line: self.line, task_id });
         }
@@ -300,13 +307,41 @@ mod tests {
     #[test]
     fn bad_problems_are_errors_naming_file_line_and_field() {
         let cases = [
-            (Format::Humaneval, "{\"task_id\": \"T/1\", \"prompt\": \"\"}", "1: HumanEval problem has no `canonical_solution` (a string of Python); is this a HumanEval file? (format = \"humaneval\")"),
-            (Format::Humaneval, &HUMANEVAL_LINE.replace("def check(candidate)", "def verify(candidate)"), "1: the test of T/0 does not define `check(candidate)`, which the program calls as `check(add)`; add `def check(candidate): ...` to its `test`"),
-            (Format::Humaneval, "[1, 2]", "1: not a JSON object: found an array; each line must be one problem as a JSON object"),
-            (Format::Humaneval, &HUMANEVAL_LINE.replace("\"add\"}", "7}"), "1: `entry_point` must be the name of the function to test"),
-            (Format::Mbpp, "{\"task_id\": 1, \"code\": \"\", \"test_list\": []}", "1: MBPP problem has no `text` (the task's description (or `prompt`)); is this a MBPP file? (format = \"mbpp\")"),
-            (Format::Mbpp, "{\"task_id\": 1, \"text\": \"x\", \"code\": \"\", \"test_list\": []}", "1: 1 has an empty `test_list`: with no asserts every completion would pass"),
-            (Format::Mbpp, "{\"task_id\": 1, \"text\": \"x\", \"code\": \"\", \"test_list\": [3]}", "1: `test_list` must be an array of strings"),
+            (
+                Format::Humaneval,
+                "{\"task_id\": \"T/1\", \"prompt\": \"\"}",
+                "1: HumanEval problem has no `canonical_solution` (a string of Python); is this a HumanEval file? (format = \"humaneval\")",
+            ),
+            (
+                Format::Humaneval,
+                &HUMANEVAL_LINE.replace("def check(candidate)", "def verify(candidate)"),
+                "1: the test of T/0 does not define `check(candidate)`, which the program calls as `check(add)`; add `def check(candidate): ...` to its `test`",
+            ),
+            (
+                Format::Humaneval,
+                "[1, 2]",
+                "1: not a JSON object: found an array; each line must be one problem as a JSON object",
+            ),
+            (
+                Format::Humaneval,
+                &HUMANEVAL_LINE.replace("\"add\"}", "7}"),
+                "1: `entry_point` must be the name of the function to test",
+            ),
+            (
+                Format::Mbpp,
+                "{\"task_id\": 1, \"code\": \"\", \"test_list\": []}",
+                "1: MBPP problem has no `text` (the task's description (or `prompt`)); is this a MBPP file? (format = \"mbpp\")",
+            ),
+            (
+                Format::Mbpp,
+                "{\"task_id\": 1, \"text\": \"x\", \"code\": \"\", \"test_list\": []}",
+                "1: 1 has an empty `test_list`: with no asserts every completion would pass",
+            ),
+            (
+                Format::Mbpp,
+                "{\"task_id\": 1, \"text\": \"x\", \"code\": \"\", \"test_list\": [3]}",
+                "1: `test_list` must be an array of strings",
+            ),
             (Format::Mbpp, "\n", " holds no problems"),
         ];
         for (format, line, want) in cases {
@@ -323,8 +358,14 @@ mod tests {
         assert_eq!(truncate_completion("    return 1\n\ndef other():\n    pass\n"), "    return 1\n");
         assert_eq!(truncate_completion("    return 1\n# trailing\nprint(x)"), "    return 1");
         assert_eq!(truncate_completion("    return 1\nif __name__ == '__main__':\n"), "    return 1");
-        assert_eq!(truncate_completion("    x = 1\n    # inner comment\n    return x\n"), "    x = 1\n    # inner comment\n    return x\n");
-        assert_eq!(truncate_at("def f():\n    return 1\ndef g():\n    pass\nassert f() == 1", MBPP_STOP), "def f():\n    return 1\ndef g():\n    pass");
+        assert_eq!(
+            truncate_completion("    x = 1\n    # inner comment\n    return x\n"),
+            "    x = 1\n    # inner comment\n    return x\n"
+        );
+        assert_eq!(
+            truncate_at("def f():\n    return 1\ndef g():\n    pass\nassert f() == 1", MBPP_STOP),
+            "def f():\n    return 1\ndef g():\n    pass"
+        );
         assert_eq!(stop_sequences(Format::Humaneval), HUMANEVAL_STOP);
     }
 }

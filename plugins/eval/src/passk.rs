@@ -4,7 +4,9 @@
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PassKError {
-    #[error("pass@{k} needs at least k = {k} samples per problem, but there are n = {n}: sample n >= {k} completions per problem or lower k")]
+    #[error(
+        "pass@{k} needs at least k = {k} samples per problem, but there are n = {n}: sample n >= {k} completions per problem or lower k"
+    )]
     TooFewSamples { n: u64, k: u64 },
     #[error("pass@0 is undefined: k must be at least 1")]
     ZeroK,

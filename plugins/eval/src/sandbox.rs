@@ -87,9 +87,13 @@ pub struct Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("python3 was not found on PATH ({path:?}): install Python 3 or put the directory holding `python3` on PATH")]
+    #[error(
+        "python3 was not found on PATH ({path:?}): install Python 3 or put the directory holding `python3` on PATH"
+    )]
     Python3Missing { path: String },
-    #[error("{python} does not run (`{python} -c 'import sys; print(sys.executable)'`: {detail}); fix or replace that interpreter")]
+    #[error(
+        "{python} does not run (`{python} -c 'import sys; print(sys.executable)'`: {detail}); fix or replace that interpreter"
+    )]
     Python3Broken { python: String, detail: String },
     #[error("sandbox: cannot {what}: {source}")]
     Io {
@@ -184,7 +188,11 @@ fn wait_exited(pid: libc::pid_t) -> Option<libc::c_int> {
 fn try_unshare(flags: libc::c_int) -> Result<(), String> {
     let pid = unsafe { raw_fork() };
     if pid == 0 {
-        let code = if unsafe { libc::unshare(flags) } == 0 { 0 } else { io::Error::last_os_error().raw_os_error().unwrap_or(255) };
+        let code = if unsafe { libc::unshare(flags) } == 0 {
+            0
+        } else {
+            io::Error::last_os_error().raw_os_error().unwrap_or(255)
+        };
         unsafe { libc::_exit(code.min(255)) };
     }
     if pid < 0 {
@@ -192,7 +200,9 @@ fn try_unshare(flags: libc::c_int) -> Result<(), String> {
     }
     match wait_exited(pid) {
         Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0 => Ok(()),
-        Some(s) if libc::WIFEXITED(s) => Err(format!("unshare: {}", io::Error::from_raw_os_error(libc::WEXITSTATUS(s)))),
+        Some(s) if libc::WIFEXITED(s) => {
+            Err(format!("unshare: {}", io::Error::from_raw_os_error(libc::WEXITSTATUS(s))))
+        }
         _ => Err("the probe died".into()),
     }
 }
@@ -238,7 +248,8 @@ struct RunCgroup {
 impl RunCgroup {
     fn create(parent: &Path, max: u64) -> io::Result<RunCgroup> {
         static RUNS: AtomicU64 = AtomicU64::new(0);
-        let dir = parent.join(format!("aurora-sandbox-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
+        let dir =
+            parent.join(format!("aurora-sandbox-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir(&dir)?;
         let opened = std::fs::write(dir.join("pids.max"), max.to_string())
             .and_then(|()| std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")));

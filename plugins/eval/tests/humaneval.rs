@@ -77,8 +77,12 @@ fn wrong_completions_pass_0_of_164() {
     let Some(problems) = problems() else { return };
     for wrong in ["    return None\n", "    raise NotImplementedError\n"] {
         let statuses = run_all(&format!("{wrong:?}"), &problems, |_| wrong.to_string());
-        let passed: Vec<&str> =
-            problems.iter().zip(&statuses).filter(|(_, s)| **s == Status::Passed).map(|(p, _)| p.task_id.as_str()).collect();
+        let passed: Vec<&str> = problems
+            .iter()
+            .zip(&statuses)
+            .filter(|(_, s)| **s == Status::Passed)
+            .map(|(p, _)| p.task_id.as_str())
+            .collect();
         assert_eq!(passed, Vec::<&str>::new(), "{wrong:?} passed");
         // They fail on an assertion or the raised error, not on a limit.
         assert!(statuses.iter().all(|s| matches!(s, Status::Failed { exit_code: 1, .. })), "{statuses:?}");

@@ -30,11 +30,13 @@ mod blend;
 mod infer;
 mod noop;
 mod plan;
+mod sandbox;
 mod tokenize;
 mod train;
 
 /// Every benchmark, in the order they run.
-pub const ALL: &[Benchmark] = &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH, train::BENCH];
+pub const ALL: &[Benchmark] =
+    &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH, train::BENCH, sandbox::BENCH];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {
