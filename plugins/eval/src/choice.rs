@@ -211,7 +211,11 @@ pub fn read_task(path: &Path) -> Result<Vec<Item>, DataError> {
                     ));
                 }
                 None => {
-                    return Err(DataError::at(path, *line, "no field `gold` (the 0-based index of the correct choice)"));
+                    return Err(DataError::at(
+                        path,
+                        *line,
+                        "no field `gold` (the 0-based index of the correct choice)",
+                    ));
                 }
             };
             if gold >= choices.len() as u64 {
