@@ -27,9 +27,12 @@ pub enum PluginKind {
     Mixer,
     Model,
     Scheduler,
+    #[serde(rename = "train")]
     Trainer,
+    #[serde(rename = "eval")]
     Evaluator,
     Sft,
+    #[serde(rename = "report")]
     Reporter,
 }
 
@@ -43,10 +46,10 @@ impl PluginKind {
             PluginKind::Mixer => "mixer",
             PluginKind::Model => "model",
             PluginKind::Scheduler => "scheduler",
-            PluginKind::Trainer => "trainer",
-            PluginKind::Evaluator => "evaluator",
+            PluginKind::Trainer => "train",
+            PluginKind::Evaluator => "eval",
             PluginKind::Sft => "sft",
-            PluginKind::Reporter => "reporter",
+            PluginKind::Reporter => "report",
         }
     }
 }
