@@ -6,6 +6,7 @@ use aurora_core::validate::PLUGIN_KEY;
 use serde_json::Value;
 
 /// An entry another entry refers to.
+#[derive(Clone)]
 pub(crate) struct Referenced {
     pub section: String,
     pub name: String,

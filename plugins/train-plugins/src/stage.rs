@@ -275,12 +275,7 @@ pub fn resolve_device(device: &str) -> String {
 /// to a `train.tch` stage. `None` when a link is broken (reported by that entry itself).
 fn chain_origin(ctx: &PlanContext<'_>, start: &Referenced) -> Option<(GptBigCodeConfig, String)> {
     let mut seen = BTreeSet::new();
-    let mut current = Referenced {
-        section: start.section.clone(),
-        name: start.name.clone(),
-        plugin: start.plugin.clone(),
-        config: start.config.clone(),
-    };
+    let mut current = start.clone();
     while current.plugin == SFT_ID {
         if !seen.insert(current.node_id()) {
             return None;

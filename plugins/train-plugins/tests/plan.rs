@@ -299,3 +299,18 @@ fn an_sft_template_without_the_instruction() {
         "global_batch = 4\ntemplate = \"Q: {input}\\nA: \"\ndevice"
     )]));
 }
+
+#[test]
+fn sft_can_continue_another_sft_and_keeps_the_chains_model_and_tokenizer() {
+    let plan = plan_with(&[(
+        "[sft.safety]",
+        "[sft.more]\nplugin = \"sft.instructions\"\ninit = \"sft.safety\"\nfiles = [\"file:data/safety.json\"]\n\
+         schedule = \"schedulers.cat\"\nseq_len = 128\nmicro_batch = 2\nglobal_batch = 4\ndevice = \"cpu\"\n\n[sft.safety]",
+    )])
+    .unwrap();
+    let more = plan.node("sft/more").unwrap();
+    assert_eq!(format!("{:?}", more.inputs["init"].source), "Node(\"sft/safety\")");
+    assert_eq!(format!("{:?}", more.inputs["tokenizer"].source), "Node(\"tokenizers/bpe\")");
+    assert_eq!(more.config["model"], plan.node("stages/cap").unwrap().config["model"]);
+    assert!(plan.position("sft/safety") < plan.position("sft/more"));
+}
