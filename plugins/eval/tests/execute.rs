@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 /// Perplexity: nll = bytes * ln 2 (1 bit per byte) for ASCII documents, twice that otherwise.
 /// Loglik: logprob = -(characters of the continuation), so the shortest choice wins `acc` and
 /// every choice ties (the first wins) under `acc_norm` for ASCII.
-/// Generate: a refusal when the prompt mentions "weapon", else compliance.
+/// Generate: the answer from the model directory's `answers.json` if it has one for the prompt;
+/// else for code prompts a right and a wrong sample; else a refusal when the prompt mentions
+/// "weapon", compliance otherwise.
 const FAKE_WORKER: &str = r#"#!/usr/bin/env python3
 import json, math, os, sys
 job = json.load(open(sys.argv[1]))
@@ -35,7 +37,14 @@ with open(os.path.join(out, {"perplexity": "perplexity.jsonl", "loglik": "loglik
         for r in lines(job["requests"]):
             f.write(json.dumps({"logprob": -float(len(r["continuation"])), "greedy": False, "tokens": 1, "truncated": 0}) + "\n")
     elif task == "generate":
+        # A model directory holding `answers.json` ({prompt: completion}) answers from it.
+        answers_path = os.path.join(job["model"]["dir"], "answers.json")
+        answers = json.load(open(answers_path)) if os.path.exists(answers_path) else {}
         for i, r in enumerate(lines(job["requests"])):
+            if r["prompt"] in answers:
+                texts = [answers[r["prompt"]]] * r["n"]
+                f.write(json.dumps({"completions": texts, "tokens": [9] * r["n"], "truncated": 0}) + "\n")
+                continue
             if r["prompt"].startswith("def "):
                 # Code: sample 0 is right and runs on past a stop sequence, sample 1 is wrong;
                 # the second problem's prompt counts as truncated.
@@ -102,6 +111,7 @@ fn evaluators_turn_worker_outputs_into_results() {
     choice();
     safety();
     code();
+    humaneval_canonical_solutions();
 }
 
 fn perplexity() {
@@ -255,4 +265,34 @@ sampling = { temperature = 0.8, max_new_tokens = 64 }
     assert_eq!(lines[0]["completion"], "    return a + b\n", "cut at the stop sequence");
     assert_eq!((lines[0]["passed"].as_bool(), lines[1]["passed"].as_bool()), (Some(true), Some(false)));
     assert_eq!(lines[1]["status"], "failed");
+}
+
+/// The real HumanEval through eval.code: a "model" answering every prompt with the canonical
+/// solution scores pass@1 = 1 (164/164); answering with an empty body scores 0.
+fn humaneval_canonical_solutions() {
+    let Some(dir) = common::shared("code") else { return };
+    let problems_path = dir.join("HumanEval.jsonl.gz");
+    let problems = aurora_eval::code::load_problems(&problems_path, aurora_eval::code::Format::Humaneval).unwrap();
+    assert_eq!(problems.len(), 164);
+    let answers = |wrong: bool| -> serde_json::Map<String, Value> {
+        problems
+            .iter()
+            .map(|p| {
+                let completion = if wrong { "    pass\n" } else { aurora_eval::code::reference_completion(p) };
+                (aurora_eval::code::prompt(p), Value::String(completion.to_string()))
+            })
+            .collect()
+    };
+    for (wrong, expected) in [(false, 1.0), (true, 0.0)] {
+        let project = Project::new();
+        std::fs::copy(&problems_path, project.dir.path().join("HumanEval.jsonl.gz")).unwrap();
+        let plan = project.plan(
+            "[evals.humaneval]\nplugin = \"eval.code\"\non = [\"stages.base\"]\nproblems = \"file:HumanEval.jsonl.gz\"\nformat = \"humaneval\"\n",
+        );
+        model_dir(&project);
+        project.write("model/answers.json", Value::Object(answers(wrong)).to_string());
+        let results = execute(&project, &plan, "evals/humaneval/base", &[]).unwrap();
+        assert_eq!(results["metrics"], json!({ "pass@1.humaneval": expected }), "wrong = {wrong}");
+        assert_eq!(results["details"]["solved_problems"], if wrong { 0 } else { 164 });
+    }
 }
