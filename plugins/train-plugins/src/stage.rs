@@ -108,8 +108,9 @@ pub struct TrainingFields {
     #[schemars(range(min = 1))]
     pub global_batch: u64,
     /// Optimizer updates of this stage; default: one pass over the data in whole global batches.
+    /// `0` trains nothing: the stage's artifact is its `init` (importing a published checkpoint
+    /// as the study's base model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
     pub steps: Option<u64>,
     /// Tensor/pipeline/data parallel degrees (default 1, 1, 1).
     #[serde(default)]
@@ -492,6 +493,26 @@ impl Plugin for TrainTch {
                             ),
                             "the mixture's seq_len (its samples hold seq_len + 1 tokens)",
                             format!("use seq_len = {}, or change the mixture's", blend.seq_len),
+                        );
+                    }
+                    // A trained tokenizer's size is known now (its artifact may be smaller, never larger).
+                    let bpe_size = blend
+                        .tokenizer
+                        .split_once('.')
+                        .and_then(|(section, name)| ctx.manifest.value.get(section)?.get(name))
+                        .filter(|t| t.get("plugin").and_then(Value::as_str) == Some("tokenizer.bpe"))
+                        .and_then(|t| t.get("vocab_size")?.as_i64());
+                    if let (Some(size), Some(m)) = (bpe_size, &model)
+                        && size > m.vocab_size
+                    {
+                        p.push(
+                            "model",
+                            format!(
+                                "the tokenizer `{}` has up to {size} tokens but the model's vocab_size is {}",
+                                blend.tokenizer, m.vocab_size
+                            ),
+                            "a model vocab_size at least the tokenizer's vocab_size (every token id needs an embedding row)",
+                            format!("set vocab_size = {size} (or more) in the model, or train a smaller tokenizer"),
                         );
                     }
                     let tokenizer_name = blend.tokenizer.strip_prefix("tokenizers.").unwrap_or(&blend.tokenizer);

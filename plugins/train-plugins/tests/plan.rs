@@ -314,3 +314,8 @@ fn sft_can_continue_another_sft_and_keeps_the_chains_model_and_tokenizer() {
     assert_eq!(more.config["model"], plan.node("stages/cap").unwrap().config["model"]);
     assert!(plan.position("sft/safety") < plan.position("sft/more"));
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_models_vocabulary() {
+    insta::assert_snapshot!(error(&[("vocab_size = 512\nspecial_tokens", "vocab_size = 1024\nspecial_tokens")]));
+}
