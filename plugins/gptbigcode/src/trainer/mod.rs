@@ -374,7 +374,9 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     let (data, truncated) = open_data(job)?;
     let steps = job.steps.unwrap_or(data.len() / job.global_batch);
     let needed = steps * job.global_batch;
-    if needed > data.len() || steps == 0 {
+    // An explicit `steps = 0` imports `init` as this stage's artifact (e.g. StarCoderPlus as the
+    // study's base checkpoint); one pass over too little data is an error.
+    if needed > data.len() || (steps == 0 && job.steps.is_none()) {
         return Err(TrainError::NotEnoughData {
             node,
             available: data.len(),
