@@ -235,7 +235,9 @@ fn probe_pids_cgroup() -> Option<PathBuf> {
             }
         }
     }
-    candidates.into_iter().find(|dir| RunCgroup::create(dir, 2).is_ok_and(|cg| cg.remove()))
+    let dir = candidates.into_iter().find(|dir| RunCgroup::create(dir, 2).is_ok_and(|cg| cg.remove()))?;
+    remove_stale_cgroups(&dir);
+    Some(dir)
 }
 
 /// The pids cgroup of one run.
@@ -262,9 +264,11 @@ impl RunCgroup {
         }
     }
 
-    /// SIGKILLs what is left in the cgroup and removes it; whether it is gone.
+    /// SIGKILLs what is left in the cgroup and removes it; whether it is gone. A killed task stays
+    /// in the cgroup until it has fully exited, so removal is retried for a while.
     fn remove(self) -> bool {
-        for _ in 0..100 {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < give_up {
             if std::fs::remove_dir(&self.dir).is_ok() {
                 return true;
             }
@@ -272,9 +276,24 @@ impl RunCgroup {
             for pid in procs.lines().filter_map(|l| l.trim().parse::<libc::pid_t>().ok()) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(1));
         }
         false
+    }
+}
+
+/// Removes the cgroups of runs whose process has died (a caller killed mid-run leaves its empty
+/// cgroup behind).
+fn remove_stale_cgroups(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("aurora-sandbox-")?.split('-').next()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 
@@ -402,13 +421,15 @@ impl Supervisor {
             {
                 return Err(io::Error::last_os_error());
             }
-            for (resource, soft, hard) in self.rlimits {
-                check(libc::setrlimit(resource, &libc::rlimit { rlim_cur: soft, rlim_max: hard }))?;
-            }
             // The supervisor dies with the thread that spawned it, Python with the supervisor.
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
             if self.clone_flags != 0 {
                 check(libc::unshare(self.clone_flags))?;
+            }
+            // After entering a user namespace, RLIMIT_NPROC counts the processes of this user in
+            // that namespace only, so concurrent runs of one (non-root) user do not share it.
+            for (resource, soft, hard) in self.rlimits {
+                check(libc::setrlimit(resource, &libc::rlimit { rlim_cur: soft, rlim_max: hard }))?;
             }
             // SIGTERM stays blocked until SUPERVISED is set, so the handler always has the pid.
             let mut term: libc::sigset_t = std::mem::zeroed();
