@@ -11,6 +11,7 @@ mod output;
 use aurora_corpus as _;
 use aurora_eval as _;
 use aurora_exec as _;
+use aurora_lang_swahili as _;
 use aurora_report as _;
 use aurora_tokens as _;
 use aurora_train_plugins as _;

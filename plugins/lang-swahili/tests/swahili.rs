@@ -213,4 +213,14 @@ fn the_ablation_manifest_uses_the_shipped_corpus_with_the_crate_defaults() {
     let data = manifest.parent().unwrap().join(file).canonicalize().unwrap();
     assert_eq!(data, data_dir().join("swh_Latn.jsonl").canonicalize().unwrap());
     assert!(value["mixtures"]["cap"]["weights"]["swh_web"].as_float().is_some_and(|w| w > 0.0));
+
+    // The report's evaluator list is restated (arrays replace): it must keep the main run's.
+    let main_text = std::fs::read_to_string(manifest.parent().unwrap().join("../aurora-m.toml")).unwrap();
+    let main: toml::Value = toml::from_str(&main_text).unwrap();
+    let evals = |v: &toml::Value| -> BTreeSet<String> {
+        v["reports"]["main"]["evals"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect()
+    };
+    let (ours, theirs) = (evals(&value), evals(&main));
+    assert!(ours.is_superset(&theirs), "add-swahili.toml drops {:?} from reports.main.evals", &theirs - &ours);
+    assert!(ours.contains("evals.swh_bpb") && ours.contains("evals.swh_choice"));
 }
