@@ -8,6 +8,7 @@
 //! field = "prompt"              # "goal" for AdvBench's CSV, "instructions" for safety-tuned-llamas JSON
 //! category_field = "category"   # optional: per-category attack success
 //! benign = "file:data/sample/benign_prompts.jsonl"    # optional: over-refusal
+//! benign_field = "prompt"       # default: `field`
 //! sampling = { max_new_tokens = 64 }                  # greedy by default
 //! ```
 //!
@@ -65,9 +66,12 @@ evaluator_config! {
         /// The field holding each prompt's category, for `safety.asr.<category>`.
         #[serde(default)]
         pub category_field: Option<String>,
-        /// `"file:PATH"` of benign prompts (same formats and `field`) for `safety.over_refusal`.
+        /// `"file:PATH"` of benign prompts (same formats) for `safety.over_refusal`.
         #[serde(default)]
         pub benign: Option<String>,
+        /// The field holding a benign prompt (default: `field`).
+        #[serde(default)]
+        pub benign_field: Option<String>,
         /// Generation settings; greedy (temperature 0) and 64 new tokens by default.
         #[serde(default = "default_sampling")]
         pub sampling: Sampling,
@@ -85,6 +89,7 @@ fn default_sampling() -> Sampling {
 struct Settings {
     field: String,
     category_field: Option<String>,
+    benign_field: String,
     sampling: Sampling,
     /// The lexicons of the default classifier enter the key: linking a new language's lexicon
     /// changes verdicts.
@@ -141,6 +146,7 @@ impl Plugin for EvalSafety {
         let settings = Settings {
             field: config.field.clone(),
             category_field: config.category_field.clone(),
+            benign_field: config.benign_field.clone().unwrap_or_else(|| config.field.clone()),
             sampling: config.sampling.clone(),
             lexicons: LexiconClassifier::registered().phrases,
         };
@@ -150,12 +156,13 @@ impl Plugin for EvalSafety {
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let node: NodeConfig<Settings> = NodeConfig::from_ctx(ctx)?;
         let s = &node.settings;
-        let load = |name: &str| -> Result<Vec<Prompt>, PluginError> {
+        let load = |name: &str, field: &str, category_field: Option<&str>| -> Result<Vec<Prompt>, PluginError> {
             let path = schedule::input(ctx, name)?;
-            load_prompts(path, &s.field, s.category_field.as_deref()).map_err(|e| PluginError::new(e.to_string()))
+            load_prompts(path, field, category_field).map_err(|e| PluginError::new(e.to_string()))
         };
-        let redteam = load(PROMPTS_INPUT)?;
-        let benign = if ctx.inputs.contains_key(BENIGN_INPUT) { load(BENIGN_INPUT)? } else { Vec::new() };
+        let redteam = load(PROMPTS_INPUT, &s.field, s.category_field.as_deref())?;
+        let benign =
+            if ctx.inputs.contains_key(BENIGN_INPUT) { load(BENIGN_INPUT, &s.benign_field, None)? } else { Vec::new() };
         let requests: Vec<GenerateRequest> =
             redteam.iter().chain(&benign).map(|p| GenerateRequest { prompt: render(&p.text), n: 1 }).collect();
         let scratch = schedule::scratch(ctx)?;
