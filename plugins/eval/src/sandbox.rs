@@ -518,7 +518,8 @@ fn supervise(mut child: std::process::Child, limits: &Limits, started: Instant) 
         if fds[0].revents != 0 {
             break;
         }
-        if ready == 0 && Instant::now() >= deadline {
+        // Checked whatever poll returned: a program that writes without pause keeps it ready.
+        if Instant::now() >= deadline {
             if timed_out {
                 // The supervisor did not finish within the grace: kill everything we can reach.
                 unsafe { libc::killpg(pid, libc::SIGKILL) };
@@ -571,10 +572,12 @@ impl Capture {
         libc::pollfd { fd: self.pipe.as_ref().map_or(-1, |p| p.as_raw_fd()), events: libc::POLLIN, revents: 0 }
     }
 
-    /// Reads until the pipe would block; closes it at end of file.
+    /// Reads until the pipe would block, at most 1 MiB (a pipe's largest capacity) so that a
+    /// writer faster than us cannot keep us here; closes the pipe at end of file.
     fn read_available(&mut self) {
         let mut chunk = [0u8; 64 << 10];
-        while let Some(pipe) = self.pipe.as_mut() {
+        for _ in 0..16 {
+            let Some(pipe) = self.pipe.as_mut() else { return };
             match pipe.read(&mut chunk) {
                 Ok(0) => self.pipe = None,
                 Ok(n) => self.keep(&chunk[..n]),

@@ -172,6 +172,15 @@ fn a_stdout_flood_is_capped() {
 }
 
 #[test]
+fn an_endless_stdout_flood_still_times_out() {
+    let limits = Limits { wall: Duration::from_millis(800), ..limits() };
+    let out = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", &limits).unwrap();
+    assert_eq!(out.status, Status::TimedOut);
+    assert!(out.stdout.len() <= limits.output_bytes);
+    assert!(out.wall < limits.wall + Duration::from_secs(1), "took {:?}", out.wall);
+}
+
+#[test]
 fn the_environment_is_cleaned_and_the_temp_dir_removed() {
     let program = "import os, json\nprint(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ)}))\n";
     let out = run_python(program, &limits()).unwrap();
