@@ -694,7 +694,7 @@ fn stage_facts(config: &Value) -> BTreeMap<String, String> {
     let determinism = if class == "cpu" {
         // CPU reductions depend on the thread count; the worker pins it and deterministic algorithms.
         format!(
-            "deterministic algorithms, {} threads",
+            "deterministic algorithms, threads = {}",
             if keyed.threads == 0 { "default".into() } else { keyed.threads.to_string() }
         )
     } else {

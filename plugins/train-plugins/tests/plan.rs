@@ -155,7 +155,7 @@ fn a_two_stage_curriculum_with_sft_plans() {
     // Execution facts enter the key: the device class, precision, libtorch and determinism.
     assert_eq!(cap.facts["device"], "cpu");
     assert_eq!(cap.facts["precision"], "fp32");
-    assert_eq!(cap.facts["determinism"], "deterministic algorithms, 1 threads");
+    assert_eq!(cap.facts["determinism"], "deterministic algorithms, threads = 1");
     assert!(cap.facts.contains_key("libtorch"));
     let model = plan.node("models/tiny").unwrap();
     assert_eq!(model.config["model_type"], "gpt_bigcode");
