@@ -11,14 +11,19 @@
 //! * **a pids cgroup** (v1 `pids` hierarchy, or v2 with `pids` delegated) capping the number of
 //!   processes at [`Limits::processes`]: this is what stops a fork bomb when running as root,
 //!   which ignores `RLIMIT_NPROC`.
-//! * **rlimits**: address space, CPU seconds, file size, processes (non-root only), no core files.
+//! * **rlimits**: address space, CPU seconds, file size, no core files, and processes: binding for
+//!   non-root only, and set after entering the user namespace so that it counts this run's
+//!   processes, not all of the user's (concurrent runs do not starve each other).
 //! * **its own process group and a wall clock**: at the wall limit the group is killed.
 //!
 //! Between this process and Python sits a small supervisor (a fork of the spawned child, outside
 //! the namespaces): it waits for Python and exits with Python's status, and on `SIGTERM` (our wall
 //! limit) kills Python, so our `wait` still returns only after the namespace is empty.
-//! [`isolation`] says which layers this machine gave; without namespaces a program that leaves
-//! its process group (`setsid`) and the cgroup can outlive the run, and network is not cut.
+//! [`isolation`] says which layers this machine gave. Limits of each fallback: as root without a
+//! writable pids cgroup a fork bomb is unbounded until the wall limit (the namespace still takes
+//! every process down with it); without namespaces a program that leaves its process group
+//! (`setsid`) and escapes the cgroup can outlive the run, and the network is open. Memory is capped
+//! per process (`RLIMIT_AS`), not per run.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
