@@ -43,14 +43,20 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     let get = |k: &str| json_number(line, k).with_context(|| format!("no `{k}` in {line}"));
     let (ours, plain) = (get("sandboxed_per_s")?, get("plain_per_s")?);
     let failed = get("sandboxed_failed")? + get("plain_failed")?;
+    s.peer = Some("plain python3 (no sandbox)".into());
     s.row(Row::rate(
         "programs/s",
-        format!("executions per second, median of {rounds} rounds (peer: plain python3)"),
+        format!("executions per second, median of {rounds} rounds"),
         Some(ours),
         Some(plain),
     ));
     let isolation = text.lines().find_map(|l| l.strip_prefix("isolation: ")).unwrap_or("unknown").to_string();
     s.note("isolation", Json::Str(isolation.clone()), format!("isolation: {isolation}"));
+    s.note(
+        "sandboxed_over_plain",
+        Json::Num(ours / plain),
+        format!("sandboxed / plain throughput: {:.2} (the sandbox's cost per execution)", ours / plain),
+    );
     s.note("workers", Json::Num(get("workers")?), format!("{} worker threads", get("workers")?));
     s.note("failed", Json::Num(failed), format!("{failed} canonical programs failed (expected 0)"));
     Ok(s)
