@@ -90,22 +90,21 @@ fn wrong_completions_pass_0_of_164() {
 }
 
 #[test]
-fn canonical_solutions_cut_at_the_stop_sequences_still_pass() {
-    // What generation returns: a completion that runs on into the next definition, then truncated.
+fn canonical_solutions_survive_truncation_at_the_stop_sequences() {
+    // What generation returns: a completion that runs on into the next definition, then cut. For
+    // every canonical solution free of stop sequences the cut gives back exactly the solution
+    // (which passes, above); so the cut keeps what HumanEval needs. No sandbox run needed.
     let Some(problems) = problems() else { return };
-    let statuses = run_all("canonical + trailing junk, truncated", &problems, |p| {
-        let rambling = format!("{}\n\ndef unrelated():\n    raise SystemExit(1)\n", code::reference_completion(p));
-        code::truncate_completion(&rambling).to_string()
-    });
-    // Canonical solutions containing a stop sequence themselves are cut short; all others pass.
-    let whole: Vec<(&Problem, &Status)> = problems
-        .iter()
-        .zip(&statuses)
-        .filter(|(p, _)| !code::HUMANEVAL_STOP.iter().any(|stop| code::reference_completion(p).contains(stop)))
-        .collect();
-    eprintln!("{} of 164 canonical solutions contain no stop sequence", whole.len());
-    assert!(whole.len() > 100);
-    let failed: Vec<String> =
-        whole.iter().filter(|(_, s)| **s != Status::Passed).map(|(p, s)| format!("{}: {s:?}", p.task_id)).collect();
-    assert_eq!(failed, Vec::<String>::new());
+    let mut whole = 0;
+    for p in &problems {
+        let solution = code::reference_completion(p);
+        if code::HUMANEVAL_STOP.iter().any(|stop| solution.contains(stop)) {
+            continue;
+        }
+        whole += 1;
+        let rambling = format!("{solution}\n\ndef unrelated():\n    raise SystemExit(1)\n\nprint(unrelated())\n");
+        assert_eq!(code::truncate_completion(&rambling).trim_end(), solution.trim_end(), "{}", p.task_id);
+    }
+    eprintln!("{whole} of 164 canonical solutions contain no stop sequence");
+    assert!(whole > 150, "{whole}");
 }
