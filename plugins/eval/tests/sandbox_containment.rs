@@ -69,6 +69,13 @@ fn a_failing_assertion_fails_with_the_stderr_tail() {
 }
 
 #[test]
+fn a_crash_is_reported_with_its_signal() {
+    // The supervisor dies of Python's signal, so the caller sees Python's status.
+    let out = run_python("import ctypes\nctypes.string_at(0)\n", &limits()).unwrap();
+    assert_eq!(out.status, Status::Killed { signal: libc::SIGSEGV });
+}
+
+#[test]
 fn a_fork_bomb_is_contained_and_leaves_no_process() {
     let marker = marker("forkbomb");
     let program = marked(&marker, "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n");
