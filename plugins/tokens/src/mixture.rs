@@ -59,8 +59,9 @@ pub struct BlendConfig {
     /// `tokens/NAME/SOURCE` node per tokenizer and source); `source.megatron` sources must have
     /// been made with a tokenizer of the same vocabulary size.
     pub tokenizer: String,
-    /// Source entry name (`[sources.NAME]`) -> relative weight (positive; normalised to sum 1).
-    /// The share of samples each source gets.
+    /// Source entry name (`[sources.NAME]`) -> relative weight (normalised to sum 1): the share of
+    /// samples each source gets. `0` leaves the source out, exactly as if it were not listed (an
+    /// ablation extending a manifest cannot remove a key, but can zero it).
     pub weights: BTreeMap<String, f64>,
     /// Token budget of the stage: `ceil(tokens / seq_len)` samples of `seq_len` training tokens.
     #[schemars(range(min = 1))]
@@ -73,6 +74,13 @@ pub struct BlendConfig {
     /// (Muennighoff et al., 2023).
     #[serde(default = "default_max_repetition")]
     pub max_repetition: f64,
+}
+
+impl BlendConfig {
+    /// The sources this mixture reads: those with a weight above 0, in name order.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.weights.iter().filter(|(_, w)| **w > 0.0).map(|(name, _)| name.as_str())
+    }
 }
 
 /// What enters the key of a mixture node (the tokenizer and the stores are inputs).
@@ -188,15 +196,23 @@ impl Plugin for MixerBlend {
                         .help(suggestion(name, &sources)),
                 );
             }
-            if !(w.is_finite() && w > 0.0) {
+            if !(w.is_finite() && w >= 0.0) {
                 problems.push(
                     Diagnostic::new(format!("weight of `{name}` is {w}"))
                         .at(manifest.sources.value(&pointer))
                         .pointer(pointer)
-                        .expected("a finite number greater than 0 (weights are relative; they are normalised to sum 1)")
-                        .help("to leave a source out of this mixture, remove it from `weights`"),
+                        .expected("a finite number >= 0 (weights are relative; they are normalised to sum 1)")
+                        .help("to leave a source out of this mixture, remove it from `weights` or set it to 0"),
                 );
             }
+        }
+        if !config.weights.is_empty() && config.sources().next().is_none() {
+            problems.push(
+                Diagnostic::new(format!("every weight of mixture `{}` is 0", entry.name))
+                    .at(manifest.sources.value(&weights_pointer))
+                    .pointer(weights_pointer.clone())
+                    .expected("at least one source with a weight greater than 0"),
+            );
         }
         if !(config.max_repetition.is_finite() && config.max_repetition >= 1.0) {
             let pointer = format!("{}/max_repetition", entry.pointer());
@@ -217,7 +233,7 @@ impl Plugin for MixerBlend {
             "tokenizer".to_string(),
             InputSpec { source: InputSource::Node(format!("tokenizers/{tokenizer}")), pointer: tok_pointer },
         )]);
-        for name in config.weights.keys() {
+        for name in config.sources() {
             let pointer = format!("{weights_pointer}/{name}");
             let store = store_node_id(&manifest.value, &tokenizer, name);
             if !source_is_tokenized(&manifest.value, name) {
@@ -226,7 +242,7 @@ impl Plugin for MixerBlend {
             inputs.insert(format!("{STORE_PREFIX}{name}"), InputSpec { source: InputSource::Node(store), pointer });
         }
         let keyed = Keyed {
-            weights: config.weights,
+            weights: config.sources().map(|name| (name.to_string(), config.weights[name])).collect(),
             tokens: config.tokens,
             seq_len: config.seq_len,
             max_repetition: config.max_repetition,

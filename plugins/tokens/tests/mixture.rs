@@ -645,3 +645,23 @@ path = "data/tokenizer.json"
 "#;
     insta::assert_snapshot!(Project::new(m).errors());
 }
+
+/// A zero weight leaves a source out exactly as if it were not listed (same node key), so an
+/// ablation extending a manifest can drop a source; all-zero weights are an error.
+#[test]
+fn a_zero_weight_is_the_same_as_leaving_the_source_out() {
+    let base = sample_manifest(1);
+    let zeroed =
+        base.replace("weights = { eng_web = 1, fin_web = 1 }", "weights = { eng_web = 1, fin_web = 1, hin_web = 0 }");
+    assert_ne!(base, zeroed);
+    let key_of = |text: &str| {
+        let p = Project::new(text);
+        let plan = p.plan().unwrap_or_else(|d| panic!("{d}"));
+        let node = plan.nodes.iter().find(|n| n.id == "mixtures/cat").unwrap();
+        (node.config.clone(), node.inputs.keys().cloned().collect::<Vec<_>>())
+    };
+    assert_eq!(key_of(&base), key_of(&zeroed));
+    let all_zero = base.replace("weights = { eng_web = 1, fin_web = 1 }", "weights = { eng_web = 0, fin_web = 0 }");
+    let errors = Project::new(&all_zero).errors();
+    assert!(errors.contains("every weight of mixture `cat` is 0"), "{errors}");
+}

@@ -520,10 +520,10 @@ impl Plugin for TrainTch {
                     if let Some(tokenizer) = ctx.entry_ref(&blend.tokenizer) {
                         inputs.insert("tokenizer".into(), node_input(tokenizer, p.at("data")));
                     }
-                    for source in blend.weights.keys() {
+                    for source in blend.sources() {
                         let store = store_node_id(&ctx.manifest.value, tokenizer_name, source);
                         inputs.insert(format!("{STORE_PREFIX}{source}"), node_input(store, p.at("data")));
-                        sources.push(source.clone());
+                        sources.push(source.to_string());
                     }
                 }
             }
