@@ -8,6 +8,8 @@
 //!   namespace when not root): the program is PID 1 of its own namespace, so when it exits or is
 //!   killed the kernel kills every process it started, and waiting for it returns only once they
 //!   are all gone. Its network namespace has only a downed loopback: no connection succeeds.
+//!   (As an init, Python ignores signals it sends itself for which it has no handler, e.g.
+//!   `os.kill(os.getpid(), signal.SIGTERM)`; faults such as `SIGSEGV` still kill it.)
 //! * **a pids cgroup** (v1 `pids` hierarchy, or v2 with `pids` delegated) capping the number of
 //!   processes at [`Limits::processes`]: this is what stops a fork bomb when running as root,
 //!   which ignores `RLIMIT_NPROC`.
