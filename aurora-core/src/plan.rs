@@ -110,13 +110,22 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
     let ctx = PlanContext { manifest: &manifest };
     let mut problems = Vec::new();
     let mut specs = Vec::new();
+    // Entries whose planning failed: references to them are consequences of errors already
+    // reported, not problems of their own.
+    let mut failed = BTreeSet::new();
+    let mut entry_refs = Vec::new();
     for (section, name, plugin, config) in entries(&manifest) {
         let entry = Entry { section: &section, name: &name, config: &config };
+        entry_refs.push(format!("{section}.{name}"));
         match plugin.plan(&entry, &ctx) {
             Ok(nodes) => specs.extend(nodes.into_iter().map(|n| (plugin, n))),
-            Err(d) => problems.extend(d.0),
+            Err(d) => {
+                problems.extend(d.0);
+                failed.insert(entry.node_id());
+            }
         }
     }
+    let entry_refs: Vec<&str> = entry_refs.iter().map(String::as_str).collect();
 
     let mut nodes: BTreeMap<String, PlannedNode> = BTreeMap::new();
     for (entry_plugin, spec) in specs {
@@ -177,15 +186,13 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
             },
         );
     }
-    let ids: Vec<&str> = nodes.keys().map(String::as_str).collect();
     for node in nodes.values() {
         for (name, input) in &node.inputs {
             if let InputSource::Node(up) = &input.source
                 && !nodes.contains_key(up)
+                && !failed.contains(up)
             {
                 let as_ref = up.replacen('/', ".", 1);
-                let refs: Vec<String> = ids.iter().map(|i| i.replacen('/', ".", 1)).collect();
-                let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
                 problems.push(
                     Diagnostic::new(format!(
                         "input `{name}` of `{}` refers to `{as_ref}`, which is not defined",
@@ -194,7 +201,7 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
                     .at(manifest.sources.value(&input.pointer))
                     .pointer(input.pointer.clone())
                     .expected("`SECTION.NAME` of an entry in this manifest, or `file:PATH`")
-                    .help(suggestion(&as_ref, &refs)),
+                    .help(suggestion(&as_ref, &entry_refs)),
                 );
             }
         }
