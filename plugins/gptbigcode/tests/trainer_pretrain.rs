@@ -78,6 +78,7 @@ fn loss_falls_below_unigram_entropy_and_export_loads_back() {
     let ms: StageState = serde_json::from_slice(&read(&milestone.join("trainer_state.json"))).unwrap();
     assert_eq!((ms.stage_steps, ms.tokens), (10, 2560));
     hf::load_pretrained(&milestone, Device::Cpu).unwrap();
+    assert_eq!(read(&milestone.join("tokenizer.json")), read(&out.join("tokenizer.json")), "a milestone is evaluable");
     assert!(!out.join("milestones/tokens-256000").exists());
 
     // The export loads back, with the trained weights (low loss on the data), not the initial ones.

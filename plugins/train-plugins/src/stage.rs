@@ -457,7 +457,8 @@ impl Plugin for TrainTch {
         PluginKind::Trainer
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: milestones carry tokenizer.json.
+        "2"
     }
     fn description(&self) -> &'static str {
         "Train a GPTBigCode curriculum stage on a mixture with libtorch (AdamW, schedules, resumable checkpoints, HF export)"

@@ -327,6 +327,9 @@ fn write_milestone(dir: &Path, job: &TrainJob, vs: &nn::VarStore, state: &StageS
     }
     hf::save_pretrained(&tmp, &job.model, vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
     checkpoint::write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
+    // A milestone is evaluated on its own, so it carries the tokenizer like the final artifact.
+    let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
+    std::fs::copy(&tokenizer, tmp.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io(dir))?;
     }
