@@ -457,8 +457,8 @@ impl Plugin for TrainTch {
         PluginKind::Trainer
     }
     fn version(&self) -> &'static str {
-        // 2: milestones carry tokenizer.json.
-        "2"
+        // 2: milestones carry tokenizer.json. 3: tokens_total counts init stages' tokens.
+        "3"
     }
     fn description(&self) -> &'static str {
         "Train a GPTBigCode curriculum stage on a mixture with libtorch (AdamW, schedules, resumable checkpoints, HF export)"
@@ -603,7 +603,8 @@ impl Plugin for SftInstructions {
         PluginKind::Sft
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: tokens_total counts the init stages' tokens.
+        "2"
     }
     fn description(&self) -> &'static str {
         "Instruction-tune a trained stage on {instruction, input, output} records (loss on responses only)"

@@ -50,7 +50,8 @@ pub struct StageState {
     pub stage_steps: u64,
     /// Tokens seen in this stage.
     pub tokens: u64,
-    /// Tokens seen over every stage continuing this run.
+    /// Tokens the model has seen over every stage it descends from (`init` stages), whether
+    /// or not they continued one run.
     pub tokens_total: u64,
     pub seed: u64,
 }
@@ -438,12 +439,14 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
             Init::Hf { dir } => load_init_weights(dir, job, &vs)?,
             Init::Stage { dir, continue_run } => {
                 load_init_weights(dir, job, &vs)?;
+                // The model has seen the init stage's tokens whether or not the run (optimizer,
+                // step counter, schedule) continues: scaling curves count them.
+                let previous: StageState = read_json(&dir.join(TRAINER_STATE_FILE))?;
+                state.tokens_total = previous.tokens_total;
                 if *continue_run {
                     opt.load(&dir.join(OPTIMIZER_FILE))?;
-                    let previous: StageState = read_json(&dir.join(TRAINER_STATE_FILE))?;
                     state.global_step = previous.step;
                     state.stage_start = previous.step;
-                    state.tokens_total = previous.tokens_total;
                 }
             }
         }
