@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::manifest::DISABLED_KEY;
 use crate::manifest::Experiment;
 use crate::plugin::{Plugin, registry};
-use crate::manifest::DISABLED_KEY;
 use crate::validate::{EXPERIMENT, PLUGIN_KEY};
 
 /// A plugin's config schema as a standalone document.

@@ -2,10 +2,10 @@
 //! and two runs from the same seed end with bitwise-identical weights (CPU, deterministic mode).
 //! Its own test binary (process), because `set_deterministic` is process-wide.
 
-use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
 use aurora_gptbigcode::optim::{AdamWConfig, BuildAdamW, clip_grad_norm};
 use aurora_gptbigcode::schedule::Schedule;
 use aurora_gptbigcode::{GptBigCode, GptBigCodeConfig};
+use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
 
 const STEPS: u64 = 50;
 
