@@ -77,6 +77,13 @@ pub fn value_changes(pointer: &str, a: &Value, b: &Value, out: &mut Vec<ValueCha
     }
 }
 
+/// Metrics that measure speed (`seconds`, `*_per_s`, `mfu`) differ between any two executions
+/// and say nothing about whether a result was reproduced, so they are not compared.
+fn is_timing(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last == "seconds" || last == "mfu" || last.ends_with("_per_s")
+}
+
 fn metric_changes(a: &Value, b: &Value) -> Vec<MetricChange> {
     let empty = serde_json::Map::new();
     let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
@@ -85,7 +92,7 @@ fn metric_changes(a: &Value, b: &Value) -> Vec<MetricChange> {
     names.dedup();
     names
         .into_iter()
-        .filter(|n| a.get(*n) != b.get(*n))
+        .filter(|n| !is_timing(n) && a.get(*n) != b.get(*n))
         .map(|n| {
             let (x, y) = (a.get(n).cloned().unwrap_or(Value::Null), b.get(n).cloned().unwrap_or(Value::Null));
             let relative = match (x.as_f64(), y.as_f64()) {
@@ -198,6 +205,16 @@ mod tests {
                 ("/steps/new~1x".to_string(), Value::Null, json!(2)),
             ]
         );
+    }
+
+    #[test]
+    fn timings_are_not_differences() {
+        let a = serde_json::json!({ "loss": 2.0, "seconds": 1.5, "tokens_per_s": 900.0, "mfu": 0.3 });
+        let b = serde_json::json!({ "loss": 2.0, "seconds": 2.5, "tokens_per_s": 700.0, "mfu": 0.2 });
+        assert!(metric_changes(&a, &b).is_empty());
+        let c = serde_json::json!({ "loss": 2.5, "seconds": 1.5, "tokens_per_s": 900.0, "mfu": 0.3 });
+        let names: Vec<String> = metric_changes(&a, &c).into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["loss"]);
     }
 
     #[test]
