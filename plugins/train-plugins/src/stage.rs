@@ -381,6 +381,22 @@ fn check_training(p: &mut Problems<'_>, t: &TrainingFields, model: Option<&GptBi
             },
         );
     }
+    // A milestone the stage never reaches would never be written, and an evaluator with
+    // `milestones = true` would plan a node for it that can only fail.
+    if let Some(steps) = t.steps {
+        let stage_tokens = steps * t.global_batch * t.seq_len;
+        if let Some(&beyond) = t.milestones.iter().find(|&&m| m == 0 || m > stage_tokens) {
+            p.push(
+                "milestones",
+                format!(
+                    "milestone {beyond} is not within the stage's {stage_tokens} tokens ({steps} steps x {} x {})",
+                    t.global_batch, t.seq_len
+                ),
+                "token counts between 1 and steps * global_batch * seq_len",
+                "remove it, or train longer".into(),
+            );
+        }
+    }
     if t.precision == Precision::Bf16 && resolve_device(&t.device) == "cpu" {
         p.push(
             "precision",

@@ -319,3 +319,9 @@ fn sft_can_continue_another_sft_and_keeps_the_chains_model_and_tokenizer() {
 fn a_tokenizer_larger_than_the_models_vocabulary() {
     insta::assert_snapshot!(error(&[("vocab_size = 512\nspecial_tokens", "vocab_size = 1024\nspecial_tokens")]));
 }
+
+#[test]
+fn milestone_beyond_the_stage() {
+    // stages.cat trains 5 steps x 8 x 64 = 2560 tokens when steps is given.
+    insta::assert_snapshot!(error(&[("milestones = [1024]", "steps = 5\nmilestones = [1024, 4096]")]));
+}
