@@ -171,6 +171,30 @@ pub fn plugins(registry: &Registry, json: bool) -> String {
     for p in registry.iter() {
         let _ = writeln!(out, "{:<width$}  {:<9}  v{:<6}  {}", p.id(), p.kind().as_str(), p.version(), p.description());
     }
+    out.push_str(&language_extensions());
+    out
+}
+
+/// Languages that linked crates extend (refusal lexicons for `eval.safety`, cleaning defaults for
+/// sources): registrations that are not plugins but change what plugins do.
+fn language_extensions() -> String {
+    let lexicons = aurora_eval::safety::LexiconClassifier::registered();
+    let defaults = aurora_corpus::defaults::registered();
+    let mut langs: Vec<&str> = lexicons.languages();
+    langs.extend(defaults.iter().map(|d| d.lang));
+    langs.sort_unstable();
+    langs.dedup();
+    let mut out = String::from("\nlanguages extended by linked crates:\n");
+    for lang in langs {
+        let mut parts = Vec::new();
+        if lexicons.languages().contains(&lang) {
+            parts.push("refusal lexicon (eval.safety)".to_string());
+        }
+        for d in defaults.iter().filter(|d| d.lang == lang) {
+            parts.push(format!("cleaning defaults from {} ({} filters)", d.provider, d.filters.len()));
+        }
+        let _ = writeln!(out, "  {lang:<9}  {}", parts.join(", "));
+    }
     out
 }
 
