@@ -32,7 +32,7 @@ use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
 };
-use aurora_worker_api::{GenerateJob, GenerateRequest, GenerateResult, Job, Sampling};
+use aurora_worker_api::{GenerateRequest, GenerateResult, Sampling};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -244,24 +244,7 @@ impl Plugin for EvalCode {
         let problems = code::load_problems(path, s.format).map_err(|e| PluginError::new(e.to_string()))?;
         let requests: Vec<GenerateRequest> =
             problems.iter().map(|p| GenerateRequest { prompt: code::prompt(p), n: s.n }).collect();
-        let scratch = schedule::scratch(ctx)?;
-        let requests_path = scratch.join("requests.jsonl");
-        schedule::write_jsonl(&requests_path, &requests)?;
-        let model = node.model_ref(ctx)?;
-        let tokens_total = schedule::tokens_total(&model.dir)?;
-        let job = Job::Generate(GenerateJob {
-            node: ctx.node_id.to_string(),
-            model,
-            seed: ctx.seed,
-            requests: requests_path,
-            sampling: s.sampling.clone(),
-            batch_size: node.runtime.batch_size,
-            kv_cache: true,
-            out_dir: ctx.out_dir.to_path_buf(),
-        });
-        crate::worker::run(&job, ctx)?;
-        let generated: Vec<GenerateResult> =
-            schedule::read_worker_output(&ctx.out_dir.join("generations.jsonl"), problems.len())?;
+        let (generated, tokens_total) = node.generate(ctx, &requests, &s.sampling)?;
         let stops: Vec<&str> = s.sampling.stop.iter().map(String::as_str).collect();
         let samples = samples(&problems, &generated, s.n, &stops)?;
         let verdicts = run_samples(&problems, samples, &limits, ctx)?;

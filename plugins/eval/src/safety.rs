@@ -43,7 +43,7 @@ use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
 };
-use aurora_worker_api::{GenerateJob, GenerateRequest, GenerateResult, Job, Sampling};
+use aurora_worker_api::{GenerateRequest, GenerateResult, Sampling};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -165,24 +165,7 @@ impl Plugin for EvalSafety {
             if ctx.inputs.contains_key(BENIGN_INPUT) { load(BENIGN_INPUT, &s.benign_field, None)? } else { Vec::new() };
         let requests: Vec<GenerateRequest> =
             redteam.iter().chain(&benign).map(|p| GenerateRequest { prompt: render(&p.text), n: 1 }).collect();
-        let scratch = schedule::scratch(ctx)?;
-        let requests_path = scratch.join("requests.jsonl");
-        schedule::write_jsonl(&requests_path, &requests)?;
-        let model = node.model_ref(ctx)?;
-        let tokens_total = schedule::tokens_total(&model.dir)?;
-        let job = Job::Generate(GenerateJob {
-            node: ctx.node_id.to_string(),
-            model,
-            seed: ctx.seed,
-            requests: requests_path,
-            sampling: s.sampling.clone(),
-            batch_size: node.runtime.batch_size,
-            kv_cache: true,
-            out_dir: ctx.out_dir.to_path_buf(),
-        });
-        crate::worker::run(&job, ctx)?;
-        let generated: Vec<GenerateResult> =
-            schedule::read_worker_output(&ctx.out_dir.join("generations.jsonl"), requests.len())?;
+        let (generated, tokens_total) = node.generate(ctx, &requests, &s.sampling)?;
         let classifier = LexiconClassifier { phrases: s.lexicons.clone() };
         let verdicts = classify_all(&classifier, &redteam, &benign, &generated);
         schedule::write_jsonl(&ctx.out_dir.join("responses.jsonl"), &verdicts)?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean, quoted_list};
 use aurora_core::plugin::{Entry, ExecContext, InputSource, InputSpec, NodeSpec, PlanContext, PluginError};
-use aurora_worker_api::{ModelRef, Precision};
+use aurora_worker_api::{GenerateJob, GenerateRequest, GenerateResult, Job, ModelRef, Precision, Sampling};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -306,6 +306,33 @@ impl<T: serde::de::DeserializeOwned> NodeConfig<T> {
             precision: self.runtime.precision,
             threads: self.runtime.threads,
         })
+    }
+
+    /// Generates completions for `requests` in the worker (KV cache on; `generations.jsonl` is
+    /// kept in the artifact). Returns one result per request and the model's `tokens_total`.
+    pub fn generate(
+        &self,
+        ctx: &mut ExecContext<'_>,
+        requests: &[GenerateRequest],
+        sampling: &Sampling,
+    ) -> Result<(Vec<GenerateResult>, Option<u64>), PluginError> {
+        let requests_path = scratch(ctx)?.join("requests.jsonl");
+        write_jsonl(&requests_path, requests)?;
+        let model = self.model_ref(ctx)?;
+        let tokens_total = tokens_total(&model.dir)?;
+        let job = Job::Generate(GenerateJob {
+            node: ctx.node_id.to_string(),
+            model,
+            seed: ctx.seed,
+            requests: requests_path,
+            sampling: sampling.clone(),
+            batch_size: self.runtime.batch_size,
+            kv_cache: true,
+            out_dir: ctx.out_dir.to_path_buf(),
+        });
+        crate::worker::run(&job, ctx)?;
+        let generated = read_worker_output(&ctx.out_dir.join("generations.jsonl"), requests.len())?;
+        Ok((generated, tokens_total))
     }
 }
 
