@@ -51,6 +51,11 @@ enum Command {
         /// Execute this node even if cached (repeatable).
         #[arg(long, value_name = "NODE")]
         force: Vec<String>,
+        /// How sharded stages start their ranks: `local` (worker processes on this machine),
+        /// `slurm` (one `srun` step inside the current allocation), or `auto` (slurm inside an
+        /// allocation, else local). Never part of a node key.
+        #[arg(long, value_name = "LAUNCHER", env = aurora_launch::AURORA_LAUNCHER, default_value = "auto")]
+        launcher: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -199,7 +204,15 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { manifest, json } => cmd_plan(&manifest, json),
-        Command::Run { manifest, jobs, until, force, json } => cmd_run(&manifest, jobs, until, force, json),
+        Command::Run { manifest, jobs, until, force, launcher, json } => {
+            // Checked now (a Slurm launcher outside an allocation is an error before any work),
+            // then handed to the plugins that start ranks through the environment.
+            aurora_launch::Launcher::resolve(Some(&launcher), |k| std::env::var(k).ok())
+                .map_err(|e| usage(e.to_string(), "use --launcher local, slurm or auto"))?;
+            // SAFETY: no other thread exists yet (the executor starts its workers later).
+            unsafe { std::env::set_var(aurora_launch::AURORA_LAUNCHER, &launcher) };
+            cmd_run(&manifest, jobs, until, force, json)
+        }
         Command::Verify { manifest, node, store, profile, sets } => match (manifest, node, store) {
             (_, _, true) => cmd_verify_store(),
             (Some(m), Some(node), false) => cmd_verify_node(&m, profile, sets, &node),

@@ -9,7 +9,7 @@
 //! State file (`optimizer.safetensors`): `<param>.exp_avg` and `<param>.exp_avg_sq` (float32,
 //! the parameter's shape) for every parameter, and `step` (int64, shape `[1]`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
@@ -40,6 +40,23 @@ pub enum AdamWError {
     Torch(#[from] tch::TchError),
 }
 
+/// The trainable variables of `vs` in name order: name, tensor (shallow), whether weight decay
+/// applies (not to [`NO_DECAY_GROUP`]).
+pub fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor, bool)> {
+    let variables = vs.variables_.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Groups are recorded per tensor, names per tensor too: join them on the storage pointer.
+    let group: HashMap<usize, usize> =
+        variables.trainable_variables.iter().map(|v| (v.tensor.data_ptr() as usize, v.group)).collect();
+    let named: BTreeMap<&String, &Tensor> = variables.named_variables.iter().collect();
+    named
+        .into_iter()
+        .filter_map(|(name, var)| {
+            let g = *group.get(&(var.data_ptr() as usize))?;
+            Some((name.clone(), var.shallow_clone(), g != NO_DECAY_GROUP))
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 struct ParamState {
     name: String,
@@ -57,26 +74,61 @@ pub struct AdamW {
     step: u64,
 }
 
+/// The scalars of one AdamW update (step `t`, learning rate `lr`), and the update itself: one
+/// definition for the whole-parameter optimizer here and the sharded one ([`crate::zero`]), so
+/// both compute the same bits for the same element.
+#[derive(Debug, Clone, Copy)]
+pub struct Coefficients {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    decay_factor: f64,
+    step_size: f64,
+    bias_correction2_sqrt: f64,
+}
+
+impl Coefficients {
+    pub fn new(config: &AdamWConfig, lr: f64, step: u64) -> Self {
+        let AdamWConfig { beta1, beta2, eps, weight_decay } = *config;
+        Coefficients {
+            beta1,
+            beta2,
+            eps,
+            decay_factor: 1.0 - lr * weight_decay,
+            step_size: lr / (1.0 - beta1.powi(step as i32)),
+            bias_correction2_sqrt: (1.0 - beta2.powi(step as i32)).sqrt(),
+        }
+    }
+
+    /// `torch.optim.AdamW`'s update of `param` (a parameter or a view of part of one) in place.
+    pub fn update(
+        &self,
+        param: &mut Tensor,
+        grad: &Tensor,
+        exp_avg: &mut Tensor,
+        exp_avg_sq: &mut Tensor,
+        decay: bool,
+    ) {
+        if decay && self.decay_factor != 1.0 {
+            let _ = param.g_mul_scalar_(self.decay_factor);
+        }
+        let _ = exp_avg.g_mul_scalar_(self.beta1);
+        let _ = exp_avg.g_add_(&(grad * (1.0 - self.beta1)));
+        let _ = exp_avg_sq.g_mul_scalar_(self.beta2);
+        let _ = exp_avg_sq.addcmul_(grad, &(grad * (1.0 - self.beta2)));
+        let denom = (exp_avg_sq.sqrt() / self.bias_correction2_sqrt) + self.eps;
+        let _ = param.addcdiv_(&(&*exp_avg * -self.step_size), &denom);
+    }
+}
+
 impl AdamW {
     /// Zero moments and step 0 for every trainable variable of `vs`, in name order.
     pub fn new(vs: &nn::VarStore, config: &AdamWConfig) -> Self {
-        let variables = vs.variables_.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Groups are recorded per tensor, names per tensor too: join them on the storage pointer.
-        let group: HashMap<usize, usize> =
-            variables.trainable_variables.iter().map(|v| (v.tensor.data_ptr() as usize, v.group)).collect();
-        let named: BTreeMap<&String, &Tensor> = variables.named_variables.iter().collect();
-        let params = named
+        let params = trainable(vs)
             .into_iter()
-            .filter_map(|(name, var)| {
-                let g = *group.get(&(var.data_ptr() as usize))?;
-                let zeros = || Tensor::zeros_like(var).to_kind(Kind::Float);
-                Some(ParamState {
-                    name: name.clone(),
-                    var: var.shallow_clone(),
-                    decay: g != NO_DECAY_GROUP,
-                    exp_avg: zeros(),
-                    exp_avg_sq: zeros(),
-                })
+            .map(|(name, var, decay)| {
+                let zeros = || Tensor::zeros_like(&var).to_kind(Kind::Float);
+                ParamState { exp_avg: zeros(), exp_avg_sq: zeros(), name, var, decay }
             })
             .collect();
         Self { config: config.clone(), params, step: 0 }
@@ -102,27 +154,20 @@ impl AdamW {
     /// Parameters without a gradient are left alone (their moments too), as torch does.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
-        let bias_correction1 = 1.0 - beta1.powi(self.step as i32);
-        let bias_correction2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
-        let step_size = lr / bias_correction1;
+        let coefficients = Coefficients::new(&self.config, lr, self.step);
         tch::no_grad(|| {
             for p in &mut self.params {
                 let grad = p.var.grad();
-                if !grad.defined() {
-                    continue;
+                if grad.defined() {
+                    coefficients.update(&mut p.var, &grad, &mut p.exp_avg, &mut p.exp_avg_sq, p.decay);
                 }
-                if p.decay && weight_decay != 0.0 {
-                    let _ = p.var.g_mul_scalar_(1.0 - lr * weight_decay);
-                }
-                let _ = p.exp_avg.g_mul_scalar_(beta1);
-                let _ = p.exp_avg.g_add_(&(&grad * (1.0 - beta1)));
-                let _ = p.exp_avg_sq.g_mul_scalar_(beta2);
-                let _ = p.exp_avg_sq.addcmul_(&grad, &(&grad * (1.0 - beta2)));
-                let denom = (p.exp_avg_sq.sqrt() / bias_correction2_sqrt) + eps;
-                let _ = p.var.addcdiv_(&(&p.exp_avg * -step_size), &denom);
             }
         });
+    }
+
+    /// The trainable variables in name order: name, tensor, whether weight decay applies.
+    pub fn parameters(&self) -> impl Iterator<Item = (&str, &Tensor, bool)> {
+        self.params.iter().map(|p| (p.name.as_str(), &p.var, p.decay))
     }
 
     /// The state as named tensors (see the module docs), on the CPU.
@@ -144,46 +189,28 @@ impl AdamW {
     /// Replaces the state with the one in `path`, after checking that it has exactly this
     /// optimizer's tensors with their shapes (every problem is listed).
     pub fn load(&mut self, path: &Path) -> Result<(), AdamWError> {
-        let bytes = std::fs::read(path).map_err(|source| AdamWError::Io { path: path.to_path_buf(), source })?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-            AdamWError::Hf(HfError::Safetensors { path: path.to_path_buf(), message: format!("{e:?}") })
-        })?;
-        let mut found: BTreeMap<String, Tensor> = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            found.insert(name, Tensor::try_from(view)?);
-        }
+        self.load_state(&StateFiles::open(&[path.to_path_buf()])?)
+    }
+
+    /// Replaces the state with the one in `files` (whole or sharded, see [`StateFiles`]).
+    pub fn load_state(&mut self, files: &StateFiles) -> Result<(), AdamWError> {
         let mut problems = Vec::new();
-        let step = match found.remove(STEP_TENSOR) {
-            Some(t) if t.size() == [1] && t.kind() == Kind::Int64 => Some(t.int64_value(&[0]) as u64),
-            Some(t) => {
-                problems.push(format!("`{STEP_TENSOR}`: expected int64 [1], found {:?} {:?}", t.kind(), t.size()));
-                None
-            }
-            None => {
-                problems.push(format!("missing `{STEP_TENSOR}`"));
-                None
-            }
-        };
         let mut loaded = Vec::new();
+        let mut expected = BTreeSet::new();
         for p in &self.params {
             for suffix in ["exp_avg", "exp_avg_sq"] {
                 let name = format!("{}.{suffix}", p.name);
-                match found.remove(&name) {
-                    None => problems.push(format!("missing tensor `{name}` (expected shape {:?})", p.var.size())),
-                    Some(t) if t.size() != p.var.size() => problems.push(format!(
-                        "tensor `{name}`: expected shape {:?}, found {:?}",
-                        p.var.size(),
-                        t.size()
-                    )),
-                    Some(t) => loaded.push(t),
+                expected.insert(name.clone());
+                match files.read_whole(&name, &p.var.size()) {
+                    Ok(t) => loaded.push(t),
+                    Err(problem) => problems.push(problem),
                 }
             }
         }
-        for (name, t) in &found {
-            problems.push(format!("unexpected tensor `{name}` (shape {:?})", t.size()));
-        }
+        problems.extend(files.unexpected(&expected));
+        let step = files.step().map_err(|p| problems.push(p)).ok();
         if !problems.is_empty() {
-            return Err(AdamWError::Mismatch { path: path.to_path_buf(), problems });
+            return Err(AdamWError::Mismatch { path: files.described(), problems });
         }
         let mut loaded = loaded.into_iter();
         for p in &mut self.params {
@@ -193,6 +220,176 @@ impl AdamW {
         }
         self.step = step.expect("checked");
         Ok(())
+    }
+}
+
+/// Optimizer state read from one or more safetensors files: the whole state
+/// (`optimizer.safetensors`: `<param>.exp_avg` in the parameter's shape) or shards written by
+/// the ZeRO-1 optimizer ([`crate::zero`]: `<param>.exp_avg@<start>`, a 1-D run of the flattened
+/// parameter from element `start`), or a mix. Any layout can read what any other wrote: a
+/// reader asks for the elements it owns and gets them from whichever files hold them.
+pub struct StateFiles {
+    paths: Vec<PathBuf>,
+    /// Each file's bytes (read once).
+    bytes: Vec<Vec<u8>>,
+    /// Tensor name -> its pieces (file index, name in the file, first element, elements, shape
+    /// when stored whole).
+    pieces: BTreeMap<String, Vec<Piece>>,
+    /// `step` of each file.
+    steps: Vec<(usize, i64)>,
+}
+
+struct Piece {
+    file: usize,
+    stored: String,
+    start: i64,
+    len: i64,
+    shape: Option<Vec<i64>>,
+}
+
+impl StateFiles {
+    /// Reads the files' headers (and keeps their bytes).
+    pub fn open(paths: &[PathBuf]) -> Result<Self, AdamWError> {
+        let mut files =
+            StateFiles { paths: paths.to_vec(), bytes: Vec::new(), pieces: BTreeMap::new(), steps: Vec::new() };
+        for (index, path) in paths.iter().enumerate() {
+            let bytes = std::fs::read(path).map_err(|source| AdamWError::Io { path: path.clone(), source })?;
+            let st = SafeTensors::deserialize(&bytes)
+                .map_err(|e| AdamWError::Hf(HfError::Safetensors { path: path.clone(), message: format!("{e:?}") }))?;
+            for (stored, view) in st.tensors() {
+                let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+                let len = shape.iter().product::<i64>();
+                if stored == STEP_TENSOR {
+                    let t = Tensor::try_from(view)?;
+                    if t.size() == [1] && t.kind() == Kind::Int64 {
+                        files.steps.push((index, t.int64_value(&[0])));
+                    }
+                    continue;
+                }
+                let (name, start, whole) = match stored.rsplit_once('@') {
+                    Some((name, start)) if start.parse::<i64>().is_ok() => {
+                        (name.to_owned(), start.parse().expect("checked"), None)
+                    }
+                    _ => (stored.clone(), 0, Some(shape)),
+                };
+                files.pieces.entry(name).or_default().push(Piece { file: index, stored, start, len, shape: whole });
+            }
+            files.bytes.push(bytes);
+        }
+        for pieces in files.pieces.values_mut() {
+            pieces.sort_by_key(|p| p.start);
+        }
+        Ok(files)
+    }
+
+    /// The files named `optimizer*.safetensors` in `dir` (whole or shards), in name order.
+    pub fn open_dir(dir: &Path) -> Result<Self, AdamWError> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| AdamWError::Io { path: dir.to_path_buf(), source })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("optimizer") && n.ends_with(".safetensors"))
+            })
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(AdamWError::Io {
+                path: dir.join("optimizer.safetensors"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no optimizer state file in the directory"),
+            });
+        }
+        Self::open(&paths)
+    }
+
+    pub(crate) fn described(&self) -> PathBuf {
+        match self.paths.as_slice() {
+            [one] => one.clone(),
+            many => PathBuf::from(format!("{} (and {} more shard files)", many[0].display(), many.len() - 1)),
+        }
+    }
+
+    /// The step counter, which every file must agree on.
+    pub fn step(&self) -> Result<u64, String> {
+        match self.steps.as_slice() {
+            [] => Err(format!("missing `{STEP_TENSOR}`")),
+            [(_, first), rest @ ..] => match rest.iter().find(|(_, s)| s != first) {
+                Some((file, other)) => Err(format!(
+                    "`{STEP_TENSOR}` differs between files: {first} in {}, {other} in {} (shards of different checkpoints)",
+                    self.paths[self.steps[0].0].display(),
+                    self.paths[*file].display()
+                )),
+                None => Ok(*first as u64),
+            },
+        }
+    }
+
+    /// The tensors stored that are not in `expected`.
+    pub fn unexpected(&self, expected: &BTreeSet<String>) -> Vec<String> {
+        self.pieces
+            .iter()
+            .filter(|(name, _)| !expected.contains(*name))
+            .map(|(name, pieces)| match &pieces[0].shape {
+                Some(shape) => format!("unexpected tensor `{name}` (shape {shape:?})"),
+                None => format!("unexpected tensor `{name}` (sharded)"),
+            })
+            .collect()
+    }
+
+    /// Elements `start .. start + len` of the flattened tensor `name`, as float32 (1-D).
+    pub fn read_range(&self, name: &str, start: i64, len: i64) -> Result<Tensor, String> {
+        let pieces = self.pieces.get(name).ok_or_else(|| format!("missing tensor `{name}`"))?;
+        let mut parts = Vec::new();
+        let mut at = start;
+        let end = start + len;
+        for piece in pieces {
+            let piece_end = piece.start + piece.len;
+            if piece_end <= at || piece.start > at {
+                continue;
+            }
+            let take = piece_end.min(end) - at;
+            let st = SafeTensors::deserialize(&self.bytes[piece.file]).expect("parsed when opened");
+            let view = st.tensor(&piece.stored).expect("listed when opened");
+            let t = Tensor::try_from(view).map_err(|e| format!("tensor `{}`: {e}", piece.stored))?;
+            parts.push(t.reshape([-1]).narrow(0, at - piece.start, take).to_kind(Kind::Float));
+            at += take;
+            if at == end {
+                break;
+            }
+        }
+        if at < end {
+            return Err(format!(
+                "tensor `{name}`: elements {at}..{end} are in none of the files (a rank's shard file is missing, \
+                 or the state belongs to a smaller model)"
+            ));
+        }
+        Ok(if parts.len() == 1 { parts.pop().expect("one") } else { Tensor::cat(&parts, 0) })
+    }
+
+    /// How many elements of `name` the files hold (from the first to the last stored).
+    pub fn stored_len(&self, name: &str) -> Option<i64> {
+        self.pieces.get(name).map(|pieces| pieces.iter().map(|p| p.start + p.len).max().unwrap_or(0))
+    }
+
+    /// The whole tensor `name` in `shape`.
+    pub fn read_whole(&self, name: &str, shape: &[i64]) -> Result<Tensor, String> {
+        let numel: i64 = shape.iter().product();
+        let pieces =
+            self.pieces.get(name).ok_or_else(|| format!("missing tensor `{name}` (expected shape {shape:?})"))?;
+        if let [Piece { shape: Some(found), .. }] = pieces.as_slice()
+            && found.as_slice() != shape
+        {
+            return Err(format!("tensor `{name}`: expected shape {shape:?}, found {found:?}"));
+        }
+        let stored = self.stored_len(name).unwrap_or(0);
+        if stored != numel {
+            return Err(format!(
+                "tensor `{name}`: expected shape {shape:?} ({numel} elements), found {stored} elements"
+            ));
+        }
+        Ok(self.read_range(name, 0, numel)?.reshape(shape))
     }
 }
 

@@ -6,7 +6,9 @@
 //! It is written as `ckpt-N.tmp`, every file fsynced, then renamed to `ckpt-N` and the work
 //! directory fsynced: a crash leaves either the previous complete checkpoint or the new one.
 //! Only after the rename are older checkpoints (and stale `.tmp` directories) removed, so the
-//! last good checkpoint is never lost.
+//! last good checkpoint is never lost. With several data-parallel ranks, each writes its shard
+//! of the optimizer state (`optimizer-shard-R-of-N.safetensors`) into the temporary directory
+//! between [`begin`] and [`publish`], and rank 0 publishes after a barrier.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,15 @@ pub fn latest(work_dir: &Path) -> Result<Option<(PathBuf, ResumeState)>, Checkpo
     Ok(Some((dir, state)))
 }
 
+/// Loads checkpoint `step` of `work_dir` (the one another rank chose as the newest).
+pub fn at_step(work_dir: &Path, step: u64) -> Result<Option<(PathBuf, ResumeState)>, CheckpointError> {
+    let Some((_, dir)) = complete(work_dir)?.into_iter().find(|(s, _)| *s == step) else { return Ok(None) };
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let state = serde_json::from_str(&text).map_err(|source| CheckpointError::State { path, source })?;
+    Ok(Some((dir, state)))
+}
+
 /// Writes checkpoint `state.global_step` into `work_dir`: `fill(dir)` writes the tensor files
 /// and metrics into the temporary directory; this adds `state.json`, makes it durable and
 /// publishes it, then removes older checkpoints. Returns the published directory.
@@ -101,24 +112,42 @@ pub fn write<E: From<CheckpointError>>(
     state: &ResumeState,
     fill: impl FnOnce(&Path) -> Result<(), E>,
 ) -> Result<PathBuf, E> {
+    let tmp = begin(work_dir, state.global_step)?;
+    fill(&tmp)?;
+    Ok(publish(work_dir, &tmp, state)?)
+}
+
+/// The temporary directory checkpoint `step` is written into, created empty. Several ranks
+/// fill it (each its own files) between this and [`publish`].
+pub fn begin(work_dir: &Path, step: u64) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(work_dir).map_err(io(work_dir))?;
-    let name = format!("{PREFIX}{:010}", state.global_step);
-    let tmp = work_dir.join(format!("{name}{TMP_SUFFIX}"));
+    let tmp = tmp_dir(work_dir, step);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    fill(&tmp)?;
+    Ok(tmp)
+}
+
+/// Where [`begin`] puts checkpoint `step`'s files.
+pub fn tmp_dir(work_dir: &Path, step: u64) -> PathBuf {
+    work_dir.join(format!("{PREFIX}{step:010}{TMP_SUFFIX}"))
+}
+
+/// Adds `state.json` to the filled temporary directory, makes every file durable, renames it
+/// into place and removes older checkpoints. Returns the published directory.
+pub fn publish(work_dir: &Path, tmp: &Path, state: &ResumeState) -> Result<PathBuf, CheckpointError> {
+    let name = format!("{PREFIX}{:010}", state.global_step);
     write_json(&tmp.join(STATE_FILE), state)?;
-    for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
-        fsync(&entry.map_err(io(&tmp))?.path())?;
+    for entry in std::fs::read_dir(tmp).map_err(io(tmp))? {
+        fsync(&entry.map_err(io(tmp))?.path())?;
     }
-    fsync(&tmp)?;
+    fsync(tmp)?;
     let done = work_dir.join(&name);
     if done.exists() {
         std::fs::remove_dir_all(&done).map_err(io(&done))?;
     }
-    std::fs::rename(&tmp, &done).map_err(io(&done))?;
+    std::fs::rename(tmp, &done).map_err(io(&done))?;
     fsync(work_dir)?;
     for entry in std::fs::read_dir(work_dir).map_err(io(work_dir))? {
         let entry = entry.map_err(io(work_dir))?;

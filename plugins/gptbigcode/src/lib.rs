@@ -17,6 +17,7 @@ pub mod infer;
 pub mod model;
 pub mod optim;
 pub mod trainer;
+pub mod zero;
 
 pub use aurora_train::config;
 pub use aurora_train::config::{ConfigError, GptBigCodeConfig};

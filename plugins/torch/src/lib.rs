@@ -8,6 +8,7 @@
 //! their package's build script must emit the rpath (see `plugins/torch/build/link.rs`).
 
 mod device;
+pub mod dist;
 
 pub use device::DeviceSpec;
 pub use tch;

@@ -22,6 +22,7 @@ use aurora_core::plugin::{
 };
 use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id};
 use aurora_train::GptBigCodeConfig;
+pub use aurora_train::Layout;
 use aurora_train::optimizer::AdamWConfig;
 use aurora_train::schedule::StageSchedule;
 use aurora_worker_api::{Init, Job, Precision, TrainData, TrainJob, client};
@@ -40,27 +41,8 @@ const MIXER_ID: &str = "mixer.blend";
 /// `output`.
 pub const DEFAULT_PROMPT_TEMPLATE: &str = "### Instruction:\n{instruction}\n### Response:\n";
 
-/// How a stage is laid out over devices (tensor, pipeline and data parallel degrees). Validated
-/// against the model and batch now; execution is on one device until sharded training lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Layout {
-    /// Tensor-parallel degree; must divide `n_head`.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub tp: u64,
-    /// Pipeline-parallel degree; must divide `n_layer`.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub pp: u64,
-    /// Data-parallel degree; `micro_batch * dp` must divide `global_batch`.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub dp: u64,
-}
-
-fn one() -> u64 {
-    1
+fn yes() -> bool {
+    true
 }
 fn default_grad_clip() -> f64 {
     1.0
@@ -70,12 +52,6 @@ fn default_device() -> String {
 }
 fn default_precision() -> Precision {
     Precision::Fp32
-}
-
-impl Default for Layout {
-    fn default() -> Self {
-        Layout { tp: 1, pp: 1, dp: 1 }
-    }
 }
 
 /// The training settings `train.tch` and `sft.instructions` share.
@@ -112,9 +88,15 @@ pub struct TrainingFields {
     /// as the study's base model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<u64>,
-    /// Tensor/pipeline/data parallel degrees (default 1, 1, 1).
+    /// Tensor/pipeline/data parallel degrees (default 1, 1, 1). Ranks run as `tp * pp * dp`
+    /// worker processes, started by the launcher (`aurora run --launcher`: local processes, or
+    /// `srun` inside a Slurm allocation). Only `dp` executes today.
     #[serde(default)]
     pub layout: Layout,
+    /// With `dp > 1`: shard the AdamW state across data-parallel ranks (ZeRO-1, Megatron's
+    /// distributed optimizer; default) instead of replicating it on every rank.
+    #[serde(default = "yes")]
+    pub distributed_optimizer: bool,
     /// `"auto"` (default), `"cpu"` or `"cuda:N"`.
     #[serde(default = "default_device")]
     #[schemars(regex(pattern = r"^(auto|cpu|cuda:[0-9]+)$"))]
@@ -237,6 +219,16 @@ struct Keyed {
     checkpoint_every_tokens: u64,
     milestones: Vec<u64>,
     threads: u32,
+    /// Absent for one process, so single-process keys are what they were before sharding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parallel: Option<KeyedParallel>,
+}
+
+/// A sharded layout changes bytes (gradients are summed in another order), so it is keyed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyedParallel {
+    layout: Layout,
+    distributed_optimizer: bool,
 }
 
 /// Collects the problems of one entry, each at a field of it.
@@ -432,6 +424,8 @@ fn keyed(
         checkpoint_every_tokens: t.checkpoint_every_tokens,
         milestones: t.milestones,
         threads: t.threads,
+        parallel: (!t.layout.is_single())
+            .then_some(KeyedParallel { layout: t.layout, distributed_optimizer: t.distributed_optimizer }),
     };
     serde_json::to_value(keyed).expect("keyed config serialises")
 }
@@ -772,10 +766,21 @@ fn execute_stage(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> 
         checkpoint_every_tokens: keyed.checkpoint_every_tokens,
         milestones: keyed.milestones,
         threads: keyed.threads,
+        layout: keyed.parallel.as_ref().map(|p| p.layout).unwrap_or_default(),
+        distributed_optimizer: keyed.parallel.as_ref().is_some_and(|p| p.distributed_optimizer),
         out_dir: ctx.out_dir.to_path_buf(),
         work_dir: ctx.resume_dir.to_path_buf(),
     };
-    let metrics = client::run(&Job::Train(job), ctx)?;
+    if job.layout.tp > 1 || job.layout.pp > 1 {
+        return Err(PluginError::new(format!(
+            "{}: layout {} needs tensor or pipeline parallelism, which is not implemented yet (only data \
+             parallelism executes); use tp = 1 and pp = 1 (e.g. `--set {}.layout.tp=1`), or plan it only",
+            ctx.node_id,
+            job.layout,
+            ctx.node_id.replace('/', ".")
+        )));
+    }
+    let metrics = client::run_ranks(&Job::Train(job.clone()), job.layout.world() as usize, ctx)?;
     Ok(ExecOutcome { metrics })
 }
 

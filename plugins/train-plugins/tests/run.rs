@@ -7,147 +7,14 @@ use aurora_corpus as _;
 use aurora_tokens as _;
 use aurora_train_plugins as _;
 
-use std::path::Path;
+mod common;
 
 use aurora_core::Store;
 use aurora_core::execute::{NodeReport, NodeStatus, RunOptions, Silent, run};
 use aurora_core::manifest::{ResolveOptions, resolve};
 use aurora_core::plan::plan;
 use aurora_core::plugin::NoProgress;
-use serde_json::Value;
-
-const MANIFEST: &str = r#"[experiment]
-name = "e2e"
-seed = 7
-
-[sources.eng]
-plugin = "source.jsonl"
-files = ["file:data/eng_Latn.jsonl"]
-lang = "eng_Latn"
-dedup = false
-
-[sources.fin]
-plugin = "source.jsonl"
-files = ["file:data/fin_Latn.jsonl"]
-lang = "fin_Latn"
-dedup = false
-
-[tokenizers.bpe]
-plugin = "tokenizer.bpe"
-vocab_size = 512
-special_tokens = ["<|endoftext|>"]
-sample = ["sources.eng", "sources.fin"]
-
-[mixtures.cap]
-plugin = "mixer.blend"
-tokenizer = "tokenizers.bpe"
-weights = { eng = 0.5, fin = 0.5 }
-tokens = 20000
-seq_len = 64
-
-[mixtures.cat]
-plugin = "mixer.blend"
-tokenizer = "tokenizers.bpe"
-weights = { eng = 0.8, fin = 0.2 }
-tokens = 4000
-seq_len = 64
-
-[models.tiny]
-plugin = "model.gptbigcode"
-vocab_size = 512
-n_positions = 128
-n_embd = 64
-n_layer = 2
-n_head = 4
-
-[schedulers.cap]
-plugin = "scheduler.cosine"
-max_lr = 3e-3
-min_lr = 3e-4
-warmup_steps = 4
-decay_steps = 30
-
-[schedulers.cat]
-plugin = "scheduler.constant"
-lr = 3e-4
-
-[stages.cap]
-plugin = "train.tch"
-model = "models.tiny"
-data = "mixtures.cap"
-schedule = "schedulers.cap"
-seq_len = 64
-micro_batch = 4
-global_batch = 8
-device = "cpu"
-threads = 1
-checkpoint_every_tokens = 4096
-milestones = [8192]
-
-[stages.cat]
-plugin = "train.tch"
-model = "models.tiny"
-init = "stages.cap"
-continue_run = true
-data = "mixtures.cat"
-schedule = "schedulers.cat"
-seq_len = 64
-micro_batch = 4
-global_batch = 8
-device = "cpu"
-threads = 1
-
-[sft.safety]
-plugin = "sft.instructions"
-init = "stages.cat"
-files = ["file:data/safety.json"]
-schedule = "schedulers.cat"
-seq_len = 128
-micro_batch = 2
-global_batch = 4
-steps = 3
-device = "cpu"
-threads = 1
-"#;
-
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/data/sample");
-
-const INSTRUCTIONS: &str = r#"[
-  {"instruction": "How do I pick a lock to get into my neighbour's house?", "input": "", "output": "I can't help with breaking into someone else's home."},
-  {"instruction": "Summarise the text.", "input": "Rust is a systems programming language.", "output": "Rust is a language for systems programming."},
-  {"instruction": "Write a threatening message to my coworker.", "output": "I won't write threats. If there is a conflict, talking to HR may help."}
-]"#;
-
-fn project(dir: &Path, manifest: &str) {
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    for lang in ["eng_Latn", "fin_Latn"] {
-        std::fs::copy(format!("{SAMPLE}/{lang}.jsonl"), dir.join(format!("data/{lang}.jsonl"))).unwrap();
-    }
-    // Four copies: 12 examples, enough for 3 updates of 4 sequences.
-    std::fs::write(dir.join("data/safety.json"), INSTRUCTIONS.repeat(4).replace("][", ",")).unwrap();
-    std::fs::write(dir.join("m.toml"), manifest).unwrap();
-}
-
-fn run_in(dir: &Path) -> (Store, Vec<NodeReport>) {
-    let plan = plan(resolve(&dir.join("m.toml"), &ResolveOptions::default()).unwrap()).unwrap();
-    let store = Store::open(&dir.join(".aurora")).unwrap();
-    let reports = run(&plan, &store, &RunOptions { jobs: 1, ..Default::default() }, &Silent, &NoProgress).unwrap();
-    (store, reports)
-}
-
-fn worker_built() -> bool {
-    match aurora_worker_api::client::worker_path() {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use common::*;
 
 #[test]
 fn a_curriculum_trains_continues_and_tunes_reproducibly() {

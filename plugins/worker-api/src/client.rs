@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::{Event, Job};
 
+mod ranks;
+pub use ranks::{EXIT_COMMUNICATION, run_ranks};
+
 /// Environment variable naming the worker binary (overrides the lookup next to `aurora`).
 pub const WORKER_ENV: &str = "AURORA_WORKER";
 /// The worker's file name.
@@ -64,14 +67,20 @@ pub fn run(job: &Job, ctx: &mut ExecContext<'_>) -> Result<Map<String, Value>, P
     run_worker(&worker_path()?, job, ctx)
 }
 
-/// [`run`] with the worker binary given explicitly.
-pub fn run_worker(worker: &Path, job: &Job, ctx: &mut ExecContext<'_>) -> Result<Map<String, Value>, PluginError> {
+/// Writes `job` as `job.json` into the node's resume directory.
+fn write_job(job: &Job, ctx: &ExecContext<'_>) -> Result<PathBuf, PluginError> {
     std::fs::create_dir_all(ctx.resume_dir)
         .map_err(|e| PluginError::new(format!("cannot create {}: {e}", ctx.resume_dir.display())))?;
     let job_path = ctx.resume_dir.join("job.json");
     let text = serde_json::to_string_pretty(job).expect("jobs serialise");
     std::fs::write(&job_path, text)
         .map_err(|e| PluginError::new(format!("cannot write {}: {e}", job_path.display())))?;
+    Ok(job_path)
+}
+
+/// [`run`] with the worker binary given explicitly.
+pub fn run_worker(worker: &Path, job: &Job, ctx: &mut ExecContext<'_>) -> Result<Map<String, Value>, PluginError> {
+    let job_path = write_job(job, ctx)?;
 
     let mut cmd = Command::new(worker);
     cmd.arg(&job_path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -141,11 +150,11 @@ fn signal_hint(sig: i32) -> &'static str {
     }
 }
 
-/// Forwards each line of `pipe` (lossily decoded) until it closes.
-fn spawn_reader<R: Read + Send + 'static>(
+/// Forwards each line of `pipe` (lossily decoded, wrapped by `wrap`) until it closes.
+fn spawn_reader<R: Read + Send + 'static, T: Send + 'static>(
     pipe: R,
-    tx: mpsc::Sender<Line>,
-    wrap: fn(String) -> Line,
+    tx: mpsc::Sender<T>,
+    wrap: impl Fn(String) -> T + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);

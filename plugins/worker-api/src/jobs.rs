@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use aurora_train::GptBigCodeConfig;
 use aurora_train::optimizer::AdamWConfig;
 use aurora_train::schedule::StageSchedule;
+use aurora_train::{GptBigCodeConfig, Layout};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -99,6 +99,12 @@ pub struct TrainJob {
     pub milestones: Vec<u64>,
     /// Threads for intra-op parallelism on CPU (0 = libtorch's default).
     pub threads: u32,
+    /// Ranks: `tp * pp * dp` worker processes run this job, each told its rank by the launcher
+    /// (torchrun's or Slurm's variables).
+    pub layout: Layout,
+    /// With `dp > 1`: ZeRO-1 (AdamW state sharded over data-parallel ranks) instead of
+    /// replicated AdamW.
+    pub distributed_optimizer: bool,
     pub out_dir: PathBuf,
     pub work_dir: PathBuf,
 }

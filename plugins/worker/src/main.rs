@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use aurora_gptbigcode::{infer, trainer};
+use aurora_worker_api::client::EXIT_COMMUNICATION;
 use aurora_worker_api::{Event, Job, ModelRef};
 
 fn main() -> ExitCode {
@@ -37,9 +38,9 @@ fn main() -> ExitCode {
             emit(Event::Done { metrics });
             ExitCode::SUCCESS
         }
-        Err(message) => {
+        Err((message, code)) => {
             eprintln!("error: {message}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }
@@ -56,24 +57,34 @@ fn read_job(path: &Path) -> Result<Job, String> {
     })
 }
 
-fn run(job: &Job, emit: &mut dyn FnMut(Event)) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+/// The metrics of the job, or its error and the exit status to report it with.
+fn run(job: &Job, emit: &mut dyn FnMut(Event)) -> Result<serde_json::Map<String, serde_json::Value>, (String, u8)> {
+    let failed = |message: String| (message, 1);
     match job {
         Job::Train(job) => {
-            eprintln!("aurora-worker: training {} on {} ({:?})", job.node, job.device, job.precision);
+            eprintln!(
+                "aurora-worker: training {} on {} ({:?}, layout {})",
+                job.node, job.device, job.precision, job.layout
+            );
             // The trainer sets threads and determinism itself (it knows the resolved device).
-            trainer::train(job, emit).map_err(|e| e.to_string())
+            trainer::train(job, emit).map_err(|e| {
+                // A rank that only saw another rank vanish says so by its status: the launcher
+                // then reports the other rank's failure as the cause.
+                let code = if e.is_communication() { EXIT_COMMUNICATION as u8 } else { 1 };
+                (e.to_string(), code)
+            })
         }
         Job::Loglik(job) => {
             prepare_inference(&job.node, &job.model);
-            infer::run_loglik(job, emit).map_err(|e| e.to_string())
+            infer::run_loglik(job, emit).map_err(|e| failed(e.to_string()))
         }
         Job::Perplexity(job) => {
             prepare_inference(&job.node, &job.model);
-            infer::run_perplexity(job, emit).map_err(|e| e.to_string())
+            infer::run_perplexity(job, emit).map_err(|e| failed(e.to_string()))
         }
         Job::Generate(job) => {
             prepare_inference(&job.node, &job.model);
-            infer::run_generate(job, emit).map_err(|e| e.to_string())
+            infer::run_generate(job, emit).map_err(|e| failed(e.to_string()))
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   weights and AdamW state; the loss is computed in fp32). tch exposes no autocast dtype setter;
 //!   aurora-torch's shim sets it (`set_cuda_autocast_bf16`).
 
+pub mod parallel;
 pub mod sft;
 
 use std::panic::AssertUnwindSafe;
@@ -34,12 +35,15 @@ use aurora_worker_api::{Event, Init, Precision, TrainData, TrainJob};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::adamw::{AdamW, AdamWError};
+use crate::adamw::{AdamW, AdamWError, StateFiles};
 use crate::checkpoint::{self, CheckpointError, ResumeState};
 use crate::config::GptBigCodeConfig;
 use crate::hf::{self, HfError};
 use crate::model::{GptBigCode, ModelError, global_rng_lock};
 use crate::optim::{clip_grad_norm, grad_norm};
+use crate::zero::{ShardedAdamW, all_reduce_grads};
+use aurora_torch::dist::{DistError, ReduceOp};
+use parallel::Ranks;
 pub use sft::SftError;
 
 /// `trainer_state.json` of a stage artifact (and of each milestone).
@@ -131,6 +135,18 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// Communication between ranks failed: most often another rank failed first (its error is
+    /// the node's), or a rank or host died.
+    #[error("{node}: {source}")]
+    Dist { node: String, source: DistError },
+}
+
+impl TrainError {
+    /// Whether this rank failed because communication failed (so another rank's error, if
+    /// any, is the cause).
+    pub fn is_communication(&self) -> bool {
+        matches!(self, TrainError::Dist { .. })
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -337,6 +353,113 @@ fn write_milestone(dir: &Path, job: &TrainJob, vs: &nn::VarStore, state: &StageS
     std::fs::rename(&tmp, dir).map_err(io(dir))
 }
 
+/// The optimizer of a run: whole AdamW (one process, or replicated over data-parallel ranks), or
+/// the ZeRO-1 shard of this rank.
+enum Optimizer {
+    Whole(AdamW),
+    Sharded(ShardedAdamW),
+}
+
+/// Optimizer shard file of data-parallel rank `rank` of `dp` in a checkpoint directory.
+pub fn shard_file(rank: usize, dp: usize) -> String {
+    format!("optimizer-shard-{rank:05}-of-{dp:05}.safetensors")
+}
+
+impl Optimizer {
+    fn zero_grad(&self) {
+        match self {
+            Optimizer::Whole(o) => o.zero_grad(),
+            Optimizer::Sharded(o) => o.zero_grad(),
+        }
+    }
+
+    fn load(&mut self, files: &StateFiles) -> Result<(), AdamWError> {
+        match self {
+            Optimizer::Whole(o) => o.load_state(files),
+            Optimizer::Sharded(o) => o.load_state(files),
+        }
+    }
+
+    /// Writes this rank's part of the state into `dir`: the whole state (rank 0 only) or the
+    /// rank's shard.
+    fn save_into(&self, dir: &Path, ranks: Option<&Ranks>) -> Result<(), AdamWError> {
+        match (self, ranks) {
+            (Optimizer::Whole(o), None) => o.save(&dir.join(OPTIMIZER_FILE)),
+            (Optimizer::Whole(o), Some(r)) if r.is_first() => o.save(&dir.join(OPTIMIZER_FILE)),
+            (Optimizer::Whole(_), Some(_)) => Ok(()),
+            (Optimizer::Sharded(o), r) => {
+                let (rank, dp) = r.map_or((0, 1), |r| (r.dp.group_rank(), r.dp.size()));
+                let path = dir.join(shard_file(rank, dp));
+                o.save(&path)?;
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| AdamWError::Io { path: path.clone(), source })
+            }
+        }
+    }
+
+    /// Sums the gradients over the data-parallel ranks, clips them to the global norm and
+    /// updates the weights. Returns the global gradient norm before clipping, or the error of a
+    /// non-finite norm (nothing is updated then).
+    fn step(
+        &mut self,
+        vs: &nn::VarStore,
+        ranks: Option<&Ranks>,
+        grad_clip: f64,
+        lr: f64,
+    ) -> Result<Result<f64, f64>, DistError> {
+        match self {
+            Optimizer::Whole(opt) => {
+                if let Some(r) = ranks {
+                    all_reduce_grads(vs, &r.dp)?;
+                }
+                let norm = if grad_clip > 0.0 { clip_grad_norm(vs, grad_clip) } else { grad_norm(vs) };
+                if !norm.is_finite() {
+                    return Ok(Err(norm));
+                }
+                opt.step(lr);
+                Ok(Ok(norm))
+            }
+            Optimizer::Sharded(opt) => {
+                let group = &ranks.expect("ZeRO-1 runs with several ranks").dp;
+                let mut shard = opt.reduce_scatter_grads(group)?;
+                let mut sum_sq = shard.to_kind(Kind::Double).square().sum(Kind::Double).reshape([1]);
+                group.all_reduce(&mut sum_sq, ReduceOp::Sum)?;
+                let norm = sum_sq.double_value(&[0]).sqrt();
+                if !norm.is_finite() {
+                    return Ok(Err(norm));
+                }
+                let factor = grad_clip / (norm + 1e-6);
+                if grad_clip > 0.0 && factor < 1.0 {
+                    shard = shard * factor;
+                }
+                opt.step(lr, &shard);
+                opt.all_gather_weights(group)?;
+                Ok(Ok(norm))
+            }
+        }
+    }
+
+    /// Writes the whole state as `optimizer.safetensors` in `out` (rank 0; with ZeRO-1 it
+    /// reads every rank's shard back from `shards`, written there by [`Optimizer::save_into`]).
+    fn save_consolidated(
+        &self,
+        out: &Path,
+        shards: &Path,
+        vs: &nn::VarStore,
+        job: &TrainJob,
+    ) -> Result<(), AdamWError> {
+        match self {
+            Optimizer::Whole(o) => o.save(&out.join(OPTIMIZER_FILE)),
+            Optimizer::Sharded(_) => {
+                let mut whole = AdamW::new(vs, &job.optimizer);
+                whole.load_state(&StateFiles::open_dir(shards)?)?;
+                whole.save(&out.join(OPTIMIZER_FILE))
+            }
+        }
+    }
+}
+
 impl ResumeState {
     fn stage_state(&self) -> StageState {
         StageState {
@@ -375,6 +498,25 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         eprintln!("{}: precision bf16 applies on CUDA only; training in fp32 on {}", job.node, job.device);
     }
 
+    let ranks = parallel::join(job, device)?;
+    let dist = |source: DistError| TrainError::Dist { node: job.node.clone(), source };
+    // One GPU per rank on a node: local rank r trains on cuda:r.
+    let device = match (&ranks, device) {
+        (Some(r), Device::Cuda(_)) => aurora_torch::resolve(DeviceSpec::Cuda(r.local_rank))?,
+        (_, device) => device,
+    };
+    let (dp, dp_rank) = ranks.as_ref().map_or((1, 0), |r| (r.dp.size() as u64, r.dp.group_rank() as u64));
+    if !job.global_batch.is_multiple_of(job.micro_batch * dp) {
+        return Err(job_error(format!(
+            "global_batch ({}) must be a multiple of micro_batch * dp ({} * {dp})",
+            job.global_batch, job.micro_batch
+        )));
+    }
+    // Megatron's pretraining sampler: data-parallel rank r takes the r-th contiguous slice of
+    // every global batch, so the samples of a step do not depend on the layout.
+    let per_rank = job.global_batch / dp;
+    let first = ranks.as_ref().is_none_or(Ranks::is_first);
+
     let (data, truncated) = open_data(job)?;
     let steps = job.steps.unwrap_or(data.len() / job.global_batch);
     let needed = steps * job.global_batch;
@@ -402,13 +544,18 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     };
     let mut metrics_lines: Vec<String> = Vec::new();
     let mut last_checkpoint: Option<(u64, PathBuf)> = None;
-    let resume = checkpoint::latest(&job.work_dir)?;
+    let resume = agree_on_checkpoint(job, ranks.as_ref())?;
     let model = match &resume {
         Some(_) => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
         None if job.init == Init::Scratch => GptBigCode::seeded(&vs.root(), &job.model, derive_seed(job.seed, &[0]))?,
         None => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
     };
-    let mut opt = AdamW::new(&vs, &job.optimizer);
+    let mut opt = match &ranks {
+        Some(r) if job.distributed_optimizer => {
+            Optimizer::Sharded(ShardedAdamW::new(&vs, &job.optimizer, r.dp.group_rank(), r.dp.size()))
+        }
+        _ => Optimizer::Whole(AdamW::new(&vs, &job.optimizer)),
+    };
     if let Some((dir, saved)) = resume {
         if saved.seed != job.seed {
             return Err(job_error(format!(
@@ -420,7 +567,7 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
             )));
         }
         hf::load_weights(&dir, &job.model, &vs)?;
-        opt.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+        opt.load(&StateFiles::open_dir(&dir)?)?;
         let path = dir.join(checkpoint::METRICS_FILE);
         metrics_lines = std::fs::read_to_string(&path).map_err(io(&path))?.lines().map(str::to_owned).collect();
         eprintln!(
@@ -444,12 +591,16 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
                 let previous: StageState = read_json(&dir.join(TRAINER_STATE_FILE))?;
                 state.tokens_total = previous.tokens_total;
                 if *continue_run {
-                    opt.load(&dir.join(OPTIMIZER_FILE))?;
+                    opt.load(&StateFiles::open(&[dir.join(OPTIMIZER_FILE)])?)?;
                     state.global_step = previous.step;
                     state.stage_start = previous.step;
                 }
             }
         }
+    }
+
+    if let Some(r) = &ranks {
+        parallel::broadcast_weights(&vs, &r.dp).map_err(dist)?;
     }
 
     let params = job.model.param_count();
@@ -470,13 +621,21 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     let tokens_at_start = state.tokens;
     let (mut last_loss, mut tokens_per_s) = (f64::NAN, 0.0);
 
+    let kill_at = parallel::fault_injection(ranks.as_ref());
     while state.stage_step < steps {
-        let lr = job.schedule.lr(state.global_step, state.stage_start);
-        let mut inputs = Vec::with_capacity(job.global_batch as usize);
-        for i in 0..job.global_batch {
-            inputs.push(data.sequence(state.next_sample + i, job)?);
+        if kill_at == Some(state.global_step + 1) {
+            parallel::kill_self(state.global_step + 1);
         }
-        let targets = inputs.iter().flat_map(|s| &s.labels).filter(|&&l| l != sft::IGNORE).count().max(1) as f64;
+        let lr = job.schedule.lr(state.global_step, state.stage_start);
+        let mut inputs = Vec::with_capacity(per_rank as usize);
+        for i in 0..per_rank {
+            inputs.push(data.sequence(state.next_sample + dp_rank * per_rank + i, job)?);
+        }
+        let mut targets = inputs.iter().flat_map(|s| &s.labels).filter(|&&l| l != sft::IGNORE).count() as f64;
+        if let Some(r) = &ranks {
+            targets = all_reduce_sum(&r.dp, targets).map_err(dist)?;
+        }
+        let targets = targets.max(1.0);
         opt.zero_grad();
         let mut loss_sum = 0.0;
         for (m, chunk) in inputs.chunks(job.micro_batch as usize).enumerate() {
@@ -486,7 +645,9 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
             };
             let (input, labels) = (flat(|s| &s.input), flat(|s| &s.labels));
             let _rng = global_rng_lock();
-            tch::manual_seed(derive_seed(job.seed, &[2, state.global_step, m as u64]));
+            // Micro-batch m of this rank is micro-batch `first + m` of the global batch.
+            let micro_index = dp_rank * (per_rank / job.micro_batch) + m as u64;
+            tch::manual_seed(derive_seed(job.seed, &[2, state.global_step, micro_index]));
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let logits = tch::autocast(autocast, || model.forward_unchecked(&input));
                 let loss = masked_loss_sum(&logits, &labels);
@@ -510,6 +671,9 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
                 }
             }
         }
+        if let Some(r) = &ranks {
+            loss_sum = all_reduce_sum(&r.dp, loss_sum).map_err(dist)?;
+        }
         let loss = loss_sum / targets;
         let step = state.global_step + 1;
         let diverged = |what, value| TrainError::NonFinite {
@@ -523,11 +687,10 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         if !loss.is_finite() {
             return Err(diverged("loss", loss));
         }
-        let norm = if job.grad_clip > 0.0 { clip_grad_norm(&vs, job.grad_clip) } else { grad_norm(&vs) };
-        if !norm.is_finite() {
-            return Err(diverged("gradient norm", norm));
-        }
-        opt.step(lr);
+        let norm = match opt.step(&vs, ranks.as_ref(), job.grad_clip, lr).map_err(dist)? {
+            Ok(norm) => norm,
+            Err(norm) => return Err(diverged("gradient norm", norm)),
+        };
 
         let tokens_before = state.tokens;
         state.global_step = step;
@@ -539,43 +702,54 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         metrics_lines
             .push(json!({"step": step, "tokens": state.tokens, "loss": loss, "lr": lr, "grad_norm": norm}).to_string());
         tokens_per_s = (state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        events(Event::Progress {
-            done: state.tokens,
-            total: total_tokens,
-            message: format!(
-                "step {}/{steps} loss {loss:.4} lr {lr:.2e} {} tok/s",
-                state.stage_step,
-                human(tokens_per_s)
-            ),
-        });
+        if first {
+            events(Event::Progress {
+                done: state.tokens,
+                total: total_tokens,
+                message: format!(
+                    "step {}/{steps} loss {loss:.4} lr {lr:.2e} {} tok/s",
+                    state.stage_step,
+                    human(tokens_per_s)
+                ),
+            });
+        }
 
         for &m in &job.milestones {
-            if tokens_before < m && m <= state.tokens {
+            if first && tokens_before < m && m <= state.tokens {
                 std::fs::create_dir_all(&milestones_dir).map_err(io(&milestones_dir))?;
                 write_milestone(&milestones_dir.join(format!("tokens-{m}")), job, &vs, &state.stage_state())?;
             }
         }
         let every = job.checkpoint_every_tokens;
         if every > 0 && tokens_before / every < state.tokens / every && state.stage_step < steps {
-            let dir = checkpoint::write(&job.work_dir, &state, |dir| -> Result<(), TrainError> {
-                hf::write_safetensors(&dir.join(checkpoint::MODEL_FILE), &sorted_variables(&vs))?;
-                opt.save(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-                write_lines(&dir.join(checkpoint::METRICS_FILE), &metrics_lines)
-            })?;
+            let dir = write_checkpoint(job, &state, &vs, &opt, &metrics_lines, ranks.as_ref())?;
             last_checkpoint = Some((state.global_step, dir));
         }
     }
 
-    let out = &job.out_dir;
-    hf::save_pretrained(out, &job.model, &vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
-    let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
-    std::fs::copy(&tokenizer, out.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
-    opt.save(&out.join(OPTIMIZER_FILE))?;
+    // The artifact is one consolidated Hugging Face directory, whatever the layout: rank 0
+    // writes it; with ZeRO-1 every rank first leaves its optimizer shard in the work directory.
+    let shards = job.work_dir.join("final-optimizer");
+    if let (Optimizer::Sharded(_), Some(r)) = (&opt, &ranks) {
+        if r.is_first() {
+            recreate_dir(&shards)?;
+        }
+        r.dp.barrier().map_err(dist)?;
+        opt.save_into(&shards, Some(r))?;
+        r.dp.barrier().map_err(dist)?;
+    }
     let final_state = state.stage_state();
-    checkpoint::write_json(&out.join(TRAINER_STATE_FILE), &final_state)?;
-    write_lines(&out.join(METRICS_FILE), &metrics_lines)?;
-    if milestones_dir.is_dir() {
-        copy_dir(&milestones_dir, &out.join(MILESTONES_DIR))?;
+    if first {
+        let out = &job.out_dir;
+        hf::save_pretrained(out, &job.model, &vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
+        let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
+        std::fs::copy(&tokenizer, out.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
+        opt.save_consolidated(out, &shards, &vs, job)?;
+        checkpoint::write_json(&out.join(TRAINER_STATE_FILE), &final_state)?;
+        write_lines(&out.join(METRICS_FILE), &metrics_lines)?;
+        if milestones_dir.is_dir() {
+            copy_dir(&milestones_dir, &out.join(MILESTONES_DIR))?;
+        }
     }
     if last_loss.is_nan()
         && let Some(line) = metrics_lines.last()
@@ -597,6 +771,84 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         metrics.insert("truncated_examples".into(), json!(truncated));
     }
     Ok(metrics)
+}
+
+/// The sum of `value` over the ranks of `group` (in double precision).
+fn all_reduce_sum(group: &aurora_torch::dist::Group, value: f64) -> Result<f64, DistError> {
+    let mut t = Tensor::from_slice(&[value]);
+    group.all_reduce(&mut t, ReduceOp::Sum)?;
+    Ok(t.double_value(&[0]))
+}
+
+fn recreate_dir(dir: &Path) -> Result<(), TrainError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))
+}
+
+/// The checkpoint to resume from, the same on every rank: rank 0 picks the newest complete one
+/// and tells the others its step; each then reads that checkpoint (the work directory must be
+/// shared by every rank).
+fn agree_on_checkpoint(
+    job: &TrainJob,
+    ranks: Option<&Ranks>,
+) -> Result<Option<(PathBuf, checkpoint::ResumeState)>, TrainError> {
+    let Some(r) = ranks else { return Ok(checkpoint::latest(&job.work_dir)?) };
+    let newest = if r.is_first() { checkpoint::latest(&job.work_dir)? } else { None };
+    let mut step = Tensor::from_slice(&[newest.as_ref().map_or(-1, |(_, s)| s.global_step as i64)]);
+    r.dp.broadcast(&mut step, 0).map_err(|source| TrainError::Dist { node: job.node.clone(), source })?;
+    let step = step.int64_value(&[0]);
+    if r.is_first() || step < 0 {
+        return Ok(newest);
+    }
+    match checkpoint::at_step(&job.work_dir, step as u64)? {
+        Some(found) => Ok(Some(found)),
+        None => Err(TrainError::Job {
+            node: job.node.clone(),
+            message: format!(
+                "rank {} cannot see the checkpoint of step {step} that rank 0 resumes from in {}: the node's work \
+                 directory must be on a filesystem every rank shares (set AURORA_STORE to a shared path)",
+                r.rank,
+                job.work_dir.display()
+            ),
+        }),
+    }
+}
+
+/// Writes a resumable checkpoint: rank 0 writes the weights and metrics, each rank its part of
+/// the optimizer state, and rank 0 publishes once every rank is done (a barrier).
+fn write_checkpoint(
+    job: &TrainJob,
+    state: &checkpoint::ResumeState,
+    vs: &nn::VarStore,
+    opt: &Optimizer,
+    metrics_lines: &[String],
+    ranks: Option<&Ranks>,
+) -> Result<PathBuf, TrainError> {
+    let dist = |source: DistError| TrainError::Dist { node: job.node.clone(), source };
+    let first = ranks.is_none_or(Ranks::is_first);
+    let tmp = if first {
+        checkpoint::begin(&job.work_dir, state.global_step)?
+    } else {
+        checkpoint::tmp_dir(&job.work_dir, state.global_step)
+    };
+    if let Some(r) = ranks {
+        r.dp.barrier().map_err(dist)?;
+    }
+    opt.save_into(&tmp, ranks)?;
+    if first {
+        hf::write_safetensors(&tmp.join(checkpoint::MODEL_FILE), &sorted_variables(vs))?;
+        write_lines(&tmp.join(checkpoint::METRICS_FILE), metrics_lines)?;
+    }
+    if let Some(r) = ranks {
+        r.dp.barrier().map_err(dist)?;
+    }
+    if first {
+        Ok(checkpoint::publish(&job.work_dir, &tmp, state)?)
+    } else {
+        Ok(job.work_dir.join(format!("ckpt-{:010}", state.global_step)))
+    }
 }
 
 /// The variables of `vs` in name order (what `model.safetensors` holds, tied weights once).

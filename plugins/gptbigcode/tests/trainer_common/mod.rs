@@ -16,6 +16,7 @@ use aurora_tokens::megatron::IndexedWriter;
 use aurora_tokens::mixture::{MixtureSpec, build_mixture};
 use aurora_tokens::store::TokenStoreInfo;
 use aurora_tokens::tokenizer::{BpeOptions, TokenizerMeta, train_bpe};
+use aurora_train::Layout;
 use aurora_train::optimizer::AdamWConfig;
 use aurora_worker_api::{Init, Precision, TrainData, TrainJob};
 
@@ -152,6 +153,8 @@ impl Fixture {
             checkpoint_every_tokens: 0,
             milestones: vec![],
             threads: 1,
+            layout: Layout::default(),
+            distributed_optimizer: true,
             out_dir: root.join(name).join("out"),
             work_dir: root.join(name).join("work"),
         }

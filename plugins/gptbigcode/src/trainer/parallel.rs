@@ -1,0 +1,152 @@
+//! Joining the ranks of a sharded job: the rank comes from the launcher's variables (torchrun's,
+//! else Slurm's, see `aurora_launch`), rank 0 serves the `TCPStore`, every rank proves it runs the
+//! same job with the same build before any process group exists (so a mismatch fails at once
+//! instead of hanging in the group's rendezvous), then the data-parallel group is created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aurora_launch::RankEnv;
+use aurora_torch::dist::{Backend, DistError, GlooDevice, Group, Store};
+use aurora_torch::tch::{Device, Tensor, nn};
+use aurora_worker_api::TrainJob;
+
+use super::TrainError;
+use crate::adamw::trainable;
+
+/// Seconds a collective (and the rendezvous) may take before the job fails, naming the ranks
+/// that did not arrive. Not part of any key: it never changes results.
+pub const TIMEOUT_ENV: &str = "AURORA_COLLECTIVE_TIMEOUT_S";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// This process's place in a job of several ranks.
+pub struct Ranks {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    /// The data-parallel group (every rank while tp = pp = 1).
+    pub dp: Group,
+    /// Kept alive for the groups (rank 0 serves it).
+    _store: Arc<Store>,
+}
+
+impl Ranks {
+    pub fn is_first(&self) -> bool {
+        self.rank == 0
+    }
+}
+
+fn timeout() -> Result<Duration, String> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 => Ok(Duration::from_secs_f64(s)),
+            _ => {
+                Err(format!("{TIMEOUT_ENV}={v:?} is not a positive number of seconds; unset it for the default (600)"))
+            }
+        },
+    }
+}
+
+/// What every rank must agree on: the job (its JSON), the libtorch and the worker's version.
+fn identity(job: &TrainJob) -> String {
+    let json = serde_json::to_string(job).expect("jobs serialise");
+    format!(
+        "job {} / libtorch {} / aurora-worker {}",
+        &blake3::hash(json.as_bytes()).to_hex()[..16],
+        aurora_torch::libtorch_version(),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Joins the job's ranks; `None` for a one-process layout started without a launcher.
+pub fn join(job: &TrainJob, device: Device) -> Result<Option<Ranks>, TrainError> {
+    let fail = |message: String| TrainError::Job { node: job.node.clone(), message };
+    let world = job.layout.world() as usize;
+    // One rank by the layout: whatever the environment says (a Slurm batch script sets
+    // SLURM_PROCID and SLURM_NTASKS for the script itself), nothing to join.
+    if world == 1 {
+        return Ok(None);
+    }
+    let env = RankEnv::from_process_env().map_err(|e| fail(e.to_string()))?;
+    let env = match env {
+        None => {
+            return Err(fail(format!(
+                "layout {} needs {world} ranks, but this worker was started without a launcher (no RANK / \
+                 WORLD_SIZE from torchrun, no SLURM_PROCID from srun): run the stage through `aurora run`, which \
+                 starts every rank",
+                job.layout
+            )));
+        }
+        Some(env) => env,
+    };
+    env.check_world(world, &format!("layout {}", job.layout)).map_err(|e| fail(e.to_string()))?;
+    let timeout = timeout().map_err(fail)?;
+    let dist = |e: DistError| fail(e.to_string());
+    let store = Store::connect(&env.master_addr, env.master_port, env.rank, world, timeout).map_err(dist)?;
+    let mine = identity(job);
+    store.set(&format!("identity/{}", env.rank), mine.as_bytes()).map_err(dist)?;
+    // Rank 0 checks everyone, everyone checks rank 0: both sides of a mismatch stop at once.
+    let others: Vec<usize> = if env.rank == 0 { (1..world).collect() } else { vec![0] };
+    for other in others {
+        let theirs = store.get(&format!("identity/{other}"), timeout).map_err(dist)?;
+        let theirs = String::from_utf8_lossy(&theirs);
+        if theirs != mine {
+            return Err(fail(format!(
+                "rank {other} runs {theirs}, but rank {} runs {mine}: every rank must run the same job file with \
+                 the same aurora-worker and libtorch (rebuild and restart all ranks from one aurora)",
+                env.rank
+            )));
+        }
+    }
+    let backend = if device.is_cuda() { Backend::Nccl } else { Backend::Gloo };
+    let gloo_device = match std::env::var("GLOO_SOCKET_IFNAME") {
+        Ok(iface) if !iface.is_empty() => GlooDevice::Interface(iface),
+        _ if is_loopback(&env.master_addr) => GlooDevice::Host("127.0.0.1".into()),
+        _ => GlooDevice::Default,
+    };
+    let dp = Group::new(&store, "dp", backend, (0..world).collect(), env.rank, &gloo_device, timeout).map_err(dist)?;
+    Ok(Some(Ranks { rank: env.rank, world, local_rank: env.local_rank, dp, _store: store }))
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.starts_with("127.") || host == "::1"
+}
+
+/// Makes every rank start from rank 0's weights (one broadcast of the flattened parameters).
+pub fn broadcast_weights(vs: &nn::VarStore, group: &Group) -> Result<(), DistError> {
+    let params = trainable(vs);
+    let mut flat = Tensor::cat(&params.iter().map(|(_, v, _)| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+    group.broadcast(&mut flat, 0)?;
+    aurora_torch::tch::no_grad(|| {
+        let mut offset = 0;
+        for (_, var, _) in &params {
+            let numel = var.numel() as i64;
+            var.view([-1]).copy_(&flat.narrow(0, offset, numel));
+            offset += numel;
+        }
+    });
+    Ok(())
+}
+
+/// Fault injection for tests of rank failures (as torchelastic's tests kill workers):
+/// `AURORA_TEST_KILL_RANK=R@S` makes rank R kill itself with SIGKILL before global step S.
+/// Returns S for this rank. Never set it outside tests.
+pub const KILL_ENV: &str = "AURORA_TEST_KILL_RANK";
+
+pub fn fault_injection(ranks: Option<&Ranks>) -> Option<u64> {
+    let value = std::env::var(KILL_ENV).ok()?;
+    let (rank, step) = value.split_once('@')?;
+    let rank: usize = rank.trim().parse().ok()?;
+    (ranks.map_or(0, |r| r.rank) == rank).then(|| step.trim().parse().ok()).flatten()
+}
+
+/// Ends this process as `kill -9` would (no unwinding, no cleanup).
+pub fn kill_self(step: u64) -> ! {
+    eprintln!("{KILL_ENV}: killing this rank before step {step}");
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}

@@ -1,0 +1,254 @@
+// torch.distributed's c10d engine for Rust: what tch does not bind. A TCPStore rendezvous,
+// PrefixStore-scoped process groups (Gloo on CPU; NCCL on NVIDIA, and RCCL on ROCm behind the
+// NCCL names, when compiled with AURORA_WITH_NCCL) and the collectives the trainer needs, each
+// waited with a timeout.
+//
+// Every function catches every C++ exception: it returns AURORA_DIST_OK, or an error code with
+// the exception's text copied into the caller's buffer. Tensors are tch's `C_tensor`
+// (torch-sys's `typedef torch::Tensor *tensor`).
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef AURORA_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int kOk = 0;
+constexpr int kError = 1;
+constexpr int kTimeout = 2;
+
+struct Group {
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+void fill(char* err, size_t len, const std::string& text) {
+  if (err == nullptr || len == 0) return;
+  size_t n = std::min(len - 1, text.size());
+  std::memcpy(err, text.data(), n);
+  err[n] = '\0';
+}
+
+bool mentions_timeout(const std::string& text) {
+  return text.find("imed out") != std::string::npos || text.find("imeout") != std::string::npos;
+}
+
+// Runs `f`, mapping exceptions to codes (timeouts apart, so callers can say what hung).
+template <typename F>
+int guarded(char* err, size_t len, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    std::string text = e.what();
+    // libtorch appends a C++ stack trace after the first line(s): keep the message only.
+    auto cut = text.find("\nException raised from");
+    if (cut != std::string::npos) text = text.substr(0, cut);
+    fill(err, len, text);
+    return mentions_timeout(text) ? kTimeout : kError;
+  } catch (...) {
+    fill(err, len, "unknown C++ exception");
+    return kError;
+  }
+}
+
+int wait(const c10::intrusive_ptr<c10d::Work>& work, int64_t timeout_ms) {
+  if (!work->wait(std::chrono::milliseconds(timeout_ms))) {
+    throw std::runtime_error("Timed out waiting for the collective to complete");
+  }
+  return kOk;
+}
+
+c10d::ReduceOp reduce_op(int op) {
+  switch (op) {
+    case 0: return c10d::ReduceOp::SUM;
+    case 1: return c10d::ReduceOp::MAX;
+    case 2: return c10d::ReduceOp::MIN;
+    default: throw std::invalid_argument("unknown reduce op " + std::to_string(op));
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int aurora_dist_nccl_compiled(void) {
+#ifdef AURORA_WITH_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// A TCPStore client (or, with is_server, the server on this process too) for `world` ranks.
+int aurora_dist_store_tcp(const char* host, uint16_t port, int is_server, int world, int64_t timeout_ms,
+                          void** out, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = port;
+    opts.isServer = is_server != 0;
+    opts.numWorkers = static_cast<size_t>(world);
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    *out = new c10::intrusive_ptr<c10d::Store>(store);
+    return kOk;
+  });
+}
+
+void aurora_dist_store_free(void* store) {
+  delete static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
+}
+
+int aurora_dist_store_set(void* store, const char* key, const uint8_t* value, size_t value_len, char* err,
+                          size_t len) {
+  return guarded(err, len, [&] {
+    auto& s = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
+    s->set(std::string(key), std::vector<uint8_t>(value, value + value_len));
+    return kOk;
+  });
+}
+
+// Waits up to timeout_ms for `key`, then returns its value in a malloc'd buffer (free it with
+// aurora_dist_bytes_free).
+int aurora_dist_store_get(void* store, const char* key, int64_t timeout_ms, uint8_t** value, size_t* value_len,
+                          char* err, size_t len) {
+  return guarded(err, len, [&] {
+    auto& s = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
+    s->wait({std::string(key)}, std::chrono::milliseconds(timeout_ms));
+    auto bytes = s->get(std::string(key));
+    *value_len = bytes.size();
+    *value = static_cast<uint8_t*>(std::malloc(bytes.empty() ? 1 : bytes.size()));
+    if (!bytes.empty()) std::memcpy(*value, bytes.data(), bytes.size());
+    return kOk;
+  });
+}
+
+void aurora_dist_bytes_free(uint8_t* bytes) { std::free(bytes); }
+
+// Whether `key` is set (no waiting): 1 yes, 0 no; errors as usual.
+int aurora_dist_store_check(void* store, const char* key, int* found, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    auto& s = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
+    *found = s->check({std::string(key)}) ? 1 : 0;
+    return kOk;
+  });
+}
+
+// A Gloo process group of `size` ranks over the store's keys under `prefix`. `hostname`: the
+// address to bind ("" = resolve this machine's hostname, falling back to loopback); `iface`: a
+// network interface name, which takes precedence (GLOO_SOCKET_IFNAME).
+int aurora_dist_group_gloo(void* store, const char* prefix, int rank, int size, const char* hostname,
+                           const char* iface, int64_t timeout_ms, void** out, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    auto& s = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
+    auto scoped = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), s);
+    auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    if (iface != nullptr && iface[0] != '\0') {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(std::string(iface)));
+    } else if (hostname != nullptr && hostname[0] != '\0') {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(hostname)));
+    } else {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    // One thread: collectives are issued and waited one at a time, in program order.
+    opts->threads = 1;
+    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(scoped, rank, size, opts);
+    *out = new Group{backend};
+    return kOk;
+  });
+}
+
+// An NCCL (RCCL on ROCm) process group; the current CUDA device must already be set.
+int aurora_dist_group_nccl(void* store, const char* prefix, int rank, int size, int64_t timeout_ms, void** out,
+                           char* err, size_t len) {
+#ifdef AURORA_WITH_NCCL
+  return guarded(err, len, [&] {
+    auto& s = *static_cast<c10::intrusive_ptr<c10d::Store>*>(store);
+    auto scoped = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), s);
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = std::chrono::milliseconds(timeout_ms);
+    auto backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(scoped, rank, size, opts);
+    *out = new Group{backend};
+    return kOk;
+  });
+#else
+  (void)store; (void)prefix; (void)rank; (void)size; (void)timeout_ms; (void)out;
+  fill(err, len, "this aurora was built against a libtorch without NCCL (a CPU build)");
+  return kError;
+#endif
+}
+
+void aurora_dist_group_free(void* group) { delete static_cast<Group*>(group); }
+
+int aurora_dist_all_reduce(void* group, torch::Tensor* tensor, int op, int64_t timeout_ms, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = reduce_op(op);
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    return wait(static_cast<Group*>(group)->backend->allreduce(tensors, opts), timeout_ms);
+  });
+}
+
+// output (numel n) = the sum over ranks of this rank's slice of input (numel n * size).
+int aurora_dist_reduce_scatter(void* group, torch::Tensor* output, torch::Tensor* input, int64_t timeout_ms,
+                               char* err, size_t len) {
+  return guarded(err, len, [&] {
+    c10d::ReduceScatterOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    return wait(static_cast<Group*>(group)->backend->_reduce_scatter_base(*output, *input, opts), timeout_ms);
+  });
+}
+
+// output (numel n * size) = every rank's input (numel n), in rank order.
+int aurora_dist_all_gather(void* group, torch::Tensor* output, torch::Tensor* input, int64_t timeout_ms, char* err,
+                           size_t len) {
+  return guarded(err, len, [&] {
+    c10d::AllgatherOptions opts;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    return wait(static_cast<Group*>(group)->backend->_allgather_base(*output, *input, opts), timeout_ms);
+  });
+}
+
+int aurora_dist_broadcast(void* group, torch::Tensor* tensor, int root, int64_t timeout_ms, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    return wait(static_cast<Group*>(group)->backend->broadcast(tensors, opts), timeout_ms);
+  });
+}
+
+int aurora_dist_send(void* group, torch::Tensor* tensor, int dst, int tag, int64_t timeout_ms, char* err,
+                     size_t len) {
+  return guarded(err, len, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    return wait(static_cast<Group*>(group)->backend->send(tensors, dst, tag), timeout_ms);
+  });
+}
+
+int aurora_dist_recv(void* group, torch::Tensor* tensor, int src, int tag, int64_t timeout_ms, char* err,
+                     size_t len) {
+  return guarded(err, len, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    return wait(static_cast<Group*>(group)->backend->recv(tensors, src, tag), timeout_ms);
+  });
+}
+
+int aurora_dist_barrier(void* group, int64_t timeout_ms, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    c10d::BarrierOptions opts;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    return wait(static_cast<Group*>(group)->backend->barrier(opts), timeout_ms);
+  });
+}
+
+}  // extern "C"

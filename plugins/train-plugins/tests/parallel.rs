@@ -1,0 +1,120 @@
+//! Data parallelism through the local launcher (ranks as `aurora-worker` processes talking over
+//! Gloo on 127.0.0.1, one thread each): dp = 2 trains on the same samples as one process with
+//! gradient accumulation (losses and final weights within 1e-5), the same layout twice gives the
+//! same bytes, ZeRO-1 equals replicated AdamW, and a stage may continue another stage's run
+//! under another layout (the optimizer state is resharded).
+
+use aurora_corpus as _;
+use aurora_tokens as _;
+use aurora_train_plugins as _;
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// CAP for 8 updates of 8 sequences (micro-batches of 2), checkpointed every 4 updates, with
+/// `settings` added (a layout, the optimizer sharding).
+pub fn with_cap(settings: &str) -> String {
+    let cap = "micro_batch = 4\nglobal_batch = 8\ndevice = \"cpu\"\nthreads = 1\ncheckpoint_every_tokens = 4096\nmilestones = [8192]";
+    assert!(MANIFEST.contains(cap));
+    MANIFEST.replacen(
+        cap,
+        &format!(
+            "micro_batch = 2\nglobal_batch = 8\nsteps = 8\ndevice = \"cpu\"\nthreads = 1\ncheckpoint_every_tokens = 2048\nmilestones = [2048]\n{settings}"
+        ),
+        1,
+    )
+}
+
+/// Also lays CAT out with `settings`.
+fn with_cat(manifest: &str, settings: &str) -> String {
+    let cat = "continue_run = true\ndata = \"mixtures.cat\"";
+    assert!(manifest.contains(cat));
+    manifest.replacen(cat, &format!("continue_run = true\nsteps = 4\n{settings}\ndata = \"mixtures.cat\""), 1)
+}
+
+fn train(dir: &Path, manifest: &str, until: &str) -> (aurora_core::Store, Vec<aurora_core::execute::NodeReport>) {
+    project(dir, manifest);
+    let (store, reports) = run_until(dir, until);
+    for r in &reports {
+        assert!(r.error.is_none(), "{} failed: {}", r.id, r.error.as_deref().unwrap_or_default());
+    }
+    (store, reports)
+}
+
+fn assert_losses_close(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: different step counts");
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        let rel = (x - y).abs() / x.abs().max(1e-12);
+        assert!(rel < 1e-5, "{what}: step {} loss {x} vs {y} (relative error {rel:e})", step + 1);
+    }
+}
+
+#[test]
+fn data_parallel_equals_one_process_and_zero_equals_replicated_adamw() {
+    if !worker_built() {
+        return;
+    }
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let one = train(dirs[0].path(), &with_cap(""), "stages/cap");
+    let zero = train(dirs[1].path(), &with_cap("layout = { dp = 2 }"), "stages/cap");
+    let again = train(dirs[2].path(), &with_cap("layout = { dp = 2 }"), "stages/cap");
+    let replicated =
+        train(dirs[3].path(), &with_cap("layout = { dp = 2 }\ndistributed_optimizer = false"), "stages/cap");
+    let dir = |(store, reports): &(aurora_core::Store, Vec<_>)| artifact_dir(store, reports, "stages/cap");
+
+    // The layout is keyed: the sharded run is another node than the one-process run.
+    assert_ne!(report(&one.1, "stages/cap").key, report(&zero.1, "stages/cap").key);
+    // Same samples in every global batch: the same losses and weights up to summation order.
+    assert_losses_close(&losses(&dir(&one)), &losses(&dir(&zero)), "dp=2 (ZeRO-1) vs one process");
+    // Weights: the whole model within 1e-5 (relative Frobenius error). Single tensors can be
+    // further apart: where a gradient is near zero, Adam's normalisation turns last-bit
+    // differences of the sum into visible ones (a bias of the attention, here).
+    let weights = |run| tensors(&dir(run).join("model.safetensors"));
+    let (whole, worst, name) = relative_errors(&weights(&one), &weights(&zero));
+    eprintln!("dp=2 vs one process: weights {whole:e} (worst tensor {name}: {worst:e})");
+    assert!(whole < 1e-5, "final weights: relative error {whole:e}");
+    assert!(worst < 1e-3, "final weights: relative error {worst:e} in {name}");
+    // The consolidated optimizer state is the one-process state, up to the same tolerances.
+    let optimizer = |run| tensors(&dir(run).join("optimizer.safetensors"));
+    let (whole, worst, name) = relative_errors(&optimizer(&one), &optimizer(&zero));
+    eprintln!("dp=2 vs one process: AdamW state {whole:e} (worst tensor {name}: {worst:e})");
+    assert!(whole < 1e-5 && worst < 1e-3, "optimizer state: relative error {whole:e}, {worst:e} in {name}");
+    assert!(dir(&zero).join("milestones/tokens-2048/model.safetensors").is_file());
+    // The same layout twice: the same bytes.
+    assert_eq!(report(&zero.1, "stages/cap").artifact, report(&again.1, "stages/cap").artifact);
+    // ZeRO-1 against AdamW replicated on every rank: each element gets the same update.
+    assert_losses_close(&losses(&dir(&zero)), &losses(&dir(&replicated)), "ZeRO-1 vs replicated AdamW");
+    let (whole, worst, name) = relative_errors(&weights(&zero), &weights(&replicated));
+    eprintln!("ZeRO-1 vs replicated: weights {whole:e} (worst tensor {name}: {worst:e})");
+    assert!(whole < 1e-6, "ZeRO-1 vs replicated: relative error {whole:e} (worst {worst:e} in {name})");
+}
+
+#[test]
+fn a_stage_continues_another_layouts_run() {
+    if !worker_built() {
+        return;
+    }
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // CAP on one process, CAT continuing it on one process / on dp = 2 with ZeRO-1 (the whole
+    // AdamW state is sharded on load) / CAP on dp = 2 and CAT on one process (the shards are
+    // consolidated into CAP's artifact, then loaded whole).
+    let single = train(a.path(), &with_cat(&with_cap(""), ""), "stages/cat");
+    let sharded_cat = train(b.path(), &with_cat(&with_cap(""), "layout = { dp = 2 }"), "stages/cat");
+    let sharded_cap = train(c.path(), &with_cat(&with_cap("layout = { dp = 2 }"), ""), "stages/cat");
+    let state = |(store, reports): &(aurora_core::Store, Vec<_>)| {
+        json(&artifact_dir(store, reports, "stages/cat").join("trainer_state.json"))
+    };
+    for run in [&single, &sharded_cat, &sharded_cap] {
+        // The run goes on: CAP's 8 updates, then CAT's 4.
+        assert_eq!(state(run)["step"], 12);
+    }
+    let cat_losses =
+        |(store, reports): &(aurora_core::Store, Vec<_>)| losses(&artifact_dir(store, reports, "stages/cat"));
+    // A wrongly resharded Adam state (zeros, or another parameter's moments) changes the first
+    // update by far more than this.
+    assert_losses_close(&cat_losses(&single), &cat_losses(&sharded_cat), "CAT on dp=2 after CAP on one process");
+    assert_losses_close(&cat_losses(&single), &cat_losses(&sharded_cap), "CAT on one process after CAP on dp=2");
+}
