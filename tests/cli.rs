@@ -3,6 +3,7 @@
 
 mod common;
 mod conformance;
+mod slurm;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;

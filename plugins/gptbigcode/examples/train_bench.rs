@@ -15,30 +15,14 @@
 use std::time::Instant;
 
 use aurora_gptbigcode::adamw::{AdamW, AdamWConfig};
-use aurora_gptbigcode::model::global_rng_lock;
 use aurora_gptbigcode::optim::clip_grad_norm;
-use aurora_gptbigcode::{GptBigCode, GptBigCodeConfig};
-use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
+use aurora_torch::tch;
+
+use bench_util::{Shape, cpu_seconds, model_and_batch, peak_rss_mb};
+
+mod bench_util;
 
 const USAGE: &str = "usage: train_bench LAYERS HIDDEN HEADS SEQ VOCAB BATCH WARMUP STEPS THREADS SEED LR";
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")?.split_whitespace().next()?.parse::<f64>().ok()))
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// CPU seconds (user + system, all threads) of this process so far, as Python's
-/// `time.process_time()` measures the peer.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    // utime and stime are fields 14 and 15 of /proc/PID/stat (11 and 12 after the command name).
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,14 +39,7 @@ fn main() {
     assert!(steps >= 1 && warmup >= 0, "STEPS must be >= 1 and WARMUP >= 0, got {steps} and {warmup}; {USAGE}");
     tch::set_num_threads(threads as i32);
 
-    let config = GptBigCodeConfig::tiny(layers, hidden, heads, vocab, seq);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = GptBigCode::seeded(&vs.root(), &config, seed).expect("a valid config");
-    let ids = {
-        let _guard = global_rng_lock();
-        tch::manual_seed(seed + 1);
-        Tensor::randint(vocab, [batch, seq], (Kind::Int64, Device::Cpu))
-    };
+    let (vs, model, ids) = model_and_batch(&Shape { layers, hidden, heads, vocab, seq }, batch, seed);
     let mut opt = AdamW::new(&vs, &AdamWConfig::default());
     let mut step = || {
         let loss = model.lm_loss(&ids).expect("ids inside the vocabulary and n_positions");
@@ -81,7 +58,7 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_start;
     let tokens = steps * batch * seq;
-    let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+    let params = bench_util::params(&vs);
     println!(
         "{}",
         serde_json::json!({

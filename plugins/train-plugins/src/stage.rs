@@ -694,7 +694,51 @@ fn stage_estimate(config: &Value) -> Option<String> {
         }
         None => format!("one pass over the data, {}FLOP per token", si(per_token)),
     };
-    Some(format!("{} parameters, {work}, {}B of weights + gradients + AdamW state", si(params), si(16.0 * params)))
+    let layout = keyed.parallel.as_ref().map(|p| p.layout).unwrap_or_default();
+    let zero = keyed.parallel.as_ref().is_some_and(|p| p.distributed_optimizer);
+    Some(format!(
+        "{} parameters, {work}, {}B of weights + gradients + AdamW state; {}",
+        si(params),
+        si(16.0 * params),
+        per_rank_memory(&keyed, layout, zero)
+    ))
+}
+
+/// Memory of one rank under `layout` (see `Layout::memory_per_rank`), against a 64 GB MI250X
+/// GCD (the paper's device); when it does not fit, the smallest tensor x pipeline split that does.
+fn per_rank_memory(keyed: &Keyed, layout: Layout, zero: bool) -> String {
+    const GCD: f64 = 64e9;
+    let bf16 = keyed.precision == Precision::Bf16;
+    let micro_batches = keyed.global_batch / (keyed.micro_batch * layout.dp).max(1);
+    let estimate =
+        |l: Layout| l.memory_per_rank(&keyed.model, keyed.seq_len, keyed.micro_batch, micro_batches, bf16, zero);
+    let m = estimate(layout);
+    let mut text = format!(
+        "per rank ({layout}{}): {}B weights + {}B gradients + {}B AdamW + ~{}B activations = ~{}B",
+        if zero && layout.dp > 1 { ", ZeRO-1" } else { "" },
+        si(m.weights),
+        si(m.gradients),
+        si(m.optimizer),
+        si(m.activations),
+        si(m.total())
+    );
+    if m.total() <= GCD {
+        text.push_str(", fits a 64 GB GCD");
+        return text;
+    }
+    let divisors = |n: i64| (1..=n as u64).filter(move |d| (n as u64).is_multiple_of(*d));
+    let fitting = divisors(keyed.model.n_head)
+        .filter(|&tp| tp <= 8)
+        .flat_map(|tp| divisors(keyed.model.n_layer).map(move |pp| Layout { tp, pp, dp: layout.dp }))
+        .filter(|l| estimate(*l).total() <= GCD)
+        .min_by_key(|l| (l.tp * l.pp, l.pp));
+    match fitting {
+        Some(l) => {
+            text.push_str(&format!(", more than a 64 GB GCD: {l} fits (~{}B per rank)", si(estimate(l).total())))
+        }
+        None => text.push_str(", more than a 64 GB GCD with any tp <= 8 and pp"),
+    }
+    text
 }
 
 fn stage_facts(config: &Value) -> BTreeMap<String, String> {

@@ -27,35 +27,35 @@ pub const BENCH: Benchmark = Benchmark {
 };
 
 /// The model and step, in the order both programs take them on their command line.
-const LAYERS: u32 = 4;
-const HIDDEN: u32 = 256;
-const HEADS: u32 = 4;
-const SEQ: u32 = 256;
-const VOCAB: u32 = 4096;
+pub(super) const LAYERS: u32 = 4;
+pub(super) const HIDDEN: u32 = 256;
+pub(super) const HEADS: u32 = 4;
+pub(super) const SEQ: u32 = 256;
+pub(super) const VOCAB: u32 = 4096;
 const BATCH: u32 = 4;
-const SEED: u32 = 1234;
-const LR: &str = "1e-3";
+pub(super) const SEED: u32 = 1234;
+pub(super) const LR: &str = "1e-3";
 const GOAL_SPEEDUP: f64 = 1.0;
-const LIMIT: Duration = Duration::from_secs(1800);
-const PEER_SCRIPT: &str = include_str!("train_peer.py");
+pub(super) const LIMIT: Duration = Duration::from_secs(1800);
+pub(super) const PEER_SCRIPT: &str = include_str!("train_peer.py");
 
 /// What one side printed.
-struct Figures {
-    tokens: f64,
-    seconds: f64,
-    cpu_seconds: f64,
-    threads: f64,
-    params: f64,
-    loss_first: f64,
-    loss_last: f64,
-    peak_rss_mb: f64,
+pub(super) struct Figures {
+    pub(super) tokens: f64,
+    pub(super) seconds: f64,
+    pub(super) cpu_seconds: f64,
+    pub(super) threads: f64,
+    pub(super) params: f64,
+    pub(super) loss_first: f64,
+    pub(super) loss_last: f64,
+    pub(super) peak_rss_mb: f64,
     /// The JSON line, for the fields only one side has (optimizer, versions).
-    line: String,
-    process: Timed,
+    pub(super) line: String,
+    pub(super) process: Timed,
 }
 
 impl Figures {
-    fn tokens_per_s(&self) -> f64 {
+    pub(super) fn tokens_per_s(&self) -> f64 {
         self.tokens / self.seconds
     }
 }
@@ -65,12 +65,7 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     let (warmup, steps) = if ctx.quick { (1, 3) } else { (3, 10) };
     let rounds = ctx.reps(2, 1);
 
-    eprintln!("xtask: bench: building the train_bench example of aurora-gptbigcode (release)");
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "aurora-gptbigcode", "--example", "train_bench"]);
-    ctx.lt.apply(&mut build)?;
-    exec_checked(&mut build).context("building the train_bench example")?;
-    let example = target_dir()?.join("release").join("examples").join("train_bench");
+    let example = ctx.release_example("aurora-gptbigcode", "train_bench")?;
     ctx.venv()?;
     let script = ctx.scratch().join("train_peer.py");
     std::fs::write(&script, PEER_SCRIPT).with_context(|| format!("cannot write {}", script.display()))?;
@@ -219,13 +214,6 @@ fn measure_sides(
         .map(u32::to_string)
         .chain([LR.to_string()])
         .collect();
-    // Both processes get the same threading environment; each also sets torch's intra-op
-    // threads itself.
-    let pin = |cmd: &mut Command| {
-        for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
-            cmd.env(var, threads.to_string());
-        }
-    };
     let (mut ours_runs, mut peer_runs) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         for side in ["aurora", "pytorch"] {
@@ -234,15 +222,13 @@ fn measure_sides(
                 let mut cmd = Command::new(example);
                 ctx.lt.apply(&mut cmd)?;
                 cmd.args(&args);
-                pin(&mut cmd);
+                pin_threads(&mut cmd, threads);
                 measure(&mut cmd, &ctx.scratch().join("train-ours.log"))?
             } else {
                 let mut cmd = ctx.venv()?.python();
                 cmd.arg(script).args(&args);
-                pin(&mut cmd);
-                // No hub access (the model is built from a config), and torch loads the
-                // libtorch of its own wheel, not a LIBTORCH on the library path.
-                cmd.env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1").env_remove("LD_LIBRARY_PATH");
+                pin_threads(&mut cmd, threads);
+                peer_env(&mut cmd);
                 measure(&mut cmd, &ctx.scratch().join("train-peer.log"))?
             };
             eprintln!(
@@ -265,8 +251,21 @@ fn measure_sides(
     Ok((best(ours_runs), best(peer_runs)))
 }
 
+/// The threading environment both sides get (each also sets torch's intra-op threads itself).
+pub(super) fn pin_threads(cmd: &mut Command, threads: u32) {
+    for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+        cmd.env(var, threads.to_string());
+    }
+}
+
+/// The environment of a Python peer: no hub access (the model is built from a config), and torch
+/// loads the libtorch of its own wheel, not a LIBTORCH on the library path.
+pub(super) fn peer_env(cmd: &mut Command) {
+    cmd.env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1").env_remove("LD_LIBRARY_PATH");
+}
+
 /// The two sides must have trained the same model the same way, or the ratio means nothing.
-fn check_same_work(ours: &Figures, theirs: &Figures, threads: usize) -> Result<()> {
+pub(super) fn check_same_work(ours: &Figures, theirs: &Figures, threads: usize) -> Result<()> {
     if ours.params != theirs.params {
         bail!("parameter counts differ: aurora {} vs transformers {}: not the same model", ours.params, theirs.params);
     }
@@ -291,7 +290,7 @@ fn check_same_work(ours: &Figures, theirs: &Figures, threads: usize) -> Result<(
 }
 
 /// Runs one side, timed as a whole, and reads the JSON line it prints (its output goes to `log`).
-fn measure(cmd: &mut Command, log: &Path) -> Result<Figures> {
+pub(super) fn measure(cmd: &mut Command, log: &Path) -> Result<Figures> {
     let shown = crate::display(cmd);
     let process = stats::time_process_logged(cmd, LIMIT, log)?;
     let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;

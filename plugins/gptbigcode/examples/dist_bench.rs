@@ -1,0 +1,266 @@
+//! Data-parallel training throughput and all-reduce bandwidth over aurora's c10d runtime
+//! ([`aurora_torch::dist`], Gloo on CPU). `cargo xtask bench --only dist` drives this binary beside
+//! PyTorch DDP and `torch.distributed` (xtask/src/bench/dist_peer.py, under torchrun):
+//!
+//! ```text
+//! dist_bench train DP LAYERS HIDDEN HEADS SEQ VOCAB BATCH MICRO WARMUP STEPS THREADS SEED LR
+//! dist_bench allreduce DP WARMUP THREADS BYTES:ITERS[,BYTES:ITERS...]
+//! ```
+//!
+//! Started without torchrun's variables (`RANK`, `WORLD_SIZE`, ...), it is its own launcher:
+//! with DP = 1 it runs in this process (no process group, no collective), with DP > 1 it starts DP
+//! copies of itself with the variables torchrun sets on one node ([`aurora_launch::local`]) and
+//! waits for them (a failing rank ends the others). Started with them, it is one rank: it joins
+//! the others (rank 0 serves the `TCPStore`) in one Gloo group on 127.0.0.1.
+//!
+//! `train`: the model and step of `train_bench` (forward + LM loss + backward + grad-norm clip to
+//! 1.0 + AdamW), data parallel over a fixed global batch of BATCH sequences: rank r takes rows
+//! `r * BATCH/DP ..` and runs them as micro-batches of MICRO (gradients accumulated), then the
+//! gradients are summed over the ranks ([`aurora_gptbigcode::zero::all_reduce_grads`]: one
+//! all-reduce of the flat gradient after the backward pass, the trainer's plain data
+//! parallelism), each micro-batch's loss scaled by 1 / (micro-batches * DP) so every rank holds
+//! the global batch's mean gradient, as DDP's averaging gives. Every rank starts from rank 0's
+//! weights (a broadcast, as DDP does) and updates its full replica with the same AdamW. WARMUP
+//! untimed steps, a barrier, then STEPS timed ones. Rank 0 prints one JSON line: its wall time,
+//! the global tokens, the CPU seconds and peak RSS summed over the ranks, the global mean loss of
+//! the first and last step.
+//!
+//! `allreduce`: for each size, a float32 tensor of BYTES / 4 zeros, WARMUP all-reduces (sum),
+//! a barrier, then ITERS timed ones; rank 0 prints the median seconds per all-reduce as
+//! `"s_<BYTES>"`.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aurora_gptbigcode::adamw::{AdamW, AdamWConfig};
+use aurora_gptbigcode::optim::clip_grad_norm;
+use aurora_gptbigcode::trainer::parallel::broadcast_weights;
+use aurora_gptbigcode::zero::all_reduce_grads;
+use aurora_launch::RankEnv;
+use aurora_launch::local::{free_port, local_rank_vars};
+use aurora_torch::dist::{Backend, GlooDevice, Group, ReduceOp, Store};
+use aurora_torch::tch::{self, Device, Kind, Tensor};
+
+use bench_util::{Shape, cpu_seconds, model_and_batch, peak_rss_mb};
+
+mod bench_util;
+
+const USAGE: &str = "usage: dist_bench train DP LAYERS HIDDEN HEADS SEQ VOCAB BATCH MICRO WARMUP STEPS THREADS SEED LR\n       \
+                     dist_bench allreduce DP WARMUP THREADS BYTES:ITERS[,BYTES:ITERS...]";
+
+/// How long the rendezvous and each collective may take.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn usage(problem: &str) -> ! {
+    eprintln!("dist_bench: {problem}\n{USAGE}");
+    std::process::exit(2);
+}
+
+fn int(args: &[String], i: usize) -> i64 {
+    match args.get(i).map(|a| a.parse()) {
+        Some(Ok(v)) => v,
+        _ => usage(&format!("argument {} must be an integer, got {:?}", i + 1, args.get(i))),
+    }
+}
+
+/// One rank of several: its group over every rank, and the store it needs (rank 0 serves it).
+struct Rank {
+    rank: usize,
+    group: Group,
+    _store: Arc<Store>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mode, arity) = match args.first().map(String::as_str) {
+        Some("train") => ("train", 14),
+        Some("allreduce") => ("allreduce", 5),
+        _ => usage("the first argument must be `train` or `allreduce`"),
+    };
+    if args.len() != arity {
+        usage(&format!("`{mode}` takes {} arguments, got {}", arity - 1, args.len() - 1));
+    }
+    let dp = int(&args, 1).max(1) as usize;
+    let env = RankEnv::from_process_env().unwrap_or_else(|e| panic!("{e}"));
+    let rank = match env {
+        None if dp > 1 => launch(dp),
+        None => None,
+        Some(env) => {
+            env.check_world(dp, &format!("DP = {dp}")).unwrap_or_else(|e| panic!("{e}"));
+            Some(join(&env))
+        }
+    };
+    if mode == "train" {
+        train(&args[2..], rank.as_ref());
+    } else {
+        all_reduce(&args[2..], rank.as_ref().unwrap_or_else(|| usage("`allreduce` needs DP >= 2")));
+    }
+}
+
+/// Starts `dp` ranks of this binary with torchrun's variables and exits with their outcome.
+fn launch(dp: usize) -> ! {
+    let exe = std::env::current_exe().expect("the path of this binary");
+    let port = free_port().expect("a free port on 127.0.0.1");
+    let mut children: Vec<_> = (0..dp)
+        .map(|r| {
+            Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .envs(local_rank_vars(r, dp, port))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start rank {r}: {e}"))
+        })
+        .collect();
+    loop {
+        let mut running = 0;
+        for (r, child) in children.iter_mut().enumerate() {
+            match child.try_wait().expect("waiting for a rank") {
+                None => running += 1,
+                Some(status) if status.success() => {}
+                Some(status) => {
+                    eprintln!("dist_bench: rank {r} failed ({status}); ending the others");
+                    for other in &mut children {
+                        let _ = other.kill();
+                        let _ = other.wait();
+                    }
+                    std::process::exit(1);
+                }
+            }
+        }
+        if running == 0 {
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Joins the other ranks: the store, then one Gloo group of every rank on the loopback.
+fn join(env: &RankEnv) -> Rank {
+    let store = Store::connect(&env.master_addr, env.master_port, env.rank, env.world_size, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ranks = (0..env.world_size).collect();
+    let device = GlooDevice::Host("127.0.0.1".into());
+    let group =
+        Group::new(&store, "dp", Backend::Gloo, ranks, env.rank, &device, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    Rank { rank: env.rank, group, _store: store }
+}
+
+/// `values` summed over the ranks (unchanged on one rank).
+fn summed(values: Vec<f64>, rank: Option<&Rank>) -> Vec<f64> {
+    let Some(r) = rank else { return values };
+    let mut t = Tensor::from_slice(&values);
+    r.group.all_reduce(&mut t, ReduceOp::Sum).unwrap_or_else(|e| panic!("{e}"));
+    Vec::<f64>::try_from(&t).expect("a 1-d f64 tensor")
+}
+
+fn train(args: &[String], rank: Option<&Rank>) {
+    let int = |i: usize| int(args, i);
+    let shape = Shape { layers: int(0), hidden: int(1), heads: int(2), seq: int(3), vocab: int(4) };
+    let (batch, micro, warmup, steps, threads, seed) = (int(5), int(6), int(7), int(8), int(9), int(10));
+    let lr: f64 = args[11].parse().unwrap_or_else(|_| usage(&format!("LR must be a number, got {:?}", args[11])));
+    let (world, me) = rank.map_or((1, 0), |r| (r.group.size() as i64, r.rank as i64));
+    if steps < 1 || warmup < 0 || micro < 1 || batch % (world * micro) != 0 {
+        usage(&format!(
+            "need STEPS >= 1, WARMUP >= 0 and BATCH a multiple of DP * MICRO; got STEPS {steps}, WARMUP {warmup}, \
+             BATCH {batch}, DP {world}, MICRO {micro}"
+        ));
+    }
+    tch::set_num_threads(threads as i32);
+
+    let (vs, model, ids) = model_and_batch(&shape, batch, seed);
+    if let Some(r) = rank {
+        broadcast_weights(&vs, &r.group).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let per_rank = batch / world;
+    let accum = per_rank / micro;
+    let mine: Vec<Tensor> = (0..accum).map(|a| ids.narrow(0, me * per_rank + a * micro, micro).contiguous()).collect();
+    let scale = 1.0 / (accum * world) as f64;
+    let mut opt = AdamW::new(&vs, &AdamWConfig::default());
+    // Returns this rank's mean loss over its micro-batches.
+    let mut step = || {
+        opt.zero_grad();
+        let mut loss_sum = 0.0;
+        for m in &mine {
+            let loss = model.lm_loss(m).expect("ids inside the vocabulary and n_positions");
+            (&loss * scale).backward();
+            loss_sum += loss.double_value(&[]);
+        }
+        if let Some(r) = rank {
+            all_reduce_grads(&vs, &r.group).unwrap_or_else(|e| panic!("{e}"));
+        }
+        clip_grad_norm(&vs, 1.0);
+        opt.step(lr);
+        loss_sum / accum as f64
+    };
+
+    let mut losses: Vec<f64> = (0..warmup).map(|_| step()).collect();
+    if let Some(r) = rank {
+        r.group.barrier().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
+    for _ in 0..steps {
+        losses.push(step());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
+
+    // One collective after the timed steps: every rank's losses, CPU time and peak RSS.
+    let n = losses.len();
+    losses.extend([cpu, peak_rss_mb()]);
+    let sums = summed(losses, rank);
+    if me != 0 {
+        return;
+    }
+    let tokens = steps * batch * shape.seq;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "dist", "side": "aurora", "libtorch": aurora_torch::libtorch_version(),
+            "dp": world, "global_batch": batch, "micro_batch": micro, "accumulation": accum,
+            "grad_sync": if world > 1 { "aurora_gptbigcode::zero::all_reduce_grads (Gloo)" } else { "none" },
+            "optimizer": "aurora_gptbigcode::adamw::AdamW", "threads": tch::get_num_threads(),
+            "params": bench_util::params(&vs), "tokens": tokens, "seconds": secs, "cpu_seconds": sums[n],
+            "tokens_per_s": tokens as f64 / secs, "loss_first": sums[0] / world as f64,
+            "loss_last": sums[n - 1] / world as f64, "ln_vocab": (shape.vocab as f64).ln(), "peak_rss_mb": sums[n + 1],
+        })
+    );
+}
+
+fn all_reduce(args: &[String], rank: &Rank) {
+    let (warmup, threads) = (int(args, 0), int(args, 1));
+    tch::set_num_threads(threads as i32);
+    let sizes: Vec<(i64, i64)> = args[2]
+        .split(',')
+        .map(|pair| match pair.split_once(':').map(|(b, i)| (b.parse::<i64>(), i.parse::<i64>())) {
+            Some((Ok(bytes), Ok(iters))) if bytes >= 4 && bytes % 4 == 0 && iters >= 1 => (bytes, iters),
+            _ => usage(&format!("{pair:?} is not BYTES:ITERS (BYTES a positive multiple of 4, ITERS >= 1)")),
+        })
+        .collect();
+    let mut figures = serde_json::json!({
+        "bench": "allreduce", "side": "aurora", "libtorch": aurora_torch::libtorch_version(),
+        "world": rank.group.size(), "threads": tch::get_num_threads(), "warmup": warmup,
+    });
+    let run = |t: &mut Tensor| rank.group.all_reduce(t, ReduceOp::Sum).unwrap_or_else(|e| panic!("{e}"));
+    for (bytes, iters) in sizes {
+        let mut t = Tensor::zeros([bytes / 4], (Kind::Float, Device::Cpu));
+        for _ in 0..warmup {
+            run(&mut t);
+        }
+        rank.group.barrier().unwrap_or_else(|e| panic!("{e}"));
+        let mut times: Vec<f64> = (0..iters)
+            .map(|_| {
+                let started = Instant::now();
+                run(&mut t);
+                started.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        let median = if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 };
+        figures[format!("s_{bytes}")] = median.into();
+        figures[format!("iters_{bytes}")] = iters.into();
+    }
+    if rank.rank == 0 {
+        println!("{figures}");
+    }
+}
