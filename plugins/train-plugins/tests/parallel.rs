@@ -118,3 +118,74 @@ fn a_stage_continues_another_layouts_run() {
     assert_losses_close(&cat_losses(&single), &cat_losses(&sharded_cat), "CAT on dp=2 after CAP on one process");
     assert_losses_close(&cat_losses(&single), &cat_losses(&sharded_cap), "CAT on one process after CAP on dp=2");
 }
+
+/// A dp = 2 training job whose inputs do not exist: ranks compare their jobs before reading any.
+fn job(dir: &Path, seed: u64) -> aurora_worker_api::Job {
+    use aurora_train::schedule::{Schedule, StageSchedule};
+    aurora_worker_api::Job::Train(aurora_worker_api::TrainJob {
+        node: "stages/cap".into(),
+        seed,
+        device: "cpu".into(),
+        precision: aurora_worker_api::Precision::Fp32,
+        model: aurora_train::GptBigCodeConfig::tiny(2, 32, 2, 64, 32),
+        init: aurora_worker_api::Init::Scratch,
+        data: aurora_worker_api::TrainData::Mixture { dir: dir.join("no-mixture"), stores: Default::default() },
+        tokenizer: dir.join("no-tokenizer"),
+        schedule: StageSchedule { schedule: Schedule::Constant { lr: 1e-3, warmup_steps: 0 }, rewarm: false },
+        optimizer: Default::default(),
+        grad_clip: 1.0,
+        seq_len: 32,
+        micro_batch: 2,
+        global_batch: 8,
+        steps: Some(2),
+        checkpoint_every_tokens: 0,
+        milestones: vec![],
+        threads: 1,
+        layout: aurora_train::Layout { tp: 1, pp: 1, dp: 2 },
+        distributed_optimizer: true,
+        out_dir: dir.join("out"),
+        work_dir: dir.join("work"),
+    })
+}
+
+#[test]
+fn ranks_of_different_jobs_refuse_to_train_together() {
+    if !worker_built() {
+        return;
+    }
+    let worker = aurora_worker_api::client::worker_path().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = aurora_launch::local::free_port().unwrap();
+    let children: Vec<_> = [(0, 1), (1, 2)]
+        .into_iter()
+        .map(|(rank, seed)| {
+            let path = dir.path().join(format!("job-{rank}.json"));
+            std::fs::write(&path, serde_json::to_string(&job(dir.path(), seed)).unwrap()).unwrap();
+            std::process::Command::new(&worker)
+                .arg(&path)
+                .envs(aurora_launch::local::local_rank_vars(rank, 2, port))
+                .env("AURORA_COLLECTIVE_TIMEOUT_S", "60")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Both stop at once (well within the 60 s rendezvous timeout), each naming the difference.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (rank, child) in children.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || tx.send((rank, child.wait_with_output().unwrap())).unwrap());
+    }
+    for _ in 0..2 {
+        let (rank, out) = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("a rank hung");
+        assert!(!out.status.success(), "rank {rank} trained with another job");
+        let text = String::from_utf8_lossy(&out.stderr);
+        let other = 1 - rank;
+        assert!(
+            text.contains(&format!("error: stages/cap: rank {other} runs job "))
+                && text.contains("every rank must run the same job file"),
+            "rank {rank}: {text}"
+        );
+    }
+}
