@@ -1110,6 +1110,29 @@ fn the_shipped_experiment_runs_and_reruns_as_a_no_op() {
     let second: Value = serde_json::from_slice(&second.stdout).unwrap();
     assert!(second["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "cached"), "{second:#}");
     assert_eq!(first["manifest_digest"], second["manifest_digest"]);
+
+    // The ablation that trains CAP on two data-parallel ranks (local launcher): CAP reruns, the
+    // data and the base stage come from the cache, and CAP's evaluation equals the main run's up
+    // to summation order.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aurora"));
+    cmd.args(["run", "experiments/ablations/cap-dp2.toml", "--until", "evals/bpb/cap", "--launcher", "local", "--json"])
+        .current_dir(repo)
+        .env("AURORA_STORE", store.path())
+        .stdin(Stdio::null());
+    let ablation = output_within(cmd, Duration::from_secs(20 * 60));
+    assert_code(&ablation, 0, "aurora run experiments/ablations/cap-dp2.toml");
+    let ablation: Value = serde_json::from_slice(&ablation.stdout).unwrap();
+    let status = |doc: &Value, id: &str| node(doc, id)["status"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(status(&ablation, "stages/base"), "cached");
+    assert_eq!(status(&ablation, "mixtures/cap"), "cached");
+    assert_eq!(status(&ablation, "stages/cap"), "executed");
+    let (main_bpb, dp2_bpb) = (&node(&first, "evals/bpb/cap")["metrics"], &node(&ablation, "evals/bpb/cap")["metrics"]);
+    let languages: Vec<&String> = main_bpb.as_object().unwrap().keys().filter(|k| k.starts_with("bpb.")).collect();
+    assert_eq!(languages.len(), 6, "{main_bpb}");
+    for key in languages {
+        let (a, b) = (main_bpb[key].as_f64().unwrap(), dp2_bpb[key].as_f64().unwrap());
+        assert!((a - b).abs() / a < 1e-4, "{key}: one process {a}, dp = 2 {b}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
