@@ -10,7 +10,7 @@
 
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tch::Tensor;
@@ -256,7 +256,7 @@ impl Store {
         rank: usize,
         world: usize,
         timeout: Duration,
-    ) -> Result<Arc<Self>, DistError> {
+    ) -> Result<Rc<Self>, DistError> {
         let addr = format!("{host}:{port}");
         let c_host = cstring(host);
         let mut ptr = std::ptr::null_mut();
@@ -287,7 +287,7 @@ impl Store {
             };
             DistError::Rendezvous { addr: addr.clone(), rank, message, hint }
         })?;
-        Ok(Arc::new(Store { ptr, addr, rank }))
+        Ok(Rc::new(Store { ptr, addr, rank }))
     }
 
     /// `host:port` of the store.
@@ -364,7 +364,7 @@ pub struct Group {
     /// This process's global rank.
     rank: usize,
     timeout: Duration,
-    store: Arc<Store>,
+    store: Rc<Store>,
     seq: std::cell::Cell<u64>,
 }
 
@@ -372,7 +372,7 @@ impl Group {
     /// Creates the group `name` of `ranks` (global ranks; this process must be one of them) on
     /// `backend`. Every member must call this with the same name and ranks.
     pub fn new(
-        store: &Arc<Store>,
+        store: &Rc<Store>,
         name: &str,
         backend: Backend,
         ranks: Vec<usize>,
@@ -394,7 +394,7 @@ impl Group {
                 };
                 let (c_host, c_iface) = (cstring(&host), cstring(&iface));
                 call(|err, len| unsafe {
-                    // SAFETY: valid pointers; the store outlives the group (held by Arc).
+                    // SAFETY: valid pointers; the store outlives the group (held by Rc).
                     aurora_dist_group_gloo(
                         store.ptr,
                         prefix.as_ptr(),
@@ -427,7 +427,7 @@ impl Group {
             ranks,
             rank,
             timeout,
-            store: Arc::clone(store),
+            store: Rc::clone(store),
             seq: std::cell::Cell::new(0),
         })
     }

@@ -143,7 +143,7 @@ fn rendezvous_errors_say_what_to_set() {
     let port = free_port();
     let err = Store::connect("127.0.0.1", port, 1, 2, Duration::from_millis(500)).err().expect("no server");
     let text = err.to_string();
-    assert!(text.contains(&format!("check that MASTER_ADDR=127.0.0.1 is rank 0's host")), "{text}");
+    assert!(text.contains("check that MASTER_ADDR=127.0.0.1 is rank 0's host"), "{text}");
 }
 
 #[test]

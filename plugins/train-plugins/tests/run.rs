@@ -46,11 +46,7 @@ fn a_curriculum_trains_continues_and_tunes_reproducibly() {
     assert_eq!(sft["stage_steps"], 3);
     assert_eq!(sft["step"], 3);
     // CAP learns: the last update's loss is well below the first's.
-    let losses: Vec<f64> = std::fs::read_to_string(dir("stages/cap").join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64().unwrap())
-        .collect();
+    let losses = losses(&dir("stages/cap"));
     assert_eq!(losses.len() as u64, cap_steps);
     assert!(losses[losses.len() - 1] < losses[0] - 0.5, "loss did not fall: {losses:?}");
     assert!(dir("stages/cap").join("milestones/tokens-8192/model.safetensors").is_file());

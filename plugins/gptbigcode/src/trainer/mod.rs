@@ -431,7 +431,7 @@ impl Optimizer {
                 }
                 let factor = grad_clip / (norm + 1e-6);
                 if grad_clip > 0.0 && factor < 1.0 {
-                    shard = shard * factor;
+                    shard *= factor;
                 }
                 opt.step(lr, &shard);
                 opt.all_gather_weights(group)?;

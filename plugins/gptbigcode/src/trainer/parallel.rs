@@ -3,7 +3,7 @@
 //! same job with the same build before any process group exists (so a mismatch fails at once
 //! instead of hanging in the group's rendezvous), then the data-parallel group is created.
 
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use aurora_launch::RankEnv;
@@ -27,7 +27,7 @@ pub struct Ranks {
     /// The data-parallel group (every rank while tp = pp = 1).
     pub dp: Group,
     /// Kept alive for the groups (rank 0 serves it).
-    _store: Arc<Store>,
+    _store: Rc<Store>,
 }
 
 impl Ranks {

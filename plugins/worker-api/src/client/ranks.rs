@@ -274,10 +274,11 @@ impl Relay {
             }
         }
         let world = self.ranks.len();
-        if self.failures.is_empty() && self.launcher_failed.is_none() {
-            if let Some(metrics) = self.metrics.take() {
-                return Ok(metrics);
-            }
+        if self.failures.is_empty()
+            && self.launcher_failed.is_none()
+            && let Some(metrics) = self.metrics.take()
+        {
+            return Ok(metrics);
         }
         let primary =
             self.failures.iter().copied().find(|&r| self.own_failure(r)).or_else(|| self.failures.first().copied());
