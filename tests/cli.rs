@@ -561,6 +561,22 @@ fn located(file: &str, text: &str, needle: &str) -> String {
 }
 
 #[test]
+fn bad_launcher() {
+    let p = Project::new();
+    p.write("data/raw.txt", "x\n");
+    // Outside an allocation: `slurm` is refused before any work, as is an unknown name.
+    let mut cmd = p.command(&["run", "m.toml", "--launcher", "slurm"]);
+    cmd.env_remove("SLURM_JOB_ID");
+    p.write("m.toml", CHAIN);
+    let out = output_within(cmd, TIMEOUT);
+    assert_code(&out, 2, "aurora run --launcher slurm outside an allocation");
+    let slurm = stderr(&out);
+    let unknown = bad(&p, CHAIN, &["run", "m.toml", "--launcher", "mpirun"]);
+    assert!(p.store_files().iter().all(|f| !f.starts_with("cas/")), "no work was done");
+    insta::assert_snapshot!("bad_launcher", format!("{}\n{}", p.redact(&slurm), p.redact(&unknown)));
+}
+
+#[test]
 fn bad_unknown_plugin() {
     let p = Project::new();
     let m = format!("{HEADER}[steps.a]\nplugin = \"exec.comand\"\nargv = [\"true\"]\n");

@@ -386,7 +386,8 @@ impl StateFiles {
         let stored = self.stored_len(name).unwrap_or(0);
         if stored != numel {
             return Err(format!(
-                "tensor `{name}`: expected shape {shape:?} ({numel} elements), found {stored} elements"
+                "tensor `{name}`: expected shape {shape:?} ({numel} elements), the files hold {stored} (a rank's shard \
+                 file is missing, or the state belongs to another model)"
             ));
         }
         Ok(self.read_range(name, 0, numel)?.reshape(shape))
