@@ -9,11 +9,7 @@ use aurora_train_plugins as _;
 
 mod common;
 
-use aurora_core::Store;
-use aurora_core::execute::{NodeReport, NodeStatus, RunOptions, Silent, run};
-use aurora_core::manifest::{ResolveOptions, resolve};
-use aurora_core::plan::plan;
-use aurora_core::plugin::NoProgress;
+use aurora_core::execute::{NodeReport, NodeStatus};
 use common::*;
 
 #[test]
@@ -70,10 +66,7 @@ fn a_worker_failure_fails_the_node_with_the_workers_message() {
     project(dir.path(), &manifest);
     std::fs::create_dir_all(dir.path().join("data/empty-hf")).unwrap();
     std::fs::write(dir.path().join("data/empty-hf/README"), "no config.json here").unwrap();
-    let plan = plan(resolve(&dir.path().join("m.toml"), &ResolveOptions::default()).unwrap()).unwrap();
-    let store = Store::open(&dir.path().join(".aurora")).unwrap();
-    let options = RunOptions { jobs: 1, until: Some("stages/cat".into()), ..Default::default() };
-    let reports = run(&plan, &store, &options, &Silent, &NoProgress).unwrap();
+    let (_, reports) = run_until(dir.path(), "stages/cat");
     let cat = reports.iter().find(|r| r.id == "stages/cat").unwrap();
     assert_eq!(cat.status, NodeStatus::Failed);
     let reason = cat.error.as_deref().unwrap_or_default();

@@ -124,11 +124,9 @@ pub fn project(dir: &Path, manifest: &str) {
     std::fs::write(dir.join("m.toml"), manifest).unwrap();
 }
 
+/// Runs the whole project at `dir`.
 pub fn run_in(dir: &Path) -> (Store, Vec<NodeReport>) {
-    let plan = plan(resolve(&dir.join("m.toml"), &ResolveOptions::default()).unwrap()).unwrap();
-    let store = Store::open(&dir.join(".aurora")).unwrap();
-    let reports = run(&plan, &store, &RunOptions { jobs: 1, ..Default::default() }, &Silent, &NoProgress).unwrap();
-    (store, reports)
+    run_with(dir, None)
 }
 
 pub fn worker_built() -> bool {
@@ -147,9 +145,13 @@ pub fn json(path: &Path) -> Value {
 
 /// Runs `node` and what it depends on in the project at `dir`.
 pub fn run_until(dir: &Path, node: &str) -> (Store, Vec<NodeReport>) {
+    run_with(dir, Some(node))
+}
+
+fn run_with(dir: &Path, until: Option<&str>) -> (Store, Vec<NodeReport>) {
     let plan = plan(resolve(&dir.join("m.toml"), &ResolveOptions::default()).unwrap()).unwrap();
     let store = Store::open(&dir.join(".aurora")).unwrap();
-    let options = RunOptions { jobs: 1, until: Some(node.into()), ..Default::default() };
+    let options = RunOptions { jobs: 1, until: until.map(str::to_owned), ..Default::default() };
     let reports = run(&plan, &store, &options, &Silent, &NoProgress).unwrap();
     (store, reports)
 }
