@@ -1131,10 +1131,18 @@ fn the_shipped_experiment_runs_and_reruns_as_a_no_op() {
     // data and the base stage come from the cache, and CAP's evaluation equals the main run's up
     // to summation order.
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aurora"));
-    cmd.args(["run", "experiments/ablations/cap-dp2.toml", "--until", "evals/bpb/cap", "--launcher", "local", "--json"])
-        .current_dir(repo)
-        .env("AURORA_STORE", store.path())
-        .stdin(Stdio::null());
+    cmd.args([
+        "run",
+        "experiments/ablations/cap-dp2.toml",
+        "--until",
+        "evals/bpb/cap",
+        "--launcher",
+        "local",
+        "--json",
+    ])
+    .current_dir(repo)
+    .env("AURORA_STORE", store.path())
+    .stdin(Stdio::null());
     let ablation = output_within(cmd, Duration::from_secs(20 * 60));
     assert_code(&ablation, 0, "aurora run experiments/ablations/cap-dp2.toml");
     let ablation: Value = serde_json::from_slice(&ablation.stdout).unwrap();

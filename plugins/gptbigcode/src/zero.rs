@@ -292,10 +292,14 @@ mod tests {
             }
         }
         // Both moments of every element, once.
-        assert_eq!(covered, 2 * FlatLayout::new(whole.parameters().map(|(n, v, _)| (n.to_owned(), v.numel() as i64)), 1).total);
+        assert_eq!(
+            covered,
+            2 * FlatLayout::new(whole.parameters().map(|(n, v, _)| (n.to_owned(), v.numel() as i64)), 1).total
+        );
 
         std::fs::remove_file(dir.path().join("optimizer-shard-1-of-2.safetensors")).unwrap();
-        let err = AdamW::new(&vs, &config).load_state(&StateFiles::open_dir(dir.path()).unwrap()).unwrap_err().to_string();
+        let err =
+            AdamW::new(&vs, &config).load_state(&StateFiles::open_dir(dir.path()).unwrap()).unwrap_err().to_string();
         // The parameter split between the shards is short; those wholly in the lost one are missing.
         assert!(err.contains("the files hold 960 (a rank's shard file is missing"), "{err}");
         assert!(err.contains("missing tensor `transformer.wte.weight.exp_avg`"), "{err}");

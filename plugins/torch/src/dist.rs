@@ -250,13 +250,7 @@ pub struct Store {
 impl Store {
     /// Connects to (rank 0: serves) the store at `host:port` for `world` ranks, waiting up to
     /// `timeout` for the server.
-    pub fn connect(
-        host: &str,
-        port: u16,
-        rank: usize,
-        world: usize,
-        timeout: Duration,
-    ) -> Result<Rc<Self>, DistError> {
+    pub fn connect(host: &str, port: u16, rank: usize, world: usize, timeout: Duration) -> Result<Rc<Self>, DistError> {
         let addr = format!("{host}:{port}");
         let c_host = cstring(host);
         let mut ptr = std::ptr::null_mut();
