@@ -10,8 +10,9 @@
 //! Started without torchrun's variables (`RANK`, `WORLD_SIZE`, ...), it is its own launcher:
 //! with DP = 1 it runs in this process (no process group, no collective), with DP > 1 it starts DP
 //! copies of itself with the variables torchrun sets on one node ([`aurora_launch::local`]) and
-//! waits for them (a failing rank ends the others). Started with them, it is one rank: it joins
-//! the others (rank 0 serves the `TCPStore`) in one Gloo group on 127.0.0.1.
+//! waits for them (a failing rank ends the others; each rank in a session of its own, as torchrun
+//! starts them). Started with them, it is one rank: it joins the others (rank 0 serves the
+//! `TCPStore`) in one Gloo group on 127.0.0.1.
 //!
 //! `train`: the model and step of `train_bench` (forward + LM loss + backward + grad-norm clip to
 //! 1.0 + AdamW), data parallel over a fixed global batch of BATCH sequences: rank r takes rows
@@ -29,8 +30,9 @@
 //! a barrier, then ITERS timed ones; rank 0 prints the median seconds per all-reduce as
 //! `"s_<BYTES>"`.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use aurora_gptbigcode::adamw::{AdamW, AdamWConfig};
@@ -68,7 +70,7 @@ fn int(args: &[String], i: usize) -> i64 {
 struct Rank {
     rank: usize,
     group: Group,
-    _store: Arc<Store>,
+    _store: Rc<Store>,
 }
 
 fn main() {
@@ -99,16 +101,29 @@ fn main() {
 }
 
 /// Starts `dp` ranks of this binary with torchrun's variables and exits with their outcome.
+///
+/// Each rank gets a session of its own, as torchrun gives its workers (`start_new_session`):
+/// where the kernel groups processes by session for scheduling (`sched_autogroup_enabled`),
+/// ranks sharing the launcher's session share one CPU share between them, and on a 2-core
+/// machine wake-ups inside the group often waited for the next scheduler tick (a 1 MiB
+/// all-reduce took 4 ms instead of 0.6). The ranks die with the launcher (`PR_SET_PDEATHSIG`), as they
+/// are out of reach of the terminal's Ctrl-C.
 fn launch(dp: usize) -> ! {
     let exe = std::env::current_exe().expect("the path of this binary");
     let port = free_port().expect("a free port on 127.0.0.1");
     let mut children: Vec<_> = (0..dp)
         .map(|r| {
-            Command::new(&exe)
-                .args(std::env::args_os().skip(1))
-                .envs(local_rank_vars(r, dp, port))
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start rank {r}: {e}"))
+            let mut cmd = Command::new(&exe);
+            cmd.args(std::env::args_os().skip(1)).envs(local_rank_vars(r, dp, port));
+            // SAFETY: setsid and prctl are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot start rank {r}: {e}"))
         })
         .collect();
     loop {

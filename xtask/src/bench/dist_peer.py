@@ -65,15 +65,7 @@ def train(argv):
         opt.step()
         return total / accum
 
-    losses = [step() for _ in range(warmup)]
-    if world > 1:
-        dist.barrier()
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    for _ in range(steps):
-        losses.append(step())
-    secs = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    losses, secs, cpu = train_peer.run_steps(step, warmup, steps, dist.barrier if world > 1 else lambda: None)
     n = len(losses)
     sums = summed(losses + [cpu, train_peer.peak_rss_mb()])
     tokens = steps * batch * seq

@@ -27,6 +27,7 @@ use crate::{cargo, exec_checked, target_dir};
 // The benchmarks. Their modules are declared plainly (not from a macro) so rustfmt and
 // `cargo fmt --check` see them.
 mod blend;
+mod dist;
 mod infer;
 mod noop;
 mod plan;
@@ -36,7 +37,7 @@ mod train;
 
 /// Every benchmark, in the order they run.
 pub const ALL: &[Benchmark] =
-    &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH, train::BENCH, sandbox::BENCH];
+    &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH, train::BENCH, dist::BENCH, sandbox::BENCH];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {
@@ -104,14 +105,20 @@ impl Ctx {
     /// built on first use in this invocation.
     pub fn tokens_bench(&mut self) -> Result<Command> {
         if self.tokens_bench.is_none() {
-            eprintln!("xtask: bench: building the tokens_bench example of aurora-tokens (release)");
-            let mut build = cargo();
-            build.args(["build", "--release", "-p", "aurora-tokens", "--example", "tokens_bench"]);
-            self.lt.apply(&mut build)?;
-            exec_checked(&mut build).context("building the tokens_bench example")?;
-            self.tokens_bench = Some(target_dir()?.join("release").join("examples").join("tokens_bench"));
+            self.tokens_bench = Some(self.release_example("aurora-tokens", "tokens_bench")?);
         }
         Ok(Command::new(self.tokens_bench.as_ref().expect("set above")))
+    }
+
+    /// The release example `name` of `package`, built now (cargo does nothing when it is up to
+    /// date).
+    pub fn release_example(&self, package: &str, name: &str) -> Result<PathBuf> {
+        eprintln!("xtask: bench: building the {name} example of {package} (release)");
+        let mut build = cargo();
+        build.args(["build", "--release", "-p", package, "--example", name]);
+        self.lt.apply(&mut build)?;
+        exec_checked(&mut build).with_context(|| format!("building the {name} example"))?;
+        Ok(target_dir()?.join("release").join("examples").join(name))
     }
 
     /// The peer venv, created on first use in this invocation.
@@ -161,6 +168,21 @@ pub fn json_number(line: &str, key: &str) -> Option<f64> {
 /// The last line of `output` that starts with `{`: the JSON figures of a measuring process.
 pub fn json_line(output: &str) -> Result<&str> {
     output.lines().rev().find(|l| l.trim_start().starts_with('{')).context("the process printed no JSON line")
+}
+
+/// Runs `cmd` timed as a whole (stdout and stderr to `log`, killed past `limit`) and returns the
+/// JSON line it printed last (its figures), with the timing.
+pub fn timed_json(cmd: &mut Command, log: &Path, limit: std::time::Duration) -> Result<(String, stats::Timed)> {
+    let shown = crate::display(cmd);
+    let process = stats::time_process_logged(cmd, limit, log)?;
+    let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
+    let line = json_line(&text).with_context(|| format!("`{shown}` printed:\n{text}"))?;
+    Ok((line.to_string(), process))
+}
+
+/// [`json_number`], or an error naming the key and the line.
+pub fn json_field(line: &str, key: &str) -> Result<f64> {
+    json_number(line, key).with_context(|| format!("no number `{key}` in {line}"))
 }
 
 /// A directory removed on drop (xtask has no tempfile dependency).

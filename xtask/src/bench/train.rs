@@ -15,10 +15,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::report::{Json, Row, Section};
-use super::stats::{self, Timed};
-use super::{Benchmark, Ctx, json_line, json_number, peer};
+use super::stats::Timed;
+use super::{Benchmark, Ctx, json_field, peer, timed_json};
+use crate::json_string_field;
 use crate::libtorch::TORCH_VERSION;
-use crate::{cargo, exec_checked, json_string_field, target_dir};
 
 pub const BENCH: Benchmark = Benchmark {
     name: "train",
@@ -36,7 +36,7 @@ const BATCH: u32 = 4;
 pub(super) const SEED: u32 = 1234;
 pub(super) const LR: &str = "1e-3";
 const GOAL_SPEEDUP: f64 = 1.0;
-pub(super) const LIMIT: Duration = Duration::from_secs(1800);
+const LIMIT: Duration = Duration::from_secs(1800);
 pub(super) const PEER_SCRIPT: &str = include_str!("train_peer.py");
 
 /// What one side printed.
@@ -88,12 +88,7 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
 
     let optimizer = json_string_field(&ours.line, "optimizer").unwrap_or_else(|| "unknown".into());
     let transformers = json_string_field(&theirs.line, "transformers").unwrap_or_else(|| "?".into());
-    let peer_torch = json_string_field(&theirs.line, "torch").unwrap_or_default();
-    if !peer_torch.starts_with(TORCH_VERSION) {
-        bail!(
-            "the peer ran torch {peer_torch:?}, not the libtorch {TORCH_VERSION} aurora links: rebuild the bench venv"
-        );
-    }
+    check_peer_torch(&theirs.line)?;
     let peer_attn = json_string_field(&theirs.line, "attn").unwrap_or_else(|| "?".into());
     let mut s = Section::new(
         "train",
@@ -116,13 +111,7 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
             Some(ours.tokens / ours.cpu_seconds),
             Some(theirs.tokens / theirs.cpu_seconds),
         ));
-        let per_step = |f: &Figures| f.seconds / f64::from(steps);
-        s.row(Row::time(
-            format!("{t} thread(s): step wall, mean"),
-            Some(per_step(ours)),
-            Some(per_step(theirs)),
-            steps as usize,
-        ));
+        s.row(step_wall_row(format!("{t} thread(s): step wall, mean"), ours, theirs, steps));
     }
     s.row(Row::time(
         format!("{threads} thread(s): whole process wall (startup, init, warmup)"),
@@ -251,6 +240,12 @@ fn measure_sides(
     Ok((best(ours_runs), best(peer_runs)))
 }
 
+/// Both sides' mean wall time of a timed step.
+pub(super) fn step_wall_row(label: String, ours: &Figures, theirs: &Figures, steps: u32) -> Row {
+    let per_step = |f: &Figures| f.seconds / f64::from(steps);
+    Row::time(label, Some(per_step(ours)), Some(per_step(theirs)), steps as usize)
+}
+
 /// The threading environment both sides get (each also sets torch's intra-op threads itself).
 pub(super) fn pin_threads(cmd: &mut Command, threads: u32) {
     for var in ["OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
@@ -262,6 +257,17 @@ pub(super) fn pin_threads(cmd: &mut Command, threads: u32) {
 /// loads the libtorch of its own wheel, not a LIBTORCH on the library path.
 pub(super) fn peer_env(cmd: &mut Command) {
     cmd.env("HF_HUB_OFFLINE", "1").env("TRANSFORMERS_OFFLINE", "1").env_remove("LD_LIBRARY_PATH");
+}
+
+/// The peer must have run the libtorch release aurora links (its figures line has `"torch"`).
+pub(super) fn check_peer_torch(line: &str) -> Result<()> {
+    let peer_torch = json_string_field(line, "torch").unwrap_or_default();
+    if !peer_torch.starts_with(TORCH_VERSION) {
+        bail!(
+            "the peer ran torch {peer_torch:?}, not the libtorch {TORCH_VERSION} aurora links: rebuild the bench venv"
+        );
+    }
+    Ok(())
 }
 
 /// The two sides must have trained the same model the same way, or the ratio means nothing.
@@ -291,11 +297,8 @@ pub(super) fn check_same_work(ours: &Figures, theirs: &Figures, threads: usize) 
 
 /// Runs one side, timed as a whole, and reads the JSON line it prints (its output goes to `log`).
 pub(super) fn measure(cmd: &mut Command, log: &Path) -> Result<Figures> {
-    let shown = crate::display(cmd);
-    let process = stats::time_process_logged(cmd, LIMIT, log)?;
-    let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
-    let line = json_line(&text).with_context(|| format!("`{shown}` printed:\n{text}"))?;
-    let get = |k: &str| json_number(line, k).with_context(|| format!("`{shown}`: no `{k}` in {line}"));
+    let (line, process) = timed_json(cmd, log, LIMIT)?;
+    let get = |k: &str| json_field(&line, k);
     Ok(Figures {
         tokens: get("tokens")?,
         seconds: get("seconds")?,
@@ -305,7 +308,7 @@ pub(super) fn measure(cmd: &mut Command, log: &Path) -> Result<Figures> {
         loss_first: get("loss_first")?,
         loss_last: get("loss_last")?,
         peak_rss_mb: get("peak_rss_mb")?,
-        line: line.to_string(),
+        line,
         process,
     })
 }

@@ -39,6 +39,17 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def run_steps(step, warmup, steps, before_timing=lambda: None):
+    """`warmup` untimed steps, then `steps` timed ones: (losses, wall seconds, CPU seconds)."""
+    losses = [step() for _ in range(warmup)]
+    before_timing()
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    for _ in range(steps):
+        losses.append(step())
+    return losses, time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def main():
     layers, hidden, heads, seq, vocab, batch, warmup, steps, threads, seed = map(int, sys.argv[1:11])
     lr = float(sys.argv[11])
@@ -56,13 +67,7 @@ def main():
         opt.step()
         return out.loss.item()
 
-    losses = [step() for _ in range(warmup)]
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    for _ in range(steps):
-        losses.append(step())
-    secs = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    losses, secs, cpu = run_steps(step, warmup, steps)
     tokens = steps * batch * seq
     print(json.dumps({
         "bench": "train", "side": "pytorch", "torch": torch.__version__, "transformers": transformers.__version__,
