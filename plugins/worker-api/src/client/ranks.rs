@@ -11,7 +11,7 @@
 //! complete checkpoint for the rerun.
 
 use std::collections::VecDeque;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -58,6 +58,17 @@ pub fn run_ranks(job: &Job, world: usize, ctx: &mut ExecContext<'_>) -> Result<M
                     cmd.env_remove(var);
                 }
                 cmd.envs(local::local_rank_vars(rank, world, port));
+                // Each rank in a session of its own, as torchrun starts them: with the kernel's
+                // autogroup scheduling, ranks sharing aurora's session share one CPU share, and
+                // a wake-up between them waits for the next tick (4 ms per small collective,
+                // measured by `cargo xtask bench --only dist`). Leaving the watchdog's process
+                // group is safe: the rank still dies with aurora (PR_SET_PDEATHSIG, set by
+                // spawn_guarded) and starts no processes of its own.
+                // SAFETY: setsid is async-signal-safe; it cannot fail here (the child is not a
+                // process group leader after spawn_guarded's setpgid).
+                unsafe {
+                    cmd.pre_exec(|| if libc::setsid() == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+                }
                 children.push((Some(rank), start(cmd, &job_path, &tx, Some(rank))?));
             }
         }
