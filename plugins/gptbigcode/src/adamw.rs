@@ -230,8 +230,9 @@ impl AdamW {
 /// reader asks for the elements it owns and gets them from whichever files hold them.
 pub struct StateFiles {
     paths: Vec<PathBuf>,
-    /// Each file's bytes (read once).
-    bytes: Vec<Vec<u8>>,
+    /// Each file, memory-mapped: a rank reads only the pages of the runs it asks for, not every
+    /// rank's shard.
+    bytes: Vec<memmap2::Mmap>,
     /// Tensor name -> its pieces (file index, name in the file, first element, elements, shape
     /// when stored whole).
     pieces: BTreeMap<String, Vec<Piece>>,
@@ -253,7 +254,11 @@ impl StateFiles {
         let mut files =
             StateFiles { paths: paths.to_vec(), bytes: Vec::new(), pieces: BTreeMap::new(), steps: Vec::new() };
         for (index, path) in paths.iter().enumerate() {
-            let bytes = std::fs::read(path).map_err(|source| AdamWError::Io { path: path.clone(), source })?;
+            let io = |source| AdamWError::Io { path: path.clone(), source };
+            let file = std::fs::File::open(path).map_err(io)?;
+            // SAFETY: checkpoint and artifact files are never modified once written (checkpoints
+            // are published by rename, artifacts are read-only).
+            let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
             let st = SafeTensors::deserialize(&bytes)
                 .map_err(|e| AdamWError::Hf(HfError::Safetensors { path: path.clone(), message: format!("{e:?}") }))?;
             for (stored, view) in st.tensors() {
