@@ -17,16 +17,6 @@ use common::*;
 
 const KILL_ENV: &str = "AURORA_TEST_KILL_RANK";
 
-/// CAP for 8 updates, checkpointed every 4, with `settings` (see parallel.rs).
-fn with_cap(settings: &str) -> String {
-    let cap = "micro_batch = 4\nglobal_batch = 8\ndevice = \"cpu\"\nthreads = 1\ncheckpoint_every_tokens = 4096\nmilestones = [8192]";
-    MANIFEST.replacen(
-        cap,
-        &format!("micro_batch = 2\nglobal_batch = 8\nsteps = 8\ndevice = \"cpu\"\nthreads = 1\ncheckpoint_every_tokens = 2048\n{settings}"),
-        1,
-    )
-}
-
 fn set_kill(value: Option<&str>) {
     // SAFETY: this binary has one test and it starts no thread that reads the environment
     // while it changes (the executor's threads have ended when a run returns).

@@ -84,21 +84,10 @@ pub fn join(job: &TrainJob, device: Device) -> Result<Option<Ranks>, TrainError>
     let timeout = timeout().map_err(fail)?;
     let dist = |e: DistError| fail(e.to_string());
     let store = Store::connect(&env.master_addr, env.master_port, env.rank, world, timeout).map_err(dist)?;
-    let mine = identity(job);
-    store.set(&format!("identity/{}", env.rank), mine.as_bytes()).map_err(dist)?;
-    // Rank 0 checks everyone, everyone checks rank 0: both sides of a mismatch stop at once.
-    let others: Vec<usize> = if env.rank == 0 { (1..world).collect() } else { vec![0] };
-    for other in others {
-        let theirs = store.get(&format!("identity/{other}"), timeout).map_err(dist)?;
-        let theirs = String::from_utf8_lossy(&theirs);
-        if theirs != mine {
-            return Err(fail(format!(
-                "rank {other} runs {theirs}, but rank {} runs {mine}: every rank must run the same job file with \
-                 the same aurora-worker and libtorch (rebuild and restart all ranks from one aurora)",
-                env.rank
-            )));
-        }
-    }
+    agree_on_identity(&store, env.rank, world, &identity(job), timeout).map_err(|e| match e {
+        Agreement::Differ(message) => fail(message),
+        Agreement::Store(e) => dist(e),
+    })?;
     let backend = if device.is_cuda() { Backend::Nccl } else { Backend::Gloo };
     let gloo_device = match std::env::var("GLOO_SOCKET_IFNAME") {
         Ok(iface) if !iface.is_empty() => GlooDevice::Interface(iface),
@@ -107,6 +96,52 @@ pub fn join(job: &TrainJob, device: Device) -> Result<Option<Ranks>, TrainError>
     };
     let dp = Group::new(&store, "dp", backend, (0..world).collect(), env.rank, &gloo_device, timeout).map_err(dist)?;
     Ok(Some(Ranks { rank: env.rank, world, local_rank: env.local_rank, dp, _store: store }))
+}
+
+enum Agreement {
+    Differ(String),
+    Store(DistError),
+}
+
+/// Every rank publishes what it runs; rank 0 compares them all and publishes a verdict that
+/// every rank reads (so both sides of a mismatch stop at once, before any process group
+/// exists), and on a mismatch keeps the store up until every rank has read it.
+fn agree_on_identity(store: &Store, rank: usize, world: usize, mine: &str, timeout: Duration) -> Result<(), Agreement> {
+    const VERDICT: &str = "identity/verdict";
+    let store_error = Agreement::Store;
+    store.set(&format!("identity/{rank}"), mine.as_bytes()).map_err(store_error)?;
+    let verdict = if rank == 0 {
+        let mut differing = Vec::new();
+        for other in 1..world {
+            let theirs = store.get(&format!("identity/{other}"), timeout).map_err(store_error)?;
+            let theirs = String::from_utf8_lossy(&theirs).into_owned();
+            if theirs != mine {
+                differing.push(format!("rank {other} runs {theirs}"));
+            }
+        }
+        let verdict = if differing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "rank 0 runs {mine}, but {}: every rank must run the same job file with the same aurora-worker and \
+                 libtorch (rebuild and restart all ranks from one aurora)",
+                differing.join(", ")
+            )
+        };
+        store.set(VERDICT, verdict.as_bytes()).map_err(store_error)?;
+        if !verdict.is_empty() {
+            // Rank 0 serves the store: the others must read the verdict before it goes.
+            for other in 1..world {
+                let _ = store.get(&format!("identity/read/{other}"), timeout);
+            }
+        }
+        verdict
+    } else {
+        let verdict = store.get(VERDICT, timeout).map_err(store_error)?;
+        store.set(&format!("identity/read/{rank}"), b"1").map_err(store_error)?;
+        String::from_utf8_lossy(&verdict).into_owned()
+    };
+    if verdict.is_empty() { Ok(()) } else { Err(Agreement::Differ(verdict)) }
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -210,3 +210,17 @@ pub fn relative_errors(
     }
     ((diff_all / norm_all.max(1e-60)).sqrt(), worst.0, worst.1)
 }
+
+/// CAP for 8 updates of 8 sequences (micro-batches of 2), checkpointed every 4 updates, with
+/// `settings` added (a layout, the optimizer sharding).
+pub fn with_cap(settings: &str) -> String {
+    let cap = "micro_batch = 4\nglobal_batch = 8\ndevice = \"cpu\"\nthreads = 1\ncheckpoint_every_tokens = 4096\nmilestones = [8192]";
+    assert!(MANIFEST.contains(cap));
+    MANIFEST.replacen(
+        cap,
+        &format!(
+            "micro_batch = 2\nglobal_batch = 8\nsteps = 8\ndevice = \"cpu\"\nthreads = 1\ncheckpoint_every_tokens = 2048\nmilestones = [2048]\n{settings}"
+        ),
+        1,
+    )
+}
