@@ -37,8 +37,7 @@ use std::time::{Duration, Instant};
 
 use aurora_gptbigcode::adamw::{AdamW, AdamWConfig};
 use aurora_gptbigcode::optim::clip_grad_norm;
-use aurora_gptbigcode::trainer::parallel::broadcast_weights;
-use aurora_gptbigcode::zero::all_reduce_grads;
+use aurora_gptbigcode::zero::{all_reduce_grads, broadcast_weights};
 use aurora_launch::RankEnv;
 use aurora_launch::local::{free_port, local_rank_vars};
 use aurora_torch::dist::{Backend, GlooDevice, Group, ReduceOp, Store};

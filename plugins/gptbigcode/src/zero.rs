@@ -82,6 +82,22 @@ fn flat_grads(params: &[(String, Tensor, bool)], len: i64) -> Tensor {
     Tensor::cat(&parts, 0)
 }
 
+/// Copies run `i` of `flat` (as many elements as parameter `i`) into `target(parameter i)`,
+/// skipping undefined targets (a parameter without a gradient).
+fn copy_from_flat(params: &[(String, Tensor, bool)], flat: &Tensor, target: impl Fn(&Tensor) -> Tensor) {
+    tch::no_grad(|| {
+        let mut offset = 0;
+        for (_, var, _) in params {
+            let numel = var.numel() as i64;
+            let t = target(var);
+            if t.defined() {
+                t.view([-1]).copy_(&flat.narrow(0, offset, numel));
+            }
+            offset += numel;
+        }
+    });
+}
+
 /// Plain data parallelism: sums every parameter's gradient over `group` (one all-reduce of the
 /// flat gradient), so each rank then holds the global batch's gradient.
 pub fn all_reduce_grads(vs: &nn::VarStore, group: &Group) -> Result<(), DistError> {
@@ -89,17 +105,16 @@ pub fn all_reduce_grads(vs: &nn::VarStore, group: &Group) -> Result<(), DistErro
     let total: i64 = params.iter().map(|(_, v, _)| v.numel() as i64).sum();
     let mut flat = flat_grads(&params, total);
     group.all_reduce(&mut flat, ReduceOp::Sum)?;
-    tch::no_grad(|| {
-        let mut offset = 0;
-        for (_, var, _) in &params {
-            let numel = var.numel() as i64;
-            let g = var.grad();
-            if g.defined() {
-                g.view([-1]).copy_(&flat.narrow(0, offset, numel));
-            }
-            offset += numel;
-        }
-    });
+    copy_from_flat(&params, &flat, Tensor::grad);
+    Ok(())
+}
+
+/// Makes every rank start from rank 0's weights (one broadcast of the flattened parameters).
+pub fn broadcast_weights(vs: &nn::VarStore, group: &Group) -> Result<(), DistError> {
+    let params = trainable(vs);
+    let mut flat = Tensor::cat(&params.iter().map(|(_, v, _)| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+    group.broadcast(&mut flat, 0)?;
+    copy_from_flat(&params, &flat, Tensor::shallow_clone);
     Ok(())
 }
 
@@ -181,11 +196,7 @@ impl ShardedAdamW {
         let mut send = Tensor::cat(&mine, 0);
         let mut all = Tensor::zeros([self.layout.shard * self.layout.parts], options);
         group.all_gather(&mut all, &mut send)?;
-        tch::no_grad(|| {
-            for (i, (_, numel, offset)) in self.layout.params.iter().enumerate() {
-                self.params[i].1.view([-1]).copy_(&all.narrow(0, *offset, *numel));
-            }
-        });
+        copy_from_flat(&self.params, &all, Tensor::shallow_clone);
         Ok(())
     }
 

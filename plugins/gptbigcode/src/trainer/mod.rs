@@ -41,7 +41,7 @@ use crate::config::GptBigCodeConfig;
 use crate::hf::{self, HfError};
 use crate::model::{GptBigCode, ModelError, global_rng_lock};
 use crate::optim::{clip_grad_norm, grad_norm};
-use crate::zero::{ShardedAdamW, all_reduce_grads};
+use crate::zero::{ShardedAdamW, all_reduce_grads, broadcast_weights};
 use aurora_torch::dist::{DistError, ReduceOp};
 use parallel::Ranks;
 pub use sft::SftError;
@@ -186,6 +186,15 @@ impl Data {
         match self {
             Data::Mixture(reader) => reader.len(),
             Data::Packed(seqs) => seqs.len() as u64,
+        }
+    }
+
+    /// How many positions of sequence `k` have a target: all of a mixture sample, the unmasked
+    /// ones of a packed SFT sequence.
+    fn targets(&self, k: u64, job: &TrainJob) -> usize {
+        match self {
+            Data::Mixture(_) => job.seq_len as usize,
+            Data::Packed(seqs) => seqs[k as usize].labels.iter().filter(|&&l| l != sft::IGNORE).count(),
         }
     }
 
@@ -600,7 +609,7 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     }
 
     if let Some(r) = &ranks {
-        parallel::broadcast_weights(&vs, &r.dp).map_err(dist)?;
+        broadcast_weights(&vs, &r.dp).map_err(dist)?;
     }
 
     let params = job.model.param_count();
@@ -631,11 +640,9 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         for i in 0..per_rank {
             inputs.push(data.sequence(state.next_sample + dp_rank * per_rank + i, job)?);
         }
-        let mut targets = inputs.iter().flat_map(|s| &s.labels).filter(|&&l| l != sft::IGNORE).count() as f64;
-        if let Some(r) = &ranks {
-            targets = all_reduce_sum(&r.dp, targets).map_err(dist)?;
-        }
-        let targets = targets.max(1.0);
+        // The whole global batch's targets, which every rank counts without communicating.
+        let targets =
+            (0..job.global_batch).map(|i| data.targets(state.next_sample + i, job)).sum::<usize>().max(1) as f64;
         opt.zero_grad();
         let mut loss_sum = 0.0;
         for (m, chunk) in inputs.chunks(job.micro_batch as usize).enumerate() {

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use aurora_launch::RankEnv;
 use aurora_torch::dist::{Backend, DistError, GlooDevice, Group, Store};
-use aurora_torch::tch::{Device, Tensor, nn};
+use aurora_torch::tch::Device;
 use aurora_worker_api::TrainJob;
 
 use super::TrainError;
-use crate::adamw::trainable;
 
 /// Seconds a collective (and the rendezvous) may take before the job fails, naming the ranks
 /// that did not arrive. Not part of any key: it never changes results.
@@ -146,22 +145,6 @@ fn agree_on_identity(store: &Store, rank: usize, world: usize, mine: &str, timeo
 
 fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "::1"
-}
-
-/// Makes every rank start from rank 0's weights (one broadcast of the flattened parameters).
-pub fn broadcast_weights(vs: &nn::VarStore, group: &Group) -> Result<(), DistError> {
-    let params = trainable(vs);
-    let mut flat = Tensor::cat(&params.iter().map(|(_, v, _)| v.detach().reshape([-1])).collect::<Vec<_>>(), 0);
-    group.broadcast(&mut flat, 0)?;
-    aurora_torch::tch::no_grad(|| {
-        let mut offset = 0;
-        for (_, var, _) in &params {
-            let numel = var.numel() as i64;
-            var.view([-1]).copy_(&flat.narrow(0, offset, numel));
-            offset += numel;
-        }
-    });
-    Ok(())
 }
 
 /// Fault injection for tests of rank failures (as torchelastic's tests kill workers):
