@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/custom_function.h>
 #ifdef AURORA_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -72,6 +73,63 @@ c10d::ReduceOp reduce_op(int op) {
     default: throw std::invalid_argument("unknown reduce op " + std::to_string(op));
   }
 }
+
+// Megatron's tensor-parallel mappings (mappings.py) as autograd functions: communication inside
+// the backward pass, which tch cannot express. The group travels as a pointer in saved_data; it
+// outlives the graph (the trainer keeps its groups for the whole job). A failed collective in
+// backward throws; the message starts with kBackwardFailure so the trainer can tell it from a
+// bug.
+constexpr const char* kBackwardFailure = "aurora-dist: collective in backward failed: ";
+
+void all_reduce_sum(Group* group, at::Tensor& t, int64_t timeout_ms) {
+  std::vector<at::Tensor> tensors{t};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::SUM;
+  opts.timeout = std::chrono::milliseconds(timeout_ms);
+  wait(group->backend->allreduce(tensors, opts), timeout_ms);
+}
+
+Group* saved_group(torch::autograd::AutogradContext* ctx) {
+  return reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+}
+
+// Identity forward; the gradient is summed over the group (the input of a column-parallel
+// linear: every rank's partial input gradient adds up).
+struct CopyToGroup : public torch::autograd::Function<CopyToGroup> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t group,
+                            int64_t timeout_ms) {
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["timeout"] = timeout_ms;
+    return x.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    at::Tensor g = grads[0].contiguous().clone();
+    try {
+      all_reduce_sum(saved_group(ctx), g, ctx->saved_data["timeout"].toInt());
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string(kBackwardFailure) + e.what());
+    }
+    return {g, at::Tensor(), at::Tensor()};
+  }
+};
+
+// Sum over the group forward (the output of a row-parallel linear, the vocab-parallel
+// embedding); identity backward.
+struct ReduceFromGroup : public torch::autograd::Function<ReduceFromGroup> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t group,
+                            int64_t timeout_ms) {
+    (void)ctx;
+    at::Tensor out = x.contiguous().clone();
+    all_reduce_sum(reinterpret_cast<Group*>(group), out, timeout_ms);
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    (void)ctx;
+    return {grads[0], at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -240,6 +298,46 @@ int aurora_dist_recv(void* group, torch::Tensor* tensor, int src, int tag, int64
   return guarded(err, len, [&] {
     std::vector<at::Tensor> tensors{*tensor};
     return wait(static_cast<Group*>(group)->backend->recv(tensors, src, tag), timeout_ms);
+  });
+}
+
+// Posts a send to `dst` and a receive from `src` (either may be null) before waiting for
+// both, as Megatron's batched p2p does: two pipeline stages exchanging activations and
+// gradients at the same time would deadlock with blocking sends.
+int aurora_dist_send_recv(void* group, torch::Tensor* send, int dst, torch::Tensor* recv, int src, int tag,
+                          int64_t timeout_ms, char* err, size_t len) {
+  return guarded(err, len, [&] {
+    auto& backend = static_cast<Group*>(group)->backend;
+    std::vector<at::Tensor> out, in;
+    c10::intrusive_ptr<c10d::Work> sent, received;
+    if (recv != nullptr) {
+      in.push_back(*recv);
+      received = backend->recv(in, src, tag);
+    }
+    if (send != nullptr) {
+      out.push_back(*send);
+      sent = backend->send(out, dst, tag);
+    }
+    if (sent) wait(sent, timeout_ms);
+    if (received) wait(received, timeout_ms);
+    return kOk;
+  });
+}
+
+// `*out` = CopyToGroup / ReduceFromGroup applied to `x` (see above).
+int aurora_dist_copy_to_group(void* group, torch::Tensor* x, int64_t timeout_ms, torch::Tensor** out, char* err,
+                              size_t len) {
+  return guarded(err, len, [&] {
+    *out = new torch::Tensor(CopyToGroup::apply(*x, reinterpret_cast<int64_t>(group), timeout_ms));
+    return kOk;
+  });
+}
+
+int aurora_dist_reduce_from_group(void* group, torch::Tensor* x, int64_t timeout_ms, torch::Tensor** out,
+                                  char* err, size_t len) {
+  return guarded(err, len, [&] {
+    *out = new torch::Tensor(ReduceFromGroup::apply(*x, reinterpret_cast<int64_t>(group), timeout_ms));
+    return kOk;
   });
 }
 

@@ -131,7 +131,38 @@ unsafe extern "C" {
         len: usize,
     ) -> c_int;
     fn aurora_dist_barrier(group: *mut c_void, timeout_ms: i64, err: *mut c_char, len: usize) -> c_int;
+    fn aurora_dist_send_recv(
+        group: *mut c_void,
+        send: *mut c_void,
+        dst: c_int,
+        recv: *mut c_void,
+        src: c_int,
+        tag: c_int,
+        timeout_ms: i64,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn aurora_dist_copy_to_group(
+        group: *mut c_void,
+        x: *mut c_void,
+        timeout_ms: i64,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
+    fn aurora_dist_reduce_from_group(
+        group: *mut c_void,
+        x: *mut c_void,
+        timeout_ms: i64,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
 }
+
+/// The start of the message of a collective that failed inside the backward pass (see
+/// [`Group::copy_to`]): tch turns it into a panic, which the trainer recognises by this text.
+pub const BACKWARD_FAILURE: &str = "aurora-dist: collective in backward failed: ";
 
 /// Whether this build can create NCCL (or RCCL) process groups: compiled against a CUDA or ROCm
 /// libtorch with NCCL headers.
@@ -571,6 +602,69 @@ impl Group {
             rank: self.rank,
             message: format!("with group rank {peer}: {message}"),
         }
+    }
+
+    /// Sends `send` to group rank `dst` and receives `recv` from group rank `src` (either may be
+    /// absent), both posted before either is waited: the pipeline's paired exchange.
+    pub fn send_recv(
+        &self,
+        send: Option<(&mut Tensor, usize)>,
+        recv: Option<(&mut Tensor, usize)>,
+        tag: i32,
+    ) -> Result<(), DistError> {
+        let peer = send.as_ref().map(|s| s.1).or(recv.as_ref().map(|r| r.1)).unwrap_or(0);
+        let (s_ptr, dst) = send.map_or((std::ptr::null_mut(), 0), |(t, d)| (t.as_mut_ptr().cast(), d));
+        let (r_ptr, src) = recv.map_or((std::ptr::null_mut(), 0), |(t, s)| (t.as_mut_ptr().cast(), s));
+        call(|err, len| unsafe {
+            // SAFETY: live tch tensors (or null) for the call's duration.
+            aurora_dist_send_recv(
+                self.ptr,
+                s_ptr,
+                dst as c_int,
+                r_ptr,
+                src as c_int,
+                tag,
+                self.timeout_ms(),
+                err,
+                len,
+            )
+        })
+        .map_err(|(_, message)| self.p2p_error("send_recv", peer, message))
+    }
+
+    /// `x` unchanged, whose gradient is summed over the group in the backward pass (Megatron's
+    /// `copy_to_tensor_model_parallel_region`: the input of a column-parallel linear).
+    pub fn copy_to(&self, x: &Tensor) -> Result<Tensor, DistError> {
+        self.mapping("copy_to", x, aurora_dist_copy_to_group)
+    }
+
+    /// `x` summed over the group, whose gradient passes through unchanged (Megatron's
+    /// `reduce_from_tensor_model_parallel_region`: the output of a row-parallel linear).
+    pub fn reduce_from(&self, x: &Tensor) -> Result<Tensor, DistError> {
+        self.mapping("reduce_from", x, aurora_dist_reduce_from_group)
+    }
+
+    fn mapping(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        f: unsafe extern "C" fn(*mut c_void, *mut c_void, i64, *mut *mut torch_sys::C_tensor, *mut c_char, usize) -> c_int,
+    ) -> Result<Tensor, DistError> {
+        let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+        let input = x.as_ptr() as *mut c_void;
+        call(|err, len| unsafe {
+            // SAFETY: `x` is live; the shim allocates `out` (a torch::Tensor*) on success.
+            f(self.ptr, input, self.timeout_ms(), &mut out, err, len)
+        })
+        .map_err(|(_, message)| DistError::Collective {
+            op,
+            seq: self.seq.get(),
+            group: self.name.clone(),
+            rank: self.rank,
+            message,
+        })?;
+        // SAFETY: a fresh torch::Tensor* owned by the returned Tensor.
+        Ok(unsafe { Tensor::from_ptr(out) })
     }
 
     /// Waits until every member arrives.
