@@ -215,7 +215,7 @@ pub fn load_config(dir: &Path) -> Result<GptBigCodeConfig, HfError> {
 }
 
 /// The safetensors files holding the weights of `dir`, in order.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
     let single = dir.join(WEIGHTS_FILE);
     if single.is_file() {
         return Ok(vec![single]);

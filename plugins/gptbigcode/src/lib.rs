@@ -16,6 +16,7 @@ pub mod hf;
 pub mod infer;
 pub mod model;
 pub mod optim;
+pub mod sharded;
 pub mod trainer;
 pub mod zero;
 

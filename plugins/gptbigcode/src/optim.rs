@@ -43,7 +43,12 @@ pub fn grad_norm(vs: &nn::VarStore) -> f64 {
 /// before clipping.
 pub fn clip_grad_norm(vs: &nn::VarStore, max_norm: f64) -> f64 {
     let norm = grad_norm(vs);
-    let factor = max_norm / (norm + 1e-6);
+    scale_grads(vs, max_norm / (norm + 1e-6));
+    norm
+}
+
+/// Multiplies every gradient by `factor` when it is below 1 (the clipping step, given the norm).
+pub fn scale_grads(vs: &nn::VarStore, factor: f64) {
     if factor < 1.0 {
         tch::no_grad(|| {
             for v in vs.trainable_variables() {
@@ -54,7 +59,6 @@ pub fn clip_grad_norm(vs: &nn::VarStore, max_norm: f64) -> f64 {
             }
         });
     }
-    norm
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 
 pub mod parallel;
 pub mod sft;
+mod sharded;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ use crate::config::GptBigCodeConfig;
 use crate::hf::{self, HfError};
 use crate::model::{GptBigCode, ModelError, global_rng_lock};
 use crate::optim::{clip_grad_norm, grad_norm};
+use crate::sharded::pieces::{Parts, WholeVarStore};
+use crate::sharded::pipeline::{MicroBatch, Pipeline};
+use crate::sharded::{Grid, StageModel};
 use crate::zero::{ShardedAdamW, all_reduce_grads, broadcast_weights};
 use aurora_torch::dist::{DistError, ReduceOp};
 use parallel::Ranks;
@@ -275,14 +279,28 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError>
     serde_json::from_str(&text).map_err(|source| TrainError::Json { path: path.to_path_buf(), source })
 }
 
-/// Loads the weights of a Hugging Face directory into `vs` after checking its config's shape.
-fn load_init_weights(dir: &Path, job: &TrainJob, vs: &nn::VarStore) -> Result<(), TrainError> {
+/// Loads the weights of a Hugging Face directory into `vs` after checking its config's shape:
+/// the whole model, or (sharded) this rank's slices of it, read from the memory-mapped files.
+fn load_init_weights(dir: &Path, job: &TrainJob, vs: &nn::VarStore, model: &Model) -> Result<(), TrainError> {
     let found = hf::load_config(dir)?;
     let fields = shape_differences(&job.model, &found);
     if !fields.is_empty() {
         return Err(TrainError::InitShape { dir: dir.to_path_buf(), fields });
     }
-    Ok(hf::load_weights(dir, &job.model, vs)?)
+    match model {
+        Model::Whole(_) => Ok(hf::load_weights(dir, &job.model, vs)?),
+        Model::Stage(stage) => {
+            let files = StateFiles::open(&hf::weight_files(dir)?)?;
+            sharded::load_weights(vs, stage.params(), &files, dir)
+        }
+    }
+}
+
+/// The model a rank trains: the whole model (one process, or data parallelism), or its stage's
+/// slices under tensor / pipeline parallelism.
+enum Model {
+    Whole(GptBigCode),
+    Stage(StageModel),
 }
 
 /// Peak dense bf16 FLOP/s of an accelerator, by (a substring of) its name.
@@ -375,6 +393,13 @@ pub fn shard_file(rank: usize, dp: usize) -> String {
 }
 
 impl Optimizer {
+    fn step_count(&self) -> u64 {
+        match self {
+            Optimizer::Whole(o) => o.step_count(),
+            Optimizer::Sharded(o) => o.step_count(),
+        }
+    }
+
     fn zero_grad(&self) {
         match self {
             Optimizer::Whole(o) => o.zero_grad(),
@@ -394,7 +419,8 @@ impl Optimizer {
     fn save_into(&self, dir: &Path, ranks: Option<&Ranks>) -> Result<(), AdamWError> {
         match (self, ranks) {
             (Optimizer::Whole(o), None) => o.save(&dir.join(OPTIMIZER_FILE)),
-            (Optimizer::Whole(o), Some(r)) if r.is_first() => o.save(&dir.join(OPTIMIZER_FILE)),
+            // One copy per model shard: DP rank 0's (rank 0 alone without TP/PP).
+            (Optimizer::Whole(o), Some(r)) if r.grid.dp_rank == 0 => o.save(&dir.join(OPTIMIZER_FILE)),
             (Optimizer::Whole(_), Some(_)) => Ok(()),
             (Optimizer::Sharded(o), r) => {
                 let (rank, dp) = r.map_or((0, 1), |r| (r.dp.group_rank(), r.dp.size()));
@@ -410,19 +436,32 @@ impl Optimizer {
     /// Sums the gradients over the data-parallel ranks, clips them to the global norm and
     /// updates the weights. Returns the global gradient norm before clipping, or the error of a
     /// non-finite norm (nothing is updated then).
+    /// With tensor or pipeline parallelism, `scope` says which gradients count in the global
+    /// norm and over which group it is summed.
     fn step(
         &mut self,
         vs: &nn::VarStore,
         ranks: Option<&Ranks>,
+        scope: Option<&sharded::NormScope<'_>>,
         grad_clip: f64,
         lr: f64,
     ) -> Result<Result<f64, f64>, DistError> {
         match self {
             Optimizer::Whole(opt) => {
-                if let Some(r) = ranks {
+                if let Some(r) = ranks.filter(|r| r.dp.size() > 1) {
                     all_reduce_grads(vs, &r.dp)?;
                 }
-                let norm = if grad_clip > 0.0 { clip_grad_norm(vs, grad_clip) } else { grad_norm(vs) };
+                let norm = match scope {
+                    Some(scope) => {
+                        let norm = scope.norm_of_grads(vs)?;
+                        if grad_clip > 0.0 && norm.is_finite() {
+                            crate::optim::scale_grads(vs, grad_clip / (norm + 1e-6));
+                        }
+                        norm
+                    }
+                    None if grad_clip > 0.0 => clip_grad_norm(vs, grad_clip),
+                    None => grad_norm(vs),
+                };
                 if !norm.is_finite() {
                     return Ok(Err(norm));
                 }
@@ -432,9 +471,17 @@ impl Optimizer {
             Optimizer::Sharded(opt) => {
                 let group = &ranks.expect("ZeRO-1 runs with several ranks").dp;
                 let mut shard = opt.reduce_scatter_grads(group)?;
-                let mut sum_sq = shard.to_kind(Kind::Double).square().sum(Kind::Double).reshape([1]);
-                group.all_reduce(&mut sum_sq, ReduceOp::Sum)?;
-                let norm = sum_sq.double_value(&[0]).sqrt();
+                let norm = match scope {
+                    Some(scope) => {
+                        let names: Vec<String> = opt.layout().params.iter().map(|(n, _, _)| n.clone()).collect();
+                        scope.norm_of_shard(&names, &opt.layout().runs(group.group_rank()), &shard)?
+                    }
+                    None => {
+                        let mut sum_sq = shard.to_kind(Kind::Double).square().sum(Kind::Double).reshape([1]);
+                        group.all_reduce(&mut sum_sq, ReduceOp::Sum)?;
+                        sum_sq.double_value(&[0]).sqrt()
+                    }
+                };
                 if !norm.is_finite() {
                     return Ok(Err(norm));
                 }
@@ -514,11 +561,22 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         (Some(r), Device::Cuda(_)) => aurora_torch::resolve(DeviceSpec::Cuda(r.local_rank))?,
         (_, device) => device,
     };
-    let (dp, dp_rank) = ranks.as_ref().map_or((1, 0), |r| (r.dp.size() as u64, r.dp.group_rank() as u64));
+    let grid = ranks.as_ref().map_or(Grid::of(0, 1, 1, 1), |r| r.grid);
+    // Tensor or pipeline parallelism: each rank holds a stage's slices (crate::sharded).
+    let sharded = grid.tp * grid.pp > 1;
+    let (dp, dp_rank) = (grid.dp as u64, grid.dp_rank as u64);
     if !job.global_batch.is_multiple_of(job.micro_batch * dp) {
         return Err(job_error(format!(
             "global_batch ({}) must be a multiple of micro_batch * dp ({} * {dp})",
             job.global_batch, job.micro_batch
+        )));
+    }
+    let micro_batches = job.global_batch / (job.micro_batch * dp);
+    if micro_batches < grid.pp as u64 {
+        return Err(job_error(format!(
+            "{micro_batches} micro-batch(es) per step on each pipeline, fewer than pp = {}: 1F1B needs at least pp; \
+             lower micro_batch or dp, or raise global_batch",
+            grid.pp
         )));
     }
     // Megatron's pretraining sampler: data-parallel rank r takes the r-th contiguous slice of
@@ -554,10 +612,15 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     let mut metrics_lines: Vec<String> = Vec::new();
     let mut last_checkpoint: Option<(u64, PathBuf)> = None;
     let resume = agree_on_checkpoint(job, ranks.as_ref())?;
-    let model = match &resume {
-        Some(_) => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
-        None if job.init == Init::Scratch => GptBigCode::seeded(&vs.root(), &job.model, derive_seed(job.seed, &[0]))?,
-        None => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
+    let model = if sharded {
+        Model::Stage(StageModel::new(&vs.root(), &job.model, grid)?)
+    } else {
+        Model::Whole(match &resume {
+            None if job.init == Init::Scratch => {
+                GptBigCode::seeded(&vs.root(), &job.model, derive_seed(job.seed, &[0]))?
+            }
+            _ => tch::no_grad(|| GptBigCode::new(&vs.root(), &job.model))?,
+        })
     };
     let mut opt = match &ranks {
         Some(r) if job.distributed_optimizer => {
@@ -575,8 +638,18 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
                 job.seed
             )));
         }
-        hf::load_weights(&dir, &job.model, &vs)?;
-        opt.load(&StateFiles::open_dir(&dir)?)?;
+        match &model {
+            Model::Whole(_) => {
+                hf::load_weights(&dir, &job.model, &vs)?;
+                opt.load(&StateFiles::open_dir(&dir)?)?;
+            }
+            Model::Stage(stage) => {
+                let parts = Parts::open(&dir, &job.model, true)?;
+                sharded::load_weights(&vs, stage.params(), &parts, &dir)?;
+                let scratch = job.work_dir.join(format!("local-state-{}.safetensors", grid.rank()));
+                sharded::load_optimizer(&mut opt, stage.params(), &parts, saved.global_step, &scratch, &dir)?;
+            }
+        }
         let path = dir.join(checkpoint::METRICS_FILE);
         metrics_lines = std::fs::read_to_string(&path).map_err(io(&path))?.lines().map(str::to_owned).collect();
         eprintln!(
@@ -591,16 +664,37 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         state = saved;
     } else {
         match &job.init {
-            Init::Scratch => {}
-            Init::Hf { dir } => load_init_weights(dir, job, &vs)?,
+            Init::Scratch => {
+                if let Model::Stage(stage) = &model {
+                    // The whole model as one process would draw it, then this rank's slices.
+                    let whole = nn::VarStore::new(Device::Cpu);
+                    GptBigCode::seeded(&whole.root(), &job.model, derive_seed(job.seed, &[0]))?;
+                    sharded::load_weights(&vs, stage.params(), &WholeVarStore(&whole), Path::new("(initialisation)"))?;
+                }
+            }
+            Init::Hf { dir } => load_init_weights(dir, job, &vs, &model)?,
             Init::Stage { dir, continue_run } => {
-                load_init_weights(dir, job, &vs)?;
+                load_init_weights(dir, job, &vs, &model)?;
                 // The model has seen the init stage's tokens whether or not the run (optimizer,
                 // step counter, schedule) continues: scaling curves count them.
                 let previous: StageState = read_json(&dir.join(TRAINER_STATE_FILE))?;
                 state.tokens_total = previous.tokens_total;
                 if *continue_run {
-                    opt.load(&StateFiles::open(&[dir.join(OPTIMIZER_FILE)])?)?;
+                    let files = StateFiles::open(&[dir.join(OPTIMIZER_FILE)])?;
+                    match &model {
+                        Model::Whole(_) => opt.load(&files)?,
+                        Model::Stage(stage) => {
+                            let step = files.step().map_err(|p| {
+                                TrainError::AdamW(crate::adamw::AdamWError::Mismatch {
+                                    path: dir.join(OPTIMIZER_FILE),
+                                    problems: vec![p],
+                                })
+                            })?;
+                            let scratch = job.work_dir.join(format!("local-state-{}.safetensors", grid.rank()));
+                            let path = dir.join(OPTIMIZER_FILE);
+                            sharded::load_optimizer(&mut opt, stage.params(), &files, step, &scratch, &path)?;
+                        }
+                    }
                     state.global_step = previous.step;
                     state.stage_start = previous.step;
                 }
@@ -644,42 +738,85 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         let targets =
             (0..job.global_batch).map(|i| data.targets(state.next_sample + i, job)).sum::<usize>().max(1) as f64;
         opt.zero_grad();
+        let micro_batches: Vec<MicroBatch> = inputs
+            .chunks(job.micro_batch as usize)
+            .map(|chunk| {
+                let flat = |pick: fn(&sft::Packed) -> &[i64]| {
+                    let v: Vec<i64> = chunk.iter().flat_map(|s| pick(s).iter().copied()).collect();
+                    Tensor::from_slice(&v).view([micro, seq_len]).to_device(device)
+                };
+                MicroBatch { input: flat(|s| &s.input), labels: flat(|s| &s.labels) }
+            })
+            .collect();
+        let out_of_memory = |message: &str| TrainError::OutOfMemory {
+            node: node.clone(),
+            micro_batch: job.micro_batch,
+            seq_len: job.seq_len,
+            params,
+            message: message.to_owned(),
+        };
         let mut loss_sum = 0.0;
-        for (m, chunk) in inputs.chunks(job.micro_batch as usize).enumerate() {
-            let flat = |pick: fn(&sft::Packed) -> &[i64]| {
-                let v: Vec<i64> = chunk.iter().flat_map(|s| pick(s).iter().copied()).collect();
-                Tensor::from_slice(&v).view([micro, seq_len]).to_device(device)
-            };
-            let (input, labels) = (flat(|s| &s.input), flat(|s| &s.labels));
-            let _rng = global_rng_lock();
-            // Micro-batch m of this rank is micro-batch `first + m` of the global batch.
-            let micro_index = dp_rank * (per_rank / job.micro_batch) + m as u64;
-            tch::manual_seed(derive_seed(job.seed, &[2, state.global_step, micro_index]));
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let logits = tch::autocast(autocast, || model.forward_unchecked(&input));
-                let loss = masked_loss_sum(&logits, &labels);
-                (&loss / targets).backward();
-                loss.double_value(&[])
-            }));
-            match outcome {
-                Ok(loss) => loss_sum += loss,
-                Err(payload) => {
-                    let text = panic_text(payload.as_ref());
-                    if let Some(message) = out_of_memory_line(&text) {
-                        return Err(TrainError::OutOfMemory {
-                            node,
-                            micro_batch: job.micro_batch,
-                            seq_len: job.seq_len,
-                            params,
-                            message: message.to_owned(),
-                        });
+        match &model {
+            Model::Whole(model) => {
+                for (m, batch) in micro_batches.iter().enumerate() {
+                    let _rng = global_rng_lock();
+                    // Micro-batch m of this rank is micro-batch `first + m` of the global batch.
+                    let micro_index = dp_rank * (per_rank / job.micro_batch) + m as u64;
+                    tch::manual_seed(derive_seed(job.seed, &[2, state.global_step, micro_index]));
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        let logits = tch::autocast(autocast, || model.forward_unchecked(&batch.input));
+                        let loss = masked_loss_sum(&logits, &batch.labels);
+                        (&loss / targets).backward();
+                        loss.double_value(&[])
+                    }));
+                    match outcome {
+                        Ok(loss) => loss_sum += loss,
+                        Err(payload) => match out_of_memory_line(&panic_text(payload.as_ref())) {
+                            Some(message) => return Err(out_of_memory(message)),
+                            None => std::panic::resume_unwind(payload),
+                        },
                     }
-                    std::panic::resume_unwind(payload);
+                }
+                if let Some(r) = &ranks {
+                    loss_sum = all_reduce_sum(&r.dp, loss_sum).map_err(dist)?;
                 }
             }
-        }
-        if let Some(r) = &ranks {
-            loss_sum = all_reduce_sum(&r.dp, loss_sum).map_err(dist)?;
+            Model::Stage(stage) => {
+                let r = ranks.as_ref().expect("sharded stages run with several ranks");
+                let pipeline = Pipeline {
+                    pp: r.pp.as_ref(),
+                    tp: r.tp.as_ref(),
+                    hidden: [micro, seq_len, job.model.n_embd],
+                    autocast,
+                };
+                let outcome =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.run(stage, &micro_batches, targets)));
+                let local = match outcome {
+                    Ok(result) => result.map_err(dist)?,
+                    Err(payload) => {
+                        let text = panic_text(payload.as_ref());
+                        if let Some(message) = out_of_memory_line(&text) {
+                            return Err(out_of_memory(message));
+                        }
+                        // A collective inside the backward pass failed (a peer died or hung).
+                        if let Some(at) = text.find(aurora_torch::dist::BACKWARD_FAILURE) {
+                            let message = text[at..].lines().next().unwrap_or_default().to_owned();
+                            return Err(dist(DistError::Collective {
+                                op: "backward",
+                                seq: 0,
+                                group: "tp".into(),
+                                rank: r.rank,
+                                message,
+                            }));
+                        }
+                        std::panic::resume_unwind(payload);
+                    }
+                };
+                // The last stage's loss, counted once per TP group, summed over DP.
+                let mine = if grid.is_last_stage() && grid.tp_rank == 0 { local } else { 0.0 };
+                loss_sum = all_reduce_sum(r.world(), mine).map_err(dist)?;
+                sharded::reduce_model_parallel_grads(&vs, stage, r).map_err(dist)?;
+            }
         }
         let loss = loss_sum / targets;
         let step = state.global_step + 1;
@@ -694,7 +831,11 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         if !loss.is_finite() {
             return Err(diverged("loss", loss));
         }
-        let norm = match opt.step(&vs, ranks.as_ref(), job.grad_clip, lr).map_err(dist)? {
+        let scope = match (&model, &ranks) {
+            (Model::Stage(stage), Some(r)) => Some(sharded::NormScope::new(stage, r)),
+            _ => None,
+        };
+        let norm = match opt.step(&vs, ranks.as_ref(), scope.as_ref(), job.grad_clip, lr).map_err(dist)? {
             Ok(norm) => norm,
             Err(norm) => return Err(diverged("gradient norm", norm)),
         };
@@ -722,22 +863,34 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         }
 
         for &m in &job.milestones {
-            if first && tokens_before < m && m <= state.tokens {
-                std::fs::create_dir_all(&milestones_dir).map_err(io(&milestones_dir))?;
-                write_milestone(&milestones_dir.join(format!("tokens-{m}")), job, &vs, &state.stage_state())?;
+            if tokens_before < m && m <= state.tokens {
+                let whole = match (&model, &ranks) {
+                    (Model::Stage(_), Some(r)) => gather_parts(job, &vs, None, r, "milestone-parts")?.map(|(w, _)| w),
+                    _ => None,
+                };
+                if first {
+                    std::fs::create_dir_all(&milestones_dir).map_err(io(&milestones_dir))?;
+                    let dir = milestones_dir.join(format!("tokens-{m}"));
+                    write_milestone(&dir, job, whole.as_ref().unwrap_or(&vs), &state.stage_state())?;
+                }
             }
         }
         let every = job.checkpoint_every_tokens;
         if every > 0 && tokens_before / every < state.tokens / every && state.stage_step < steps {
-            let dir = write_checkpoint(job, &state, &vs, &opt, &metrics_lines, ranks.as_ref())?;
+            let dir = write_checkpoint(job, &state, &vs, &model, &opt, &metrics_lines, ranks.as_ref())?;
             last_checkpoint = Some((state.global_step, dir));
         }
     }
 
     // The artifact is one consolidated Hugging Face directory, whatever the layout: rank 0
-    // writes it; with ZeRO-1 every rank first leaves its optimizer shard in the work directory.
+    // writes it; with ZeRO-1 every rank first leaves its optimizer shard in the work directory,
+    // with tensor / pipeline parallelism every rank its part of the model and the optimizer.
+    let gathered = match (&model, &ranks) {
+        (Model::Stage(_), Some(r)) => gather_parts(job, &vs, Some(&opt), r, "final-parts")?,
+        _ => None,
+    };
     let shards = job.work_dir.join("final-optimizer");
-    if let (Optimizer::Sharded(_), Some(r)) = (&opt, &ranks) {
+    if let (Optimizer::Sharded(_), Some(r), Model::Whole(_)) = (&opt, &ranks, &model) {
         if r.is_first() {
             recreate_dir(&shards)?;
         }
@@ -748,10 +901,18 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     let final_state = state.stage_state();
     if first {
         let out = &job.out_dir;
-        hf::save_pretrained(out, &job.model, &vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
         let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
+        match &gathered {
+            Some((whole, optimizer)) => {
+                hf::save_pretrained(out, &job.model, whole, hf::DEFAULT_MAX_SHARD_BYTES)?;
+                hf::write_safetensors(&out.join(OPTIMIZER_FILE), optimizer)?;
+            }
+            None => {
+                hf::save_pretrained(out, &job.model, &vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
+                opt.save_consolidated(out, &shards, &vs, job)?;
+            }
+        }
         std::fs::copy(&tokenizer, out.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
-        opt.save_consolidated(out, &shards, &vs, job)?;
         checkpoint::write_json(&out.join(TRAINER_STATE_FILE), &final_state)?;
         write_lines(&out.join(METRICS_FILE), &metrics_lines)?;
         if milestones_dir.is_dir() {
@@ -804,7 +965,7 @@ fn agree_on_checkpoint(
     let Some(r) = ranks else { return Ok(checkpoint::latest(&job.work_dir)?) };
     let newest = if r.is_first() { checkpoint::latest(&job.work_dir)? } else { None };
     let mut step = Tensor::from_slice(&[newest.as_ref().map_or(-1, |(_, s)| s.global_step as i64)]);
-    r.dp.broadcast(&mut step, 0).map_err(|source| TrainError::Dist { node: job.node.clone(), source })?;
+    r.world().broadcast(&mut step, 0).map_err(|source| TrainError::Dist { node: job.node.clone(), source })?;
     let step = step.int64_value(&[0]);
     if r.is_first() || step < 0 {
         return Ok(newest);
@@ -829,6 +990,7 @@ fn write_checkpoint(
     job: &TrainJob,
     state: &checkpoint::ResumeState,
     vs: &nn::VarStore,
+    model: &Model,
     opt: &Optimizer,
     metrics_lines: &[String],
     ranks: Option<&Ranks>,
@@ -841,21 +1003,61 @@ fn write_checkpoint(
         checkpoint::tmp_dir(&job.work_dir, state.global_step)
     };
     if let Some(r) = ranks {
-        r.dp.barrier().map_err(dist)?;
+        r.world().barrier().map_err(dist)?;
     }
-    opt.save_into(&tmp, ranks)?;
+    match (model, ranks) {
+        (Model::Stage(_), Some(r)) => sharded::write_part(&tmp, vs, Some(opt), r)?,
+        _ => {
+            opt.save_into(&tmp, ranks)?;
+            if first {
+                hf::write_safetensors(&tmp.join(checkpoint::MODEL_FILE), &sorted_variables(vs))?;
+            }
+        }
+    }
     if first {
-        hf::write_safetensors(&tmp.join(checkpoint::MODEL_FILE), &sorted_variables(vs))?;
         write_lines(&tmp.join(checkpoint::METRICS_FILE), metrics_lines)?;
     }
     if let Some(r) = ranks {
-        r.dp.barrier().map_err(dist)?;
+        r.world().barrier().map_err(dist)?;
     }
     if first {
         Ok(checkpoint::publish(&job.work_dir, &tmp, state)?)
     } else {
         Ok(job.work_dir.join(format!("ckpt-{:010}", state.global_step)))
     }
+}
+
+/// Every rank writes its part of the model (and of the optimizer state with `opt`) into
+/// `name` in the work directory; rank 0 then reads them back whole: the model on the CPU and
+/// the state as `optimizer.safetensors` holds it (empty without `opt`).
+fn gather_parts(
+    job: &TrainJob,
+    vs: &nn::VarStore,
+    opt: Option<&Optimizer>,
+    ranks: &Ranks,
+    name: &str,
+) -> Result<Option<(nn::VarStore, Vec<(String, Tensor)>)>, TrainError> {
+    let dist = |source: DistError| TrainError::Dist { node: job.node.clone(), source };
+    let dir = job.work_dir.join(name);
+    if ranks.is_first() {
+        recreate_dir(&dir)?;
+    }
+    ranks.world().barrier().map_err(dist)?;
+    sharded::write_part(&dir, vs, opt, ranks)?;
+    ranks.world().barrier().map_err(dist)?;
+    let gathered = if ranks.is_first() {
+        let whole = sharded::consolidate_weights(&dir, &job.model)?;
+        let optimizer = match opt {
+            Some(o) => sharded::consolidate_optimizer(&dir, &job.model, &whole, o.step_count())?,
+            None => Vec::new(),
+        };
+        Some((whole, optimizer))
+    } else {
+        None
+    };
+    // Nobody rewrites the directory before rank 0 has read it.
+    ranks.world().barrier().map_err(dist)?;
+    Ok(gathered)
 }
 
 /// The variables of `vs` in name order (what `model.safetensors` holds, tied weights once).

@@ -1,7 +1,9 @@
 //! Joining the ranks of a sharded job: the rank comes from the launcher's variables (torchrun's,
 //! else Slurm's, see `aurora_launch`), rank 0 serves the `TCPStore`, every rank proves it runs the
 //! same job with the same build before any process group exists (so a mismatch fails at once
-//! instead of hanging in the group's rendezvous), then the data-parallel group is created.
+//! instead of hanging in the group's rendezvous), then the groups of Megatron's grid are created
+//! (see [`crate::sharded::Grid`]): tensor-parallel, data-parallel, pipeline, the embedding group
+//! of the first and last stage, and the whole world.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use aurora_torch::tch::Device;
 use aurora_worker_api::TrainJob;
 
 use super::TrainError;
+use crate::sharded::Grid;
 
 /// Seconds a collective (and the rendezvous) may take before the job fails, naming the ranks
 /// that did not arrive. Not part of any key: it never changes results.
@@ -23,8 +26,18 @@ pub struct Ranks {
     pub rank: usize,
     pub world: usize,
     pub local_rank: usize,
+    pub grid: Grid,
     /// The data-parallel group (every rank while tp = pp = 1).
     pub dp: Group,
+    /// The tensor-parallel group (tp > 1).
+    pub tp: Option<Group>,
+    /// The pipeline group (pp > 1).
+    pub pp: Option<Group>,
+    /// The first and last stage of this rank's pipeline, which both hold the tied embedding
+    /// (pp > 1, tied embeddings, on those two stages).
+    pub embedding: Option<Group>,
+    /// Every rank, when that is more than the data-parallel group.
+    world_group: Option<Group>,
     /// Kept alive for the groups (rank 0 serves it).
     _store: Rc<Store>,
 }
@@ -32,6 +45,11 @@ pub struct Ranks {
 impl Ranks {
     pub fn is_first(&self) -> bool {
         self.rank == 0
+    }
+
+    /// The group of every rank.
+    pub fn world(&self) -> &Group {
+        self.world_group.as_ref().unwrap_or(&self.dp)
     }
 }
 
@@ -93,8 +111,39 @@ pub fn join(job: &TrainJob, device: Device) -> Result<Option<Ranks>, TrainError>
         _ if is_loopback(&env.master_addr) => GlooDevice::Host("127.0.0.1".into()),
         _ => GlooDevice::Default,
     };
-    let dp = Group::new(&store, "dp", backend, (0..world).collect(), env.rank, &gloo_device, timeout).map_err(dist)?;
-    Ok(Some(Ranks { rank: env.rank, world, local_rank: env.local_rank, dp, _store: store }))
+    let (l, rank) = (&job.layout, env.rank);
+    let grid = Grid::of(rank, l.tp as usize, l.pp as usize, l.dp as usize);
+    // Every rank creates its groups in the same order; each kind partitions the ranks, so no
+    // two ranks wait on each other's different groups.
+    let group = |name: String, members: Vec<usize>| {
+        Group::new(&store, &name, backend, members, rank, &gloo_device, timeout).map_err(dist)
+    };
+    let world_group = if grid.tp * grid.pp > 1 { Some(group("world".into(), (0..world).collect())?) } else { None };
+    let dp = if grid.tp * grid.pp > 1 {
+        group(format!("dp/{}/{}", grid.stage, grid.tp_rank), grid.dp_group())?
+    } else {
+        group("dp".into(), (0..world).collect())?
+    };
+    let tp = if grid.tp > 1 { Some(group(format!("tp/{}/{}", grid.stage, grid.dp_rank), grid.tp_group())?) } else { None };
+    let pp = if grid.pp > 1 { Some(group(format!("pp/{}/{}", grid.dp_rank, grid.tp_rank), grid.pp_group())?) } else { None };
+    let embedding = match grid.embedding_group() {
+        Some(members) if job.model.tie_word_embeddings => {
+            Some(group(format!("embedding/{}/{}", grid.dp_rank, grid.tp_rank), members)?)
+        }
+        _ => None,
+    };
+    Ok(Some(Ranks {
+        rank,
+        world,
+        local_rank: env.local_rank,
+        grid,
+        dp,
+        tp,
+        pp,
+        embedding,
+        world_group,
+        _store: store,
+    }))
 }
 
 enum Agreement {

@@ -1,0 +1,78 @@
+//! Tensor and pipeline parallelism through the local launcher (ranks as `aurora-worker`
+//! processes over Gloo on 127.0.0.1): tp = 2, pp = 2, tp 2 x dp 2 and pp 2 x dp 2 train CAP on the
+//! same samples as one process (every step's loss within 1e-5, the gradient norm of every step,
+//! the final weights and AdamW state within 1e-5 relative Frobenius error), the consolidated
+//! artifact is an ordinary Hugging Face directory, the same layout twice gives the same bytes, and
+//! CAT continues a tp = 2 CAP run on dp = 2.
+
+use aurora_corpus as _;
+use aurora_tokens as _;
+use aurora_train_plugins as _;
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+type Run = (aurora_core::Store, Vec<aurora_core::execute::NodeReport>);
+
+fn train(dir: &Path, manifest: &str, until: &str) -> Run {
+    project(dir, manifest);
+    let (store, reports) = run_until(dir, until);
+    for r in &reports {
+        assert!(r.error.is_none(), "{} failed: {}", r.id, r.error.as_deref().unwrap_or_default());
+    }
+    (store, reports)
+}
+
+fn metric(stage: &Path, field: &str) -> Vec<f64> {
+    std::fs::read_to_string(stage.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()[field].as_f64().unwrap())
+        .collect()
+}
+
+fn assert_close(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: different step counts");
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        let rel = (x - y).abs() / x.abs().max(1e-12);
+        assert!(rel < 1e-5, "{what}: step {} {x} vs {y} (relative error {rel:e})", step + 1);
+    }
+}
+
+#[test]
+fn tensor_and_pipeline_parallel_equal_one_process() {
+    if !worker_built() {
+        return;
+    }
+    let layouts = ["", "layout = { tp = 2 }", "layout = { pp = 2 }", "layout = { tp = 2, dp = 2 }", "layout = { pp = 2, dp = 2 }"];
+    let dirs: Vec<_> = layouts.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let runs: Vec<Run> = layouts.iter().zip(&dirs).map(|(l, d)| train(d.path(), &with_cap(l), "stages/cap")).collect();
+    let dir = |run: &Run| artifact_dir(&run.0, &run.1, "stages/cap");
+    let one = &runs[0];
+    for (layout, run) in layouts.iter().zip(&runs).skip(1) {
+        assert_close(&metric(&dir(one), "loss"), &metric(&dir(run), "loss"), &format!("{layout}: loss"));
+        assert_close(&metric(&dir(one), "grad_norm"), &metric(&dir(run), "grad_norm"), &format!("{layout}: grad norm"));
+        for file in ["model.safetensors", "optimizer.safetensors", "milestones/tokens-2048/model.safetensors"] {
+            let (whole, worst, name) = relative_errors(&tensors(&dir(one).join(file)), &tensors(&dir(run).join(file)));
+            eprintln!("{layout}: {file} {whole:e} (worst tensor {name}: {worst:e})");
+            assert!(whole < 1e-5, "{layout}: {file}: relative error {whole:e}");
+            assert!(worst < 1e-3, "{layout}: {file}: relative error {worst:e} in {name}");
+        }
+        // The artifact is the Hugging Face directory one process writes: same files.
+        let names = |d: &Path| {
+            let mut v: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&dir(one)), names(&dir(run)), "{layout}");
+    }
+    // The same layout twice: the same bytes.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again = train(again_dir.path(), &with_cap(layouts[3]), "stages/cap");
+    assert_eq!(report(&runs[3].1, "stages/cap").artifact, report(&again.1, "stages/cap").artifact);
+}
