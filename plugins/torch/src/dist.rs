@@ -617,17 +617,7 @@ impl Group {
         let (r_ptr, src) = recv.map_or((std::ptr::null_mut(), 0), |(t, s)| (t.as_mut_ptr().cast(), s));
         call(|err, len| unsafe {
             // SAFETY: live tch tensors (or null) for the call's duration.
-            aurora_dist_send_recv(
-                self.ptr,
-                s_ptr,
-                dst as c_int,
-                r_ptr,
-                src as c_int,
-                tag,
-                self.timeout_ms(),
-                err,
-                len,
-            )
+            aurora_dist_send_recv(self.ptr, s_ptr, dst as c_int, r_ptr, src as c_int, tag, self.timeout_ms(), err, len)
         })
         .map_err(|(_, message)| self.p2p_error("send_recv", peer, message))
     }
@@ -648,7 +638,14 @@ impl Group {
         &self,
         op: &'static str,
         x: &Tensor,
-        f: unsafe extern "C" fn(*mut c_void, *mut c_void, i64, *mut *mut torch_sys::C_tensor, *mut c_char, usize) -> c_int,
+        f: unsafe extern "C" fn(
+            *mut c_void,
+            *mut c_void,
+            i64,
+            *mut *mut torch_sys::C_tensor,
+            *mut c_char,
+            usize,
+        ) -> c_int,
     ) -> Result<Tensor, DistError> {
         let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
         let input = x.as_ptr() as *mut c_void;

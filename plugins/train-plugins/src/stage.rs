@@ -90,7 +90,8 @@ pub struct TrainingFields {
     pub steps: Option<u64>,
     /// Tensor/pipeline/data parallel degrees (default 1, 1, 1). Ranks run as `tp * pp * dp`
     /// worker processes, started by the launcher (`aurora run --launcher`: local processes, or
-    /// `srun` inside a Slurm allocation). Only `dp` executes today.
+    /// `srun` inside a Slurm allocation), on Megatron's grid (tensor-parallel ranks fastest, then
+    /// data-parallel, then pipeline).
     #[serde(default)]
     pub layout: Layout,
     /// With `dp > 1`: shard the AdamW state across data-parallel ranks (ZeRO-1, Megatron's
@@ -313,6 +314,24 @@ fn check_training(p: &mut Problems<'_>, t: &TrainingFields, model: Option<&GptBi
                 "tp dividing n_head (each tensor-parallel rank holds whole attention heads)",
                 format!("use a tp among the divisors of {}", m.n_head),
             );
+        } else if !(m.ffn_dim() as u64).is_multiple_of(t.layout.tp) {
+            // Dividing n_head implies dividing n_embd and 4 * n_embd; only an explicit n_inner can fail.
+            let common = divisors(m.n_head as u64).filter(|d| (m.ffn_dim() as u64).is_multiple_of(*d));
+            p.push(
+                "layout/tp",
+                format!(
+                    "tensor parallelism tp = {} does not divide the model's FFN width n_inner = {}",
+                    t.layout.tp,
+                    m.ffn_dim()
+                ),
+                "tp dividing n_inner (mlp.c_fc is split by columns into tp equal slices)",
+                format!(
+                    "use a tp among {} (dividing both n_head = {} and n_inner), or an n_inner that is a multiple of {}",
+                    common.map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                    m.n_head,
+                    t.layout.tp
+                ),
+            );
         }
         if !(m.n_layer as u64).is_multiple_of(t.layout.pp) {
             p.push(
@@ -371,6 +390,34 @@ fn check_training(p: &mut Problems<'_>, t: &TrainingFields, model: Option<&GptBi
                     format!("use global_batch = {lower} or {}, or change micro_batch or dp", lower + per_update)
                 }
             },
+        );
+    }
+    // 1F1B fills the pipeline with pp micro-batches before the first backward pass. Checked once
+    // the batch divides and pp is a valid split (otherwise that error is the one to fix first).
+    let micro_batches = t.global_batch.checked_div(per_update).unwrap_or(0);
+    let pp_divides = model.is_none_or(|m| (m.n_layer as u64).is_multiple_of(t.layout.pp));
+    if per_update > 0 && t.global_batch.is_multiple_of(per_update) && pp_divides && micro_batches < t.layout.pp {
+        let pp = t.layout.pp;
+        let fits = (1..t.micro_batch)
+            .rev()
+            .find(|&mb| t.global_batch.is_multiple_of(mb * t.layout.dp) && t.global_batch / (mb * t.layout.dp) >= pp);
+        let mut fixes = Vec::new();
+        if let Some(mb) = fits {
+            fixes.push(format!("micro_batch = {mb} ({} micro-batches per step)", t.global_batch / (mb * t.layout.dp)));
+        }
+        if t.layout.dp > 1 {
+            fixes.push("a smaller dp".to_string());
+        }
+        fixes.push(format!("global_batch = {} (micro_batch * dp * pp) or a multiple of it", per_update * pp));
+        p.push(
+            "micro_batch",
+            format!(
+                "pipeline parallelism pp = {pp} needs at least {pp} micro-batches per step, but global_batch / \
+                 (micro_batch * dp) = {} / ({} * {}) = {micro_batches}",
+                t.global_batch, t.micro_batch, t.layout.dp
+            ),
+            "global_batch / (micro_batch * dp) >= pp (1F1B keeps every pipeline stage busy with pp micro-batches in flight)",
+            format!("use {}", fixes.join(", or ")),
         );
     }
     // A milestone the stage never reaches would never be written, and an evaluator with
@@ -700,12 +747,48 @@ fn stage_estimate(config: &Value) -> Option<String> {
         "{} parameters, {work}, {}B of weights + gradients + AdamW state; {}",
         si(params),
         si(16.0 * params),
-        per_rank_memory(&keyed, layout, zero)
+        per_rank(&keyed, layout, zero)
     ))
 }
 
+/// What one rank of `layout` holds (see [`per_rank_memory`]), then, with more than one rank, what
+/// it sends and receives per step (`Layout::communication_per_step`), and the vocabulary padding
+/// of tensor parallelism when `tp` does not divide `vocab_size` (`Layout::padded_vocab`).
+fn per_rank(keyed: &Keyed, layout: Layout, zero: bool) -> String {
+    let mut text = per_rank_memory(keyed, layout, zero);
+    if !layout.is_single() {
+        let bf16 = keyed.precision == Precision::Bf16;
+        let micro_batches = keyed.global_batch / (keyed.micro_batch * layout.dp).max(1);
+        let c =
+            layout.communication_per_step(&keyed.model, keyed.seq_len, keyed.micro_batch, micro_batches, bf16, zero);
+        text.push_str(&format!(
+            "; communication per step ~{}B (tensor {}B, pipeline {}B, data {}B)",
+            si(c.total()),
+            si(c.tensor),
+            si(c.pipeline),
+            si(c.data)
+        ));
+    }
+    let (vocab, padded) = (keyed.model.vocab_size, layout.padded_vocab(keyed.model.vocab_size));
+    if padded != vocab {
+        text.push_str(&format!(
+            "; vocab {vocab} padded to {padded} on {} tensor-parallel ranks (a multiple of tp, as Megatron pads); \
+             the artifact keeps {vocab}",
+            layout.tp
+        ));
+    }
+    text
+}
+
+/// The divisors of `n`, ascending.
+fn divisors(n: u64) -> impl Iterator<Item = u64> {
+    (1..=n).filter(move |d| n.is_multiple_of(*d))
+}
+
 /// Memory of one rank under `layout` (see `Layout::memory_per_rank`), against a 64 GB MI250X
-/// GCD (the paper's device); when it does not fit, the smallest tensor x pipeline split that does.
+/// GCD (the paper's device); when it does not fit, the smallest tensor x pipeline split that does
+/// and that plans (tp dividing n_head and n_inner, pp dividing n_layer and at most the
+/// micro-batches per step).
 fn per_rank_memory(keyed: &Keyed, layout: Layout, zero: bool) -> String {
     const GCD: f64 = 64e9;
     let bf16 = keyed.precision == Precision::Bf16;
@@ -726,10 +809,11 @@ fn per_rank_memory(keyed: &Keyed, layout: Layout, zero: bool) -> String {
         text.push_str(", fits a 64 GB GCD");
         return text;
     }
-    let divisors = |n: i64| (1..=n as u64).filter(move |d| (n as u64).is_multiple_of(*d));
-    let fitting = divisors(keyed.model.n_head)
-        .filter(|&tp| tp <= 8)
-        .flat_map(|tp| divisors(keyed.model.n_layer).map(move |pp| Layout { tp, pp, dp: layout.dp }))
+    let ffn = keyed.model.ffn_dim() as u64;
+    let pps: Vec<u64> = divisors(keyed.model.n_layer as u64).filter(|&pp| pp <= micro_batches.max(1)).collect();
+    let fitting = divisors(keyed.model.n_head as u64)
+        .filter(|&tp| tp <= 8 && ffn.is_multiple_of(tp))
+        .flat_map(|tp| pps.iter().map(move |&pp| Layout { tp, pp, dp: layout.dp }))
         .filter(|l| estimate(*l).total() <= GCD)
         .min_by_key(|l| (l.tp * l.pp, l.pp));
     match fitting {
@@ -815,15 +899,6 @@ fn execute_stage(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> 
         out_dir: ctx.out_dir.to_path_buf(),
         work_dir: ctx.resume_dir.to_path_buf(),
     };
-    if job.layout.tp > 1 || job.layout.pp > 1 {
-        return Err(PluginError::new(format!(
-            "{}: layout {} needs tensor or pipeline parallelism, which is not implemented yet (only data \
-             parallelism executes); use tp = 1 and pp = 1 (e.g. `--set {}.layout.tp=1`), or plan it only",
-            ctx.node_id,
-            job.layout,
-            ctx.node_id.replace('/', ".")
-        )));
-    }
     let metrics = client::run_ranks(&Job::Train(job.clone()), job.layout.world() as usize, ctx)?;
     Ok(ExecOutcome { metrics })
 }

@@ -4,7 +4,9 @@
 //!   rank 0 stops too (its collective fails), nothing is published, and the rerun resumes from
 //!   the step-4 checkpoint to exactly the bytes of an uninterrupted run;
 //! - a one-process run killed before step 6 leaves a step-4 checkpoint that a dp = 2 run resumes
-//!   from (the whole AdamW state is sharded on load).
+//!   from (the whole AdamW state is sharded on load);
+//! - the last rank of a tp 2 x pp 2 stage is killed before step 6: the rerun resumes from the
+//!   step-4 checkpoint's parts to the bytes of an uninterrupted run.
 
 use aurora_corpus as _;
 use aurora_tokens as _;
@@ -94,4 +96,24 @@ fn a_killed_rank_fails_the_node_and_the_rerun_resumes_exactly() {
         assert!((x - y).abs() / x.abs() < 1e-5, "step {}: {x} vs {y}", step + 1);
     }
     drop(single_store);
+
+    // Tensor and pipeline parallelism: the checkpoint is one part per model shard.
+    let grid = with_cap("layout = { tp = 2, pp = 2 }");
+    let (clean, killed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    project(clean.path(), &grid);
+    let (_clean_store, clean_reports) = run_until(clean.path(), "stages/cap");
+    let uninterrupted = report(&clean_reports, "stages/cap").artifact.expect("the clean tp x pp run succeeds");
+    project(killed.path(), &grid);
+    set_kill(Some("3@6"));
+    let (store, reports) = run_until(killed.path(), "stages/cap");
+    let failed = report(&reports, "stages/cap");
+    assert_eq!(failed.status, NodeStatus::Failed);
+    let message = failed.error.as_deref().unwrap_or_default();
+    assert!(message.starts_with("stages/cap: rank 3 of 4 was killed by signal 9"), "{message}");
+    assert!(store.verify().unwrap().problems.is_empty(), "the store is invalid after the failure");
+    set_kill(None);
+    let (_, reports) = run_until(killed.path(), "stages/cap");
+    let resumed = report(&reports, "stages/cap");
+    assert_eq!(resumed.status, NodeStatus::Executed, "{:?}", resumed.error);
+    assert_eq!(resumed.artifact, Some(uninterrupted), "the resumed tp x pp run differs from an uninterrupted one");
 }

@@ -178,6 +178,55 @@ fn n_layer_not_divisible_by_pp() {
 }
 
 #[test]
+fn ffn_width_not_divisible_by_tp() {
+    // tp = 4 divides n_head = 4 (and so n_embd), but not an explicit n_inner.
+    insta::assert_snapshot!(error(&[
+        ("n_head = 4", "n_head = 4\nn_inner = 102"),
+        ("threads = 1\nmilestones", "threads = 1\nlayout = { tp = 4 }\nmilestones"),
+    ]));
+}
+
+#[test]
+fn fewer_micro_batches_per_step_than_pp() {
+    // 8 / (4 * 2) = 1 micro-batch per step; 1F1B over 2 stages needs 2.
+    insta::assert_snapshot!(error(&[(
+        "threads = 1\nmilestones",
+        "threads = 1\nlayout = { pp = 2, dp = 2 }\nmilestones"
+    )]));
+}
+
+#[test]
+fn as_many_micro_batches_as_pp_plan() {
+    let plan = plan_with(&[("threads = 1\nmilestones", "threads = 1\nlayout = { pp = 2 }\nmilestones")]).unwrap();
+    assert_eq!(plan.node("stages/cat").unwrap().config["parallel"]["layout"]["pp"], 2);
+}
+
+/// A vocabulary tp does not divide is padded inside the ranks, not refused; the plan says so, and
+/// what each rank sends and receives per step.
+#[test]
+fn plan_states_vocab_padding_and_communication() {
+    let plan = plan_with(&[
+        ("vocab_size = 512\nn_positions", "vocab_size = 513\nn_positions"),
+        ("threads = 1\nmilestones", "threads = 1\nlayout = { tp = 2, pp = 2 }\nmilestones"),
+    ])
+    .unwrap();
+    let cat = plan.node("stages/cat").unwrap();
+    let estimate = cat.plugin.estimate(&cat.config).unwrap();
+    assert!(
+        estimate.contains(
+            "; vocab 513 padded to 514 on 2 tensor-parallel ranks (a multiple of tp, as Megatron pads); \
+             the artifact keeps 513"
+        ),
+        "{estimate}"
+    );
+    insta::assert_snapshot!(estimate);
+    // One rank: no communication, no padding.
+    let cap = plan.node("stages/cap").unwrap();
+    let estimate = cap.plugin.estimate(&cap.config).unwrap();
+    assert!(!estimate.contains("communication") && !estimate.contains("padded"), "{estimate}");
+}
+
+#[test]
 fn global_batch_not_divisible_by_micro_batch_times_dp() {
     insta::assert_snapshot!(error(&[("threads = 1\nmilestones", "threads = 1\nlayout = { dp = 3 }\nmilestones")]));
 }

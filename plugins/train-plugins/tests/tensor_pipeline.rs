@@ -48,7 +48,13 @@ fn tensor_and_pipeline_parallel_equal_one_process() {
     if !worker_built() {
         return;
     }
-    let layouts = ["", "layout = { tp = 2 }", "layout = { pp = 2 }", "layout = { tp = 2, dp = 2 }", "layout = { pp = 2, dp = 2 }"];
+    let layouts = [
+        "",
+        "layout = { tp = 2 }",
+        "layout = { pp = 2 }",
+        "layout = { tp = 2, dp = 2 }",
+        "layout = { pp = 2, dp = 2 }",
+    ];
     let dirs: Vec<_> = layouts.iter().map(|_| tempfile::tempdir().unwrap()).collect();
     let runs: Vec<Run> = layouts.iter().zip(&dirs).map(|(l, d)| train(d.path(), &with_cap(l), "stages/cap")).collect();
     let dir = |run: &Run| artifact_dir(&run.0, &run.1, "stages/cap");
@@ -75,4 +81,31 @@ fn tensor_and_pipeline_parallel_equal_one_process() {
     let again_dir = tempfile::tempdir().unwrap();
     let again = train(again_dir.path(), &with_cap(layouts[3]), "stages/cap");
     assert_eq!(report(&runs[3].1, "stages/cap").artifact, report(&again.1, "stages/cap").artifact);
+}
+
+/// CAP on tp = 2 and CAT continuing its run on dp = 2 (and CAP on pp = 2, CAT on one process):
+/// the consolidated artifact carries the run, the AdamW state is resliced on load, and CAT's
+/// losses are those of the all-one-process curriculum.
+#[test]
+fn a_stage_continues_a_tensor_or_pipeline_parallel_run_under_another_layout() {
+    if !worker_built() {
+        return;
+    }
+    let with_cat = |manifest: &str, settings: &str| {
+        let cat = "continue_run = true\ndata = \"mixtures.cat\"";
+        assert!(manifest.contains(cat));
+        manifest.replacen(cat, &format!("continue_run = true\nsteps = 4\n{settings}\ndata = \"mixtures.cat\""), 1)
+    };
+    let cases = [("", ""), ("layout = { tp = 2 }", "layout = { dp = 2 }"), ("layout = { pp = 2 }", "")];
+    let dirs: Vec<_> = cases.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let runs: Vec<Run> = cases
+        .iter()
+        .zip(&dirs)
+        .map(|((cap, cat), d)| train(d.path(), &with_cat(&with_cap(cap), cat), "stages/cat"))
+        .collect();
+    let cat = |run: &Run| artifact_dir(&run.0, &run.1, "stages/cat");
+    for (case, run) in cases.iter().zip(&runs) {
+        assert_eq!(json(&cat(run).join("trainer_state.json"))["step"], 12, "{case:?}: the run goes on");
+        assert_close(&metric(&cat(&runs[0]), "loss"), &metric(&cat(run), "loss"), &format!("{case:?}: CAT loss"));
+    }
 }

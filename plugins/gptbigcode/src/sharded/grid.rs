@@ -51,8 +51,9 @@ impl Grid {
     /// The first and last stage of this pipeline, which both hold the tied embedding (Megatron's
     /// embedding group); `None` when `pp == 1` or this rank is on neither.
     pub fn embedding_group(&self) -> Option<Vec<usize>> {
-        (self.pp > 1 && (self.is_first_stage() || self.is_last_stage()))
-            .then(|| vec![self.rank_at(self.tp_rank, self.dp_rank, 0), self.rank_at(self.tp_rank, self.dp_rank, self.pp - 1)])
+        (self.pp > 1 && (self.is_first_stage() || self.is_last_stage())).then(|| {
+            vec![self.rank_at(self.tp_rank, self.dp_rank, 0), self.rank_at(self.tp_rank, self.dp_rank, self.pp - 1)]
+        })
     }
 
     pub fn is_first_stage(&self) -> bool {

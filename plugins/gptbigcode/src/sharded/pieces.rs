@@ -108,7 +108,14 @@ pub fn stage_params(config: &GptBigCodeConfig, tp: usize, tp_rank: usize, pp: us
         let len = ((r + 1) * rows).min(config.vocab_size) - start;
         LocalParam {
             name: name.to_owned(),
-            piece: Piece { whole: name.to_owned(), shape: vec![config.vocab_size, d], dim: 0, start, len, padded: rows },
+            piece: Piece {
+                whole: name.to_owned(),
+                shape: vec![config.vocab_size, d],
+                dim: 0,
+                start,
+                len,
+                padded: rows,
+            },
             tp_reduce: false,
             in_norm,
             decay: true,
@@ -136,7 +143,14 @@ pub fn stage_params(config: &GptBigCodeConfig, tp: usize, tp_rank: usize, pp: us
                 let rows = d / t;
                 out.push(LocalParam {
                     name: whole.clone(),
-                    piece: Piece { whole: whole.clone(), shape: shape.clone(), dim: 0, start: r * rows, len: rows, padded: rows },
+                    piece: Piece {
+                        whole: whole.clone(),
+                        shape: shape.clone(),
+                        dim: 0,
+                        start: r * rows,
+                        len: rows,
+                        padded: rows,
+                    },
                     tp_reduce: false,
                     in_norm: true,
                     decay,
@@ -240,7 +254,10 @@ pub fn local_tensors(
                 let t = if piece.padded > piece.len {
                     let mut pad = piece.local_shape();
                     pad[piece.dim] = piece.padded - piece.len;
-                    Tensor::cat(&[t, Tensor::zeros(pad, (Kind::Float, aurora_torch::tch::Device::Cpu))], piece.dim as i64)
+                    Tensor::cat(
+                        &[t, Tensor::zeros(pad, (Kind::Float, aurora_torch::tch::Device::Cpu))],
+                        piece.dim as i64,
+                    )
                 } else {
                     t
                 };
@@ -270,7 +287,8 @@ pub fn part_dir(dir: &Path, tp_rank: usize, stage: usize) -> PathBuf {
 /// shard's variables (`model.safetensors`, under the rank's variable names) and its optimizer
 /// state (whole or ZeRO-1 shards over DP, as [`StateFiles`] reads them).
 pub struct Parts {
-    parts: Vec<(Vec<LocalParam>, StateFiles)>,
+    /// Per part: its variables, its weights, its optimizer state (when opened with it).
+    parts: Vec<(Vec<LocalParam>, StateFiles, Option<StateFiles>)>,
 }
 
 impl Parts {
@@ -286,12 +304,9 @@ impl Parts {
         for stage in 0..layout.pp {
             for tp_rank in 0..layout.tp {
                 let part = part_dir(dir, tp_rank, stage);
-                let files = if optimizer {
-                    StateFiles::open_dir(&part)?
-                } else {
-                    StateFiles::open(&[part.join(crate::checkpoint::MODEL_FILE)])?
-                };
-                parts.push((stage_params(config, layout.tp, tp_rank, layout.pp, stage), files));
+                let weights = StateFiles::open(&[part.join(crate::checkpoint::MODEL_FILE)])?;
+                let state = if optimizer { Some(StateFiles::open_dir(&part)?) } else { None };
+                parts.push((stage_params(config, layout.tp, tp_rank, layout.pp, stage), weights, state));
             }
         }
         Ok(Parts { parts })
@@ -309,7 +324,12 @@ impl WholeTensors for Parts {
         let out = Tensor::zeros(out_shape.as_slice(), (Kind::Float, aurora_torch::tch::Device::Cpu));
         // Rows of the request filled so far (pieces of replicated tensors repeat: any copy serves).
         let mut covered: BTreeMap<i64, i64> = BTreeMap::new();
-        for (params, files) in &self.parts {
+        for (params, weights, state) in &self.parts {
+            let files = if suffix.is_empty() {
+                weights
+            } else {
+                state.as_ref().ok_or_else(|| format!("tensor `{name}`: the optimizer state was not opened"))?
+            };
             for p in params.iter().filter(|p| p.piece.whole == base) {
                 let piece = &p.piece;
                 // A whole piece serves any request, and a whole request any piece; otherwise a
@@ -319,7 +339,11 @@ impl WholeTensors for Parts {
                     if piece.is_whole() { (dim, 0, shape[dim]) } else { (piece.dim, piece.start, piece.len) };
                 if whole_request && piece_dim != dim {
                     let local = read_local(files, &format!("{}{suffix}", p.name), piece)?;
-                    out.narrow(piece_dim as i64, piece_start, piece_len).copy_(&local.narrow(piece_dim as i64, 0, piece_len));
+                    out.narrow(piece_dim as i64, piece_start, piece_len).copy_(&local.narrow(
+                        piece_dim as i64,
+                        0,
+                        piece_len,
+                    ));
                     covered.insert(start, start + len);
                     continue;
                 }

@@ -45,11 +45,7 @@ impl Pipeline<'_> {
         }
         let mut out = send.map(|(t, to)| (t.detach().contiguous(), to));
         let mut received = from.map(|from| (Tensor::zeros(self.hidden, (Kind::Float, device)), from));
-        group.send_recv(
-            out.as_mut().map(|(t, to)| (t, *to)),
-            received.as_mut().map(|(t, from)| (t, *from)),
-            0,
-        )?;
+        group.send_recv(out.as_mut().map(|(t, to)| (t, *to)), received.as_mut().map(|(t, from)| (t, *from)), 0)?;
         Ok(received.map(|(t, _)| t))
     }
 
@@ -57,12 +53,7 @@ impl Pipeline<'_> {
     /// last stage takes the backward of each
     /// micro-batch's summed loss divided by `targets`. Returns the summed loss on the last stage
     /// (0 elsewhere).
-    pub fn run(
-        &self,
-        model: &StageModel,
-        micro: &[MicroBatch],
-        targets: f64,
-    ) -> Result<f64, DistError> {
+    pub fn run(&self, model: &StageModel, micro: &[MicroBatch], targets: f64) -> Result<f64, DistError> {
         let grid = model.grid();
         let last = grid.is_last_stage();
         let prev = (!grid.is_first_stage()).then(|| grid.stage - 1);

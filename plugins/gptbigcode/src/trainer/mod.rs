@@ -623,7 +623,7 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         })
     };
     let mut opt = match &ranks {
-        Some(r) if job.distributed_optimizer => {
+        Some(r) if job.distributed_optimizer && r.dp.size() > 1 => {
             Optimizer::Sharded(ShardedAdamW::new(&vs, &job.optimizer, r.dp.group_rank(), r.dp.size()))
         }
         _ => Optimizer::Whole(AdamW::new(&vs, &job.optimizer)),

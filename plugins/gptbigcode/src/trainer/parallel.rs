@@ -124,26 +124,17 @@ pub fn join(job: &TrainJob, device: Device) -> Result<Option<Ranks>, TrainError>
     } else {
         group("dp".into(), (0..world).collect())?
     };
-    let tp = if grid.tp > 1 { Some(group(format!("tp/{}/{}", grid.stage, grid.dp_rank), grid.tp_group())?) } else { None };
-    let pp = if grid.pp > 1 { Some(group(format!("pp/{}/{}", grid.dp_rank, grid.tp_rank), grid.pp_group())?) } else { None };
+    let tp =
+        if grid.tp > 1 { Some(group(format!("tp/{}/{}", grid.stage, grid.dp_rank), grid.tp_group())?) } else { None };
+    let pp =
+        if grid.pp > 1 { Some(group(format!("pp/{}/{}", grid.dp_rank, grid.tp_rank), grid.pp_group())?) } else { None };
     let embedding = match grid.embedding_group() {
         Some(members) if job.model.tie_word_embeddings => {
             Some(group(format!("embedding/{}/{}", grid.dp_rank, grid.tp_rank), members)?)
         }
         _ => None,
     };
-    Ok(Some(Ranks {
-        rank,
-        world,
-        local_rank: env.local_rank,
-        grid,
-        dp,
-        tp,
-        pp,
-        embedding,
-        world_group,
-        _store: store,
-    }))
+    Ok(Some(Ranks { rank, world, local_rank: env.local_rank, grid, dp, tp, pp, embedding, world_group, _store: store }))
 }
 
 enum Agreement {

@@ -22,7 +22,12 @@ fn mismatch(path: &Path, problems: Vec<String>) -> TrainError {
 }
 
 /// Copies this rank's slices of `source`'s whole weights into its variables.
-pub fn load_weights(vs: &nn::VarStore, params: &[LocalParam], source: &dyn WholeTensors, from: &Path) -> Result<(), TrainError> {
+pub fn load_weights(
+    vs: &nn::VarStore,
+    params: &[LocalParam],
+    source: &dyn WholeTensors,
+    from: &Path,
+) -> Result<(), TrainError> {
     let tensors = local_tensors(params, source, "").map_err(|p| mismatch(from, p))?;
     let vars = vs.variables();
     tch::no_grad(|| {
@@ -136,7 +141,12 @@ impl<'a> NormScope<'a> {
 
     /// The global norm from each rank's ZeRO-1 shard of the flat gradient: `runs` are the shard's
     /// (parameter index, .., elements, offset in the shard), parameters in name order.
-    pub fn norm_of_shard(&self, names: &[String], runs: &[(usize, i64, i64, i64)], shard: &Tensor) -> Result<f64, DistError> {
+    pub fn norm_of_shard(
+        &self,
+        names: &[String],
+        runs: &[(usize, i64, i64, i64)],
+        shard: &Tensor,
+    ) -> Result<f64, DistError> {
         let mut sum = 0.0;
         for &(index, _, len, at) in runs {
             if self.counted.get(&names[index]).copied().unwrap_or(true) {
