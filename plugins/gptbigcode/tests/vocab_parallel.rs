@@ -19,7 +19,7 @@ fn inputs() -> (Tensor, Tensor) {
     let _guard = global_rng_lock();
     tch::manual_seed(5);
     let logits = Tensor::randn([7, VOCAB], (Kind::Float, Device::Cpu)) * 3.0;
-    let mut labels = Tensor::randint(VOCAB, [7], (Kind::Int64, Device::Cpu));
+    let labels = Tensor::randint(VOCAB, [7], (Kind::Int64, Device::Cpu));
     let _ = labels.narrow(0, 2, 1).fill_(sft::IGNORE);
     let _ = labels.narrow(0, 4, 1).fill_(VOCAB - 1); // the last real id, on the padded rank
     (logits, labels)

@@ -95,7 +95,7 @@ mod tests {
             let world = tp * pp * dp;
             for kind in 0..3 {
                 let mut seen = vec![0; world];
-                for rank in 0..world {
+                for (rank, count) in seen.iter_mut().enumerate() {
                     let g = Grid::of(rank, tp, pp, dp);
                     let group = [g.tp_group(), g.dp_group(), g.pp_group()][kind].clone();
                     assert!(group.contains(&rank));
@@ -104,7 +104,7 @@ mod tests {
                         let theirs = Grid::of(other, tp, pp, dp);
                         assert_eq!([theirs.tp_group(), theirs.dp_group(), theirs.pp_group()][kind], group);
                     }
-                    seen[rank] += 1;
+                    *count += 1;
                 }
                 assert!(seen.iter().all(|&n| n == 1));
             }

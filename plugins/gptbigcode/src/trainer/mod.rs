@@ -1027,6 +1027,9 @@ fn write_checkpoint(
     }
 }
 
+/// The whole model (on the CPU) and the whole optimizer state, as rank 0 reads them back.
+type Gathered = (nn::VarStore, Vec<(String, Tensor)>);
+
 /// Every rank writes its part of the model (and of the optimizer state with `opt`) into
 /// `name` in the work directory; rank 0 then reads them back whole: the model on the CPU and
 /// the state as `optimizer.safetensors` holds it (empty without `opt`).
@@ -1036,7 +1039,7 @@ fn gather_parts(
     opt: Option<&Optimizer>,
     ranks: &Ranks,
     name: &str,
-) -> Result<Option<(nn::VarStore, Vec<(String, Tensor)>)>, TrainError> {
+) -> Result<Option<Gathered>, TrainError> {
     let dist = |source: DistError| TrainError::Dist { node: job.node.clone(), source };
     let dir = job.work_dir.join(name);
     if ranks.is_first() {
