@@ -21,23 +21,6 @@ fn with_cat(manifest: &str, settings: &str) -> String {
     manifest.replacen(cat, &format!("continue_run = true\nsteps = 4\n{settings}\ndata = \"mixtures.cat\""), 1)
 }
 
-fn train(dir: &Path, manifest: &str, until: &str) -> (aurora_core::Store, Vec<aurora_core::execute::NodeReport>) {
-    project(dir, manifest);
-    let (store, reports) = run_until(dir, until);
-    for r in &reports {
-        assert!(r.error.is_none(), "{} failed: {}", r.id, r.error.as_deref().unwrap_or_default());
-    }
-    (store, reports)
-}
-
-fn assert_losses_close(a: &[f64], b: &[f64], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: different step counts");
-    for (step, (x, y)) in a.iter().zip(b).enumerate() {
-        let rel = (x - y).abs() / x.abs().max(1e-12);
-        assert!(rel < 1e-5, "{what}: step {} loss {x} vs {y} (relative error {rel:e})", step + 1);
-    }
-}
-
 #[test]
 fn data_parallel_equals_one_process_and_zero_equals_replicated_adamw() {
     if !worker_built() {
@@ -54,7 +37,7 @@ fn data_parallel_equals_one_process_and_zero_equals_replicated_adamw() {
     // The layout is keyed: the sharded run is another node than the one-process run.
     assert_ne!(report(&one.1, "stages/cap").key, report(&zero.1, "stages/cap").key);
     // Same samples in every global batch: the same losses and weights up to summation order.
-    assert_losses_close(&losses(&dir(&one)), &losses(&dir(&zero)), "dp=2 (ZeRO-1) vs one process");
+    assert_close(&losses(&dir(&one)), &losses(&dir(&zero)), "dp=2 (ZeRO-1) vs one process");
     // Weights: the whole model within 1e-5 (relative Frobenius error). Single tensors can be
     // further apart: where a gradient is near zero, Adam's normalisation turns last-bit
     // differences of the sum into visible ones (a bias of the attention, here).
@@ -72,7 +55,7 @@ fn data_parallel_equals_one_process_and_zero_equals_replicated_adamw() {
     // The same layout twice: the same bytes.
     assert_eq!(report(&zero.1, "stages/cap").artifact, report(&again.1, "stages/cap").artifact);
     // ZeRO-1 against AdamW replicated on every rank: each element gets the same update.
-    assert_losses_close(&losses(&dir(&zero)), &losses(&dir(&replicated)), "ZeRO-1 vs replicated AdamW");
+    assert_close(&losses(&dir(&zero)), &losses(&dir(&replicated)), "ZeRO-1 vs replicated AdamW");
     let (whole, worst, name) = relative_errors(&weights(&zero), &weights(&replicated));
     eprintln!("ZeRO-1 vs replicated: weights {whole:e} (worst tensor {name}: {worst:e})");
     assert!(whole < 1e-6, "ZeRO-1 vs replicated: relative error {whole:e} (worst {worst:e} in {name})");
@@ -101,8 +84,8 @@ fn a_stage_continues_another_layouts_run() {
         |(store, reports): &(aurora_core::Store, Vec<_>)| losses(&artifact_dir(store, reports, "stages/cat"));
     // A wrongly resharded Adam state (zeros, or another parameter's moments) changes the first
     // update by far more than this.
-    assert_losses_close(&cat_losses(&single), &cat_losses(&sharded_cat), "CAT on dp=2 after CAP on one process");
-    assert_losses_close(&cat_losses(&single), &cat_losses(&sharded_cap), "CAT on one process after CAP on dp=2");
+    assert_close(&cat_losses(&single), &cat_losses(&sharded_cat), "CAT on dp=2 after CAP on one process");
+    assert_close(&cat_losses(&single), &cat_losses(&sharded_cap), "CAT on one process after CAP on dp=2");
 }
 
 /// A dp = 2 training job whose inputs do not exist: ranks compare their jobs before reading any.

@@ -16,31 +16,12 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
-type Run = (aurora_core::Store, Vec<aurora_core::execute::NodeReport>);
-
-fn train(dir: &Path, manifest: &str, until: &str) -> Run {
-    project(dir, manifest);
-    let (store, reports) = run_until(dir, until);
-    for r in &reports {
-        assert!(r.error.is_none(), "{} failed: {}", r.id, r.error.as_deref().unwrap_or_default());
-    }
-    (store, reports)
-}
-
 fn metric(stage: &Path, field: &str) -> Vec<f64> {
     std::fs::read_to_string(stage.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap()[field].as_f64().unwrap())
         .collect()
-}
-
-fn assert_close(a: &[f64], b: &[f64], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: different step counts");
-    for (step, (x, y)) in a.iter().zip(b).enumerate() {
-        let rel = (x - y).abs() / x.abs().max(1e-12);
-        assert!(rel < 1e-5, "{what}: step {} {x} vs {y} (relative error {rel:e})", step + 1);
-    }
 }
 
 #[test]

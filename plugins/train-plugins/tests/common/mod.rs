@@ -227,3 +227,26 @@ pub fn with_cap(settings: &str) -> String {
         1,
     )
 }
+
+/// A store and the reports of a run.
+pub type Run = (Store, Vec<NodeReport>);
+
+/// Lays out `manifest` in `dir` and runs it until node `until`, which must succeed with every
+/// node before it.
+pub fn train(dir: &Path, manifest: &str, until: &str) -> Run {
+    project(dir, manifest);
+    let (store, reports) = run_until(dir, until);
+    for r in &reports {
+        assert!(r.error.is_none(), "{} failed: {}", r.id, r.error.as_deref().unwrap_or_default());
+    }
+    (store, reports)
+}
+
+/// Each value of `a` within 1e-5 (relative) of `b`'s, step by step.
+pub fn assert_close(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: different step counts");
+    for (step, (x, y)) in a.iter().zip(b).enumerate() {
+        let rel = (x - y).abs() / x.abs().max(1e-12);
+        assert!(rel < 1e-5, "{what}: step {} {x} vs {y} (relative error {rel:e})", step + 1);
+    }
+}
