@@ -5,6 +5,7 @@
 //! ```text
 //! dist_bench train DP LAYERS HIDDEN HEADS SEQ VOCAB BATCH MICRO WARMUP STEPS THREADS SEED LR
 //! dist_bench allreduce DP WARMUP THREADS BYTES:ITERS[,BYTES:ITERS...]
+//! dist_bench sharded TP PP LAYERS HIDDEN HEADS SEQ VOCAB BATCH MICRO WARMUP STEPS THREADS SEED LR
 //! ```
 //!
 //! Started without torchrun's variables (`RANK`, `WORLD_SIZE`, ...), it is its own launcher:
@@ -26,6 +27,17 @@
 //! the global tokens, the CPU seconds and peak RSS summed over the ranks, the global mean loss of
 //! the first and last step.
 //!
+//! `sharded`: the same model and step over TP x PP ranks (no data parallelism) through the
+//! trainer's sharded code path ([`aurora_gptbigcode::sharded`]): every rank builds the whole
+//! model from SEED as `train` does and keeps its stage's slices ([`load_weights`]); a step is
+//! the 1F1B schedule over the BATCH / MICRO micro-batches ([`Pipeline`]: tensor-parallel
+//! mappings inside each stage, activations and gradients exchanged between stages), the
+//! model-parallel gradient reductions ([`reduce_model_parallel_grads`]), the global gradient
+//! norm over the model's slices ([`NormScope`]), clip to 1.0 and AdamW on the rank's slices. The
+//! loss is the global batch's mean (the last stage's, as the trainer counts it). Rank 0 also
+//! reports the time it spent waiting on communication during the timed steps
+//! ([`aurora_torch::dist::time_in_communication`]).
+//!
 //! `allreduce`: for each size, a float32 tensor of BYTES / 4 zeros, WARMUP all-reduces (sum),
 //! a barrier, then ITERS timed ones; rank 0 prints the median seconds per all-reduce as
 //! `"s_<BYTES>"`.
@@ -36,19 +48,26 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use aurora_gptbigcode::adamw::{AdamW, AdamWConfig};
-use aurora_gptbigcode::optim::clip_grad_norm;
+use aurora_gptbigcode::optim::{clip_grad_norm, scale_grads};
+use aurora_gptbigcode::sharded::pieces::WholeVarStore;
+use aurora_gptbigcode::sharded::pipeline::{MicroBatch, Pipeline};
+use aurora_gptbigcode::sharded::{Grid, StageModel};
+use aurora_gptbigcode::trainer::parallel::Ranks;
+use aurora_gptbigcode::trainer::sft::IGNORE;
+use aurora_gptbigcode::trainer::{NormScope, load_weights, reduce_model_parallel_grads};
 use aurora_gptbigcode::zero::{all_reduce_grads, broadcast_weights};
 use aurora_launch::RankEnv;
 use aurora_launch::local::{free_port, local_rank_vars};
 use aurora_torch::dist::{Backend, GlooDevice, Group, ReduceOp, Store};
-use aurora_torch::tch::{self, Device, Kind, Tensor};
+use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
 
 use bench_util::{Shape, cpu_seconds, model_and_batch, peak_rss_mb};
 
 mod bench_util;
 
 const USAGE: &str = "usage: dist_bench train DP LAYERS HIDDEN HEADS SEQ VOCAB BATCH MICRO WARMUP STEPS THREADS SEED LR\n       \
-                     dist_bench allreduce DP WARMUP THREADS BYTES:ITERS[,BYTES:ITERS...]";
+                     dist_bench allreduce DP WARMUP THREADS BYTES:ITERS[,BYTES:ITERS...]\n       \
+                     dist_bench sharded TP PP LAYERS HIDDEN HEADS SEQ VOCAB BATCH MICRO WARMUP STEPS THREADS SEED LR";
 
 /// How long the rendezvous and each collective may take.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -77,13 +96,29 @@ fn main() {
     let (mode, arity) = match args.first().map(String::as_str) {
         Some("train") => ("train", 14),
         Some("allreduce") => ("allreduce", 5),
-        _ => usage("the first argument must be `train` or `allreduce`"),
+        Some("sharded") => ("sharded", 15),
+        _ => usage("the first argument must be `train`, `allreduce` or `sharded`"),
     };
     if args.len() != arity {
         usage(&format!("`{mode}` takes {} arguments, got {}", arity - 1, args.len() - 1));
     }
-    let dp = int(&args, 1).max(1) as usize;
     let env = RankEnv::from_process_env().unwrap_or_else(|e| panic!("{e}"));
+    if mode == "sharded" {
+        let (tp, pp) = (int(&args, 1).max(1) as usize, int(&args, 2).max(1) as usize);
+        let env = match env {
+            None => launch(tp * pp),
+            Some(env) => env,
+        };
+        env.check_world(tp * pp, &format!("TP x PP = {tp} x {pp}")).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::connect(&env.master_addr, env.master_port, env.rank, env.world_size, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let grid = Grid::of(env.rank, tp, pp, 1);
+        let device = GlooDevice::Host("127.0.0.1".into());
+        let ranks = Ranks::create(store, grid, env.local_rank, Backend::Gloo, &device, TIMEOUT, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        return sharded(&args[3..], &ranks);
+    }
+    let dp = int(&args, 1).max(1) as usize;
     let rank = match env {
         None if dp > 1 => launch(dp),
         None => None,
@@ -236,6 +271,97 @@ fn train(args: &[String], rank: Option<&Rank>) {
             "params": bench_util::params(&vs), "tokens": tokens, "seconds": secs, "cpu_seconds": sums[n],
             "tokens_per_s": tokens as f64 / secs, "loss_first": sums[0] / world as f64,
             "loss_last": sums[n - 1] / world as f64, "ln_vocab": (shape.vocab as f64).ln(), "peak_rss_mb": sums[n + 1],
+        })
+    );
+}
+
+/// `values` summed over every rank of the grid.
+fn summed_over(values: Vec<f64>, group: &Group) -> Vec<f64> {
+    let mut t = Tensor::from_slice(&values);
+    group.all_reduce(&mut t, ReduceOp::Sum).unwrap_or_else(|e| panic!("{e}"));
+    Vec::<f64>::try_from(&t).expect("a 1-d f64 tensor")
+}
+
+fn sharded(args: &[String], ranks: &Ranks) {
+    let int = |i: usize| int(args, i);
+    let shape = Shape { layers: int(0), hidden: int(1), heads: int(2), seq: int(3), vocab: int(4) };
+    let (batch, micro, warmup, steps, threads, seed) = (int(5), int(6), int(7), int(8), int(9), int(10));
+    let lr: f64 = args[11].parse().unwrap_or_else(|_| usage(&format!("LR must be a number, got {:?}", args[11])));
+    let grid = ranks.grid;
+    if steps < 1 || warmup < 0 || micro < 1 || batch % micro != 0 || ((batch / micro) as usize) < grid.pp {
+        usage(&format!(
+            "need STEPS >= 1, WARMUP >= 0, BATCH a multiple of MICRO and at least PP micro-batches; got STEPS \
+             {steps}, WARMUP {warmup}, BATCH {batch}, MICRO {micro}, PP {}",
+            grid.pp
+        ));
+    }
+    tch::set_num_threads(threads as i32);
+
+    // The whole model as `train` builds it, then this rank's slices of it.
+    let (whole, model, ids) = model_and_batch(&shape, batch, seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let stage = StageModel::new(&vs.root(), model.config(), grid).unwrap_or_else(|e| panic!("{e}"));
+    load_weights(&vs, stage.params(), &WholeVarStore(&whole), std::path::Path::new("the benchmark's model"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let whole_params = bench_util::params(&whole);
+    drop((whole, model));
+    // Labels: the next token, none after the last position.
+    let labels = Tensor::cat(
+        &[ids.narrow(1, 1, shape.seq - 1), Tensor::full([batch, 1], IGNORE, (Kind::Int64, Device::Cpu))],
+        1,
+    );
+    let micro_batches: Vec<MicroBatch> = (0..batch / micro)
+        .map(|m| MicroBatch { input: ids.narrow(0, m * micro, micro), labels: labels.narrow(0, m * micro, micro) })
+        .collect();
+    let targets = (batch * (shape.seq - 1)) as f64;
+    let pipeline = Pipeline {
+        pp: ranks.pp.as_ref(),
+        tp: ranks.tp.as_ref(),
+        hidden: [micro, shape.seq, shape.hidden],
+        autocast: false,
+    };
+    let scope = NormScope::new(&stage, ranks);
+    let mut opt = AdamW::new(&vs, &AdamWConfig::default());
+    let fail = |e: aurora_torch::dist::DistError| -> ! { panic!("{e}") };
+    // Returns the global batch's mean loss (on every rank).
+    let mut step = || {
+        opt.zero_grad();
+        let local = pipeline.run(&stage, &micro_batches, targets).unwrap_or_else(|e| fail(e));
+        // The last stage's loss, counted once (every TP rank of it holds the same).
+        let mine = if grid.is_last_stage() && grid.tp_rank == 0 { local } else { 0.0 };
+        let loss = summed_over(vec![mine], ranks.world())[0] / targets;
+        reduce_model_parallel_grads(&vs, &stage, ranks).unwrap_or_else(|e| fail(e));
+        let norm = scope.norm_of_grads(&vs).unwrap_or_else(|e| fail(e));
+        scale_grads(&vs, 1.0 / (norm + 1e-6));
+        opt.step(lr);
+        loss
+    };
+
+    let mut losses: Vec<f64> = (0..warmup).map(|_| step()).collect();
+    ranks.world().barrier().unwrap_or_else(|e| fail(e));
+    let (start, cpu_start, comm_start) = (Instant::now(), cpu_seconds(), aurora_torch::dist::time_in_communication());
+    for _ in 0..steps {
+        losses.push(step());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let comm = (aurora_torch::dist::time_in_communication() - comm_start).as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
+    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    let sums = summed_over(vec![cpu, peak_rss_mb(), comm, bench_util::params(&vs) as f64], ranks.world());
+    if grid.rank() != 0 {
+        return;
+    }
+    let tokens = steps * batch * shape.seq;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "sharded", "side": "aurora", "libtorch": aurora_torch::libtorch_version(),
+            "tp": grid.tp, "pp": grid.pp, "global_batch": batch, "micro_batch": micro,
+            "optimizer": "aurora_gptbigcode::adamw::AdamW", "threads": tch::get_num_threads(),
+            "params": whole_params, "rank_params_sum": sums[3], "tokens": tokens, "seconds": secs,
+            "cpu_seconds": sums[0], "tokens_per_s": tokens as f64 / secs, "loss_first": first, "loss_last": last,
+            "ln_vocab": (shape.vocab as f64).ln(), "peak_rss_mb": sums[1], "comm_seconds": comm,
+            "comm_share": comm / secs, "comm_share_mean": sums[2] / grid.world() as f64 / secs,
         })
     );
 }

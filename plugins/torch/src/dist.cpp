@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -58,8 +59,17 @@ int guarded(char* err, size_t len, F&& f) {
   }
 }
 
+// Nanoseconds this process has spent blocked in `wait` (every collective and transfer goes
+// through it): what a benchmark reports as time in communication. Gloo's work runs on its own
+// threads, so on CPU this is the whole transfer plus waiting for slower peers; NCCL's wait only
+// orders the stream, so on CUDA it says little.
+std::atomic<int64_t> waited_ns{0};
+
 int wait(const c10::intrusive_ptr<c10d::Work>& work, int64_t timeout_ms) {
-  if (!work->wait(std::chrono::milliseconds(timeout_ms))) {
+  auto started = std::chrono::steady_clock::now();
+  bool done = work->wait(std::chrono::milliseconds(timeout_ms));
+  waited_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count();
+  if (!done) {
     throw std::runtime_error("Timed out waiting for the collective to complete");
   }
   return kOk;
@@ -134,6 +144,8 @@ struct ReduceFromGroup : public torch::autograd::Function<ReduceFromGroup> {
 }  // namespace
 
 extern "C" {
+
+int64_t aurora_dist_waited_ns(void) { return waited_ns.load(); }
 
 int aurora_dist_nccl_compiled(void) {
 #ifdef AURORA_WITH_NCCL

@@ -21,6 +21,7 @@ const TIMEOUT: c_int = 2;
 
 unsafe extern "C" {
     fn aurora_dist_nccl_compiled() -> c_int;
+    fn aurora_dist_waited_ns() -> i64;
     fn aurora_dist_store_tcp(
         host: *const c_char,
         port: u16,
@@ -169,6 +170,15 @@ pub const BACKWARD_FAILURE: &str = "aurora-dist: collective in backward failed: 
 pub fn nccl_compiled() -> bool {
     // SAFETY: a constant getter.
     unsafe { aurora_dist_nccl_compiled() == 1 }
+}
+
+/// How long this process has spent blocked waiting for collectives and point-to-point transfers
+/// to complete, every group and thread together, since it started: on CPU (Gloo) the time spent
+/// in communication, including waiting for slower peers (a pipeline's bubble shows here). With
+/// NCCL a wait only orders the CUDA stream, so the figure says little there.
+pub fn time_in_communication() -> Duration {
+    // SAFETY: an atomic load.
+    Duration::from_nanos(unsafe { aurora_dist_waited_ns() }.max(0) as u64)
 }
 
 /// Errors of the distributed runtime.

@@ -203,3 +203,20 @@ fn paired_exchange_does_not_deadlock() {
     });
     assert_eq!(results, vec![(2.0, 2.0), (1.0, 1.0)]);
 }
+
+/// The time in communication grows with every wait (a per-process total: the other tests of
+/// this binary wait beside this one, so only growth is checked).
+#[test]
+fn time_in_communication_counts_the_waits() {
+    let before = aurora_torch::dist::time_in_communication();
+    let results = with_ranks(2, Duration::from_secs(10), |rank, group| {
+        let mut t = Tensor::full([1 << 20], rank as f64, (Kind::Float, tch::Device::Cpu));
+        let at_start = aurora_torch::dist::time_in_communication();
+        group.all_reduce(&mut t, ReduceOp::Sum).unwrap();
+        let after = aurora_torch::dist::time_in_communication();
+        (after > at_start, t.max().double_value(&[]))
+    });
+    let spent = aurora_torch::dist::time_in_communication() - before;
+    assert_eq!(results, vec![(true, 1.0), (true, 1.0)]);
+    assert!(spent > Duration::ZERO);
+}

@@ -19,6 +19,17 @@
 //! Rows: tokens/s (global tokens / rank 0's wall time of the timed steps) for dp=1 and dp=2 and
 //! their ratio aurora/peer, and each side's scaling dp=2 / dp=1 (2.00x is ideal).
 //!
+//! Tensor and pipeline parallelism: the same model, global batch and step over two ranks as
+//! tp=2 (each rank half of every layer, the whole batch) and pp=2 (each rank half of the layers,
+//! 1F1B over the micro-batches): ours `dist_bench sharded`, the trainer's sharded code path
+//! (Megatron's mappings through the shim's autograd functions, [`aurora_gptbigcode::sharded`]);
+//! the peer sharded_peer.py under torchrun: `torch.distributed.tensor.parallel` (DTensor,
+//! torchtitan's Megatron-style plan, `loss_parallel`) for tp and `torch.distributed.pipelining`
+//! (`Schedule1F1B`) for pp, on an equivalent module built from train_peer.py's weights. Rows:
+//! tokens/s and rank 0's share of the wall time waiting on communication (ours: the shim's wait
+//! clock, `aurora_torch::dist::time_in_communication`; the peer: the collective and wait ops in
+//! torch.profiler); for pp the share includes the pipeline's bubble.
+//!
 //! All-reduce: a float32 tensor of 1, 16 and 64 MiB (1 and 16 under `--quick`) summed over two
 //! ranks on 127.0.0.1, warmed up, then timed one call at a time; the figure is the algorithm
 //! bandwidth, size / median time (for two ranks the bus bandwidth is the same number). Ours is
@@ -28,7 +39,7 @@
 //! Runs alternate (ours, then the peer's, each configuration in turn, every round) so load from
 //! other work hits both alike; each figure is the best of the rounds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,8 +52,9 @@ use crate::libtorch::TORCH_VERSION;
 
 pub const BENCH: Benchmark = Benchmark {
     name: "dist",
-    about: "data-parallel training tokens/s dp=1 vs dp=2 (Gloo, 1 thread a rank) and all-reduce bandwidth, vs \
-            PyTorch DDP and torch.distributed",
+    about: "data-, tensor- and pipeline-parallel training tokens/s (dp=1, dp=2, tp=2, pp=2; Gloo, 1 thread a rank) \
+            and all-reduce bandwidth, vs PyTorch DDP, DTensor tensor parallelism, torch.distributed.pipelining and \
+            torch.distributed",
     run,
 };
 
@@ -61,27 +73,34 @@ const ALL_REDUCE_WARMUP: u32 = 10;
 /// The limit of one all-reduce run (every size).
 const ALL_REDUCE_LIMIT: Duration = Duration::from_secs(600);
 const PEER_SCRIPT: &str = include_str!("dist_peer.py");
+const SHARDED_PEER_SCRIPT: &str = include_str!("sharded_peer.py");
 
 /// What runs the two sides.
 struct Programs {
     example: PathBuf,
+    /// The data-parallel peer (dist_peer.py).
     script: PathBuf,
+    /// The tensor / pipeline-parallel peer (sharded_peer.py).
+    sharded_script: PathBuf,
 }
 
+/// The model-parallel layouts compared: (name, tp, pp).
+const SHARDED: [(&str, u32, u32); 2] = [("tp", 2, 1), ("pp", 1, 2)];
+
 impl Programs {
-    /// `side` with `dp` ranks and `args` (the mode first): ours launches its own ranks, the peer
-    /// runs under torchrun for dp > 1 and as a plain process for dp = 1.
-    fn command(&self, ctx: &mut Ctx, side: &str, dp: u32, args: &[String]) -> Result<Command> {
+    /// `side` with `ranks` ranks and `args` (the mode first): ours launches its own ranks, the
+    /// peer (`script`) runs under torchrun for several ranks and as a plain process for one.
+    fn command(&self, ctx: &mut Ctx, side: &str, ranks: u32, script: &Path, args: &[String]) -> Result<Command> {
         let mut cmd = if side == "aurora" {
             let mut cmd = Command::new(&self.example);
             ctx.lt.apply(&mut cmd)?;
             cmd
         } else {
             let mut cmd = ctx.venv()?.python();
-            if dp > 1 {
-                cmd.args(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", &dp.to_string()]);
+            if ranks > 1 {
+                cmd.args(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", &ranks.to_string()]);
             }
-            cmd.arg(&self.script);
+            cmd.arg(script);
             train::peer_env(&mut cmd);
             // Gloo on the loopback interface, as ours binds 127.0.0.1.
             cmd.env("GLOO_SOCKET_IFNAME", "lo");
@@ -106,15 +125,22 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     // dist_peer.py imports the model of train_peer.py from beside it.
     let dir = ctx.scratch().join("dist-peer");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (name, text) in [("dist_peer.py", PEER_SCRIPT), ("train_peer.py", train::PEER_SCRIPT)] {
+    for (name, text) in
+        [("dist_peer.py", PEER_SCRIPT), ("sharded_peer.py", SHARDED_PEER_SCRIPT), ("train_peer.py", train::PEER_SCRIPT)]
+    {
         std::fs::write(dir.join(name), text).with_context(|| format!("cannot write {}", dir.join(name).display()))?;
     }
-    let programs = Programs { example, script: dir.join("dist_peer.py") };
+    let programs = Programs { example, script: dir.join("dist_peer.py"), sharded_script: dir.join("sharded_peer.py") };
 
     let mut loads = Vec::new();
-    let train_args = |dp: u32| -> Vec<String> {
-        let nums = [dp, LAYERS, HIDDEN, HEADS, SEQ, VOCAB, GLOBAL_BATCH, MICRO, warmup, steps, THREADS, SEED];
-        ["train".to_string()].into_iter().chain(nums.iter().map(u32::to_string)).chain([LR.to_string()]).collect()
+    // The mode and its degrees, then the model and the step.
+    let args = |mode: &str, degrees: &[u32]| -> Vec<String> {
+        let nums = [LAYERS, HIDDEN, HEADS, SEQ, VOCAB, GLOBAL_BATCH, MICRO, warmup, steps, THREADS, SEED];
+        [mode.to_string()]
+            .into_iter()
+            .chain(degrees.iter().chain(&nums).map(u32::to_string))
+            .chain([LR.to_string()])
+            .collect()
     };
     // best[dp index][side index]: the run with the highest tokens/s.
     let mut best: [[Option<Figures>; 2]; 2] = Default::default();
@@ -122,7 +148,7 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
         for (d, &dp) in DPS.iter().enumerate() {
             for (s, side) in SIDES.iter().enumerate() {
                 let before = loadavg();
-                let mut cmd = programs.command(ctx, side, dp, &train_args(dp))?;
+                let mut cmd = programs.command(ctx, side, dp, &programs.script, &args("train", &[dp]))?;
                 let f = train::measure(&mut cmd, &ctx.scratch().join(format!("dist-{side}-dp{dp}.log")))?;
                 eprintln!(
                     "xtask: bench: dist: round {round}/{rounds}: {side} dp={dp}: {:.0} tokens/s, {:.1} CPU s, loss \
@@ -141,13 +167,55 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
             }
         }
     }
+    // Tensor and pipeline parallelism over two ranks, the same model, batch and step.
+    let mut best_sharded: [[Option<(Figures, f64)>; 2]; 2] = Default::default();
+    for round in 1..=rounds {
+        for (l, &(name, tp, pp)) in SHARDED.iter().enumerate() {
+            for (s, side) in SIDES.iter().enumerate() {
+                let before = loadavg();
+                let args = if *side == "aurora" { args("sharded", &[tp, pp]) } else { args(name, &[tp * pp]) };
+                let mut cmd = programs.command(ctx, side, tp * pp, &programs.sharded_script, &args)?;
+                let f = train::measure(&mut cmd, &ctx.scratch().join(format!("dist-{side}-{name}.log")))?;
+                let share = json_field(&f.line, "comm_share")?;
+                eprintln!(
+                    "xtask: bench: dist: round {round}/{rounds}: {side} {name}=2: {:.0} tokens/s, {:.0}% of the wall \
+                     time in communication, loss {:.3} -> {:.3} (load avg {before} -> {})",
+                    f.tokens_per_s(),
+                    share * 100.0,
+                    f.loss_first,
+                    f.loss_last,
+                    loadavg()
+                );
+                loads.push(format!("{side} {name}=2 {before} -> {}", loadavg()));
+                let slot = &mut best_sharded[l][s];
+                if slot.as_ref().is_none_or(|(b, _)| f.tokens_per_s() > b.tokens_per_s()) {
+                    *slot = Some((f, share));
+                }
+            }
+        }
+    }
     let [[Some(ours1), Some(peer1)], [Some(ours2), Some(peer2)]] = best else { unreachable!("rounds >= 1") };
+    let [
+        [Some((ours_tp, ours_tp_comm)), Some((peer_tp, peer_tp_comm))],
+        [Some((ours_pp, ours_pp_comm)), Some((peer_pp, peer_pp_comm))],
+    ] = best_sharded
+    else {
+        unreachable!("rounds >= 1")
+    };
+    for (ours, theirs) in [(&ours_tp, &peer_tp), (&ours_pp, &peer_pp)] {
+        train::check_same_work(ours, theirs, THREADS as usize)?;
+        train::check_peer_torch(&theirs.line)?;
+    }
+    for (who, one, tp, pp) in [("aurora", &ours1, &ours_tp, &ours_pp), ("pytorch", &peer1, &peer_tp, &peer_pp)] {
+        check_same_batch(who, one, "tp=2", tp)?;
+        check_same_batch(who, one, "pp=2", pp)?;
+    }
     for (ours, theirs) in [(&ours1, &peer1), (&ours2, &peer2)] {
         train::check_same_work(ours, theirs, THREADS as usize)?;
         train::check_peer_torch(&theirs.line)?;
     }
     for (who, one, two) in [("aurora", &ours1, &ours2), ("pytorch", &peer1, &peer2)] {
-        check_same_batch(who, one, two)?;
+        check_same_batch(who, one, "dp=2", two)?;
     }
 
     // All-reduce: best (lowest) median per size and side.
@@ -162,7 +230,7 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     for round in 1..=ar_rounds {
         for (s, side) in SIDES.iter().enumerate() {
             let before = loadavg();
-            let mut cmd = programs.command(ctx, side, 2, &ar_args)?;
+            let mut cmd = programs.command(ctx, side, 2, &programs.script, &ar_args)?;
             let (line, _) =
                 timed_json(&mut cmd, &ctx.scratch().join(format!("allreduce-{side}.log")), ALL_REDUCE_LIMIT)?;
             let mut shown = Vec::new();
@@ -183,11 +251,14 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     let mut s = Section::new(
         "dist",
         format!(
-            "data-parallel training on CPU, GPTBigCode {LAYERS}x{HIDDEN} MQA, global batch {GLOBAL_BATCH} x {SEQ} \
+            "data-, tensor- and pipeline-parallel training on CPU, GPTBigCode {LAYERS}x{HIDDEN} MQA, global batch {GLOBAL_BATCH} x {SEQ} \
              tokens, micro-batch {MICRO}, {THREADS} thread a rank, Gloo on 127.0.0.1; all-reduce float32, 2 ranks"
         ),
     );
-    s.peer = Some(format!("torch {TORCH_VERSION} DDP + transformers {} (py)", peer::TRANSFORMERS_VERSION));
+    s.peer = Some(format!(
+        "torch {TORCH_VERSION} (DDP, DTensor, pipelining) + transformers {} (py)",
+        peer::TRANSFORMERS_VERSION
+    ));
     let accum = |dp: u32| GLOBAL_BATCH / (dp * MICRO);
     let labels = [
         format!("dp=1 (1 process, {} micro-batches): tokens/s (best of {rounds})", accum(1)),
@@ -222,6 +293,28 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
         1,
     ));
     s.row(Row::mib("dp=2: peak RSS summed over the ranks", Some(ours2.peak_rss_mb), Some(peer2.peak_rss_mb)));
+    for (name, ours, theirs, ours_comm, peer_comm) in
+        [("tp", &ours_tp, &peer_tp, ours_tp_comm, peer_tp_comm), ("pp", &ours_pp, &peer_pp, ours_pp_comm, peer_pp_comm)]
+    {
+        let what =
+            if name == "tp" { "2 ranks x 1 thread, the whole batch on each" } else { "2 stages x 1 thread, 1F1B" };
+        s.row(Row::rate(
+            "tok/s",
+            format!("{name}=2 ({what}): tokens/s (best of {rounds})"),
+            Some(ours.tokens_per_s()),
+            Some(theirs.tokens_per_s()),
+        ));
+        s.row(Row::share(
+            format!("{name}=2: rank 0's share of the wall time waiting on communication"),
+            Some(ours_comm),
+            Some(peer_comm),
+        ));
+        s.row(Row::mib(
+            format!("{name}=2: peak RSS summed over the ranks"),
+            Some(ours.peak_rss_mb),
+            Some(theirs.peak_rss_mb),
+        ));
+    }
     for (i, (mib, n)) in sizes.iter().enumerate() {
         let bw = |t: f64| (mib * MIB) as f64 / t;
         s.row(Row::rate(
@@ -266,6 +359,22 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
             ratio(&ours2, &peer2),
             scaling(&ours1, &ours2),
             scaling(&peer1, &peer2)
+        ),
+    );
+    s.note(
+        "sharded",
+        Json::Obj(vec![
+            ("tp2_ratio".into(), Json::Num(ratio(&ours_tp, &peer_tp))),
+            ("pp2_ratio".into(), Json::Num(ratio(&ours_pp, &peer_pp))),
+            ("tp2_comm_share".into(), Json::Arr(vec![Json::Num(ours_tp_comm), Json::Num(peer_tp_comm)])),
+            ("pp2_comm_share".into(), Json::Arr(vec![Json::Num(ours_pp_comm), Json::Num(peer_pp_comm)])),
+        ]),
+        format!(
+            "tokens/s aurora / pytorch: tp=2 {:.2}x, pp=2 {:.2}x; peer: DTensor ColwiseParallel / RowwiseParallel \
+             (Megatron split, tied vocab-parallel embedding and head, loss_parallel) and pipelining's Schedule1F1B \
+             on sharded_peer.py's GPTBigCode (train_peer.py's weights, q and kv projections apart)",
+            ratio(&ours_tp, &peer_tp),
+            ratio(&ours_pp, &peer_pp)
         ),
     );
     let ar: Vec<String> = sizes
@@ -327,12 +436,14 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     Ok(s)
 }
 
-/// dp=1 and dp=2 of one side start from the same weights on the same global batch: their first
-/// step's loss must agree (to float rounding), or the ranks did not split the batch as claimed.
-fn check_same_batch(who: &str, one: &Figures, two: &Figures) -> Result<()> {
+/// dp=1 and a layout of two ranks (`layout`) of one side start from the same weights on the same
+/// global batch: their first step's loss must agree (to float rounding), or the ranks did not
+/// split the batch or the model as claimed.
+fn check_same_batch(who: &str, one: &Figures, layout: &str, two: &Figures) -> Result<()> {
     if (one.loss_first - two.loss_first).abs() > 1e-3 {
         bail!(
-            "{who}: the first loss of dp=1 ({}) and dp=2 ({}) differ: the ranks did not train the same global batch",
+            "{who}: the first loss of dp=1 ({}) and {layout} ({}) differ: the ranks did not train the same global \
+             batch with the same model",
             one.loss_first,
             two.loss_first
         );

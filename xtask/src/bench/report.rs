@@ -43,6 +43,8 @@ pub enum Unit {
     Rate(&'static str),
     /// Memory in MiB (printed as `123 MiB`).
     MiB,
+    /// A share of the wall time, lower is better (printed as `12.3%`).
+    Share,
 }
 
 impl Unit {
@@ -52,6 +54,7 @@ impl Unit {
             Unit::Factor => "x",
             Unit::Rate(u) => u,
             Unit::MiB => "MiB",
+            Unit::Share => "share",
         }
     }
 }
@@ -94,11 +97,16 @@ impl Row {
         Row { label: label.into(), unit: Unit::MiB, ours, peer, n: 0 }
     }
 
+    /// A share of the wall time (0..1, lower is better).
+    pub fn share(label: impl Into<String>, ours: Option<f64>, peer: Option<f64>) -> Row {
+        Row { label: label.into(), unit: Unit::Share, ours, peer, n: 0 }
+    }
+
     /// peer / ours for times and memory (how many times slower or bigger the peer is), ours /
     /// peer for rates (how many times faster we are): above 1, aurora does better.
     pub fn ratio(&self) -> Option<f64> {
         match (self.unit, self.ours, self.peer) {
-            (Unit::Seconds | Unit::MiB, Some(o), Some(p)) if o > 0.0 => Some(p / o),
+            (Unit::Seconds | Unit::MiB | Unit::Share, Some(o), Some(p)) if o > 0.0 => Some(p / o),
             (Unit::Rate(_), Some(o), Some(p)) if p > 0.0 => Some(o / p),
             _ => None,
         }
@@ -138,6 +146,7 @@ fn fmt_value(unit: Unit, v: Option<f64>) -> String {
         (Unit::Rate(u), Some(v)) if v >= 1e6 => format!("{:.2} M{u}", v / 1e6),
         (Unit::Rate(u), Some(v)) => format!("{v:.2} {u}"),
         (Unit::MiB, Some(v)) => format!("{v:.0} MiB"),
+        (Unit::Share, Some(v)) => format!("{:.1}%", v * 100.0),
     }
 }
 

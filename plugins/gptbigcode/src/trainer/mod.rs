@@ -49,6 +49,8 @@ use crate::zero::{ShardedAdamW, all_reduce_grads, broadcast_weights};
 use aurora_torch::dist::{DistError, ReduceOp};
 use parallel::Ranks;
 pub use sft::SftError;
+/// What a sharded step needs beside [`crate::sharded`] (the `dist` benchmark runs one).
+pub use sharded::{NormScope, load_weights, reduce_model_parallel_grads};
 
 /// `trainer_state.json` of a stage artifact (and of each milestone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

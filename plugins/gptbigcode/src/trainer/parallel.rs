@@ -111,30 +111,53 @@ pub fn join(job: &TrainJob, device: Device) -> Result<Option<Ranks>, TrainError>
         _ if is_loopback(&env.master_addr) => GlooDevice::Host("127.0.0.1".into()),
         _ => GlooDevice::Default,
     };
-    let (l, rank) = (&job.layout, env.rank);
-    let grid = Grid::of(rank, l.tp as usize, l.pp as usize, l.dp as usize);
-    // Every rank creates its groups in the same order; each kind partitions the ranks, so no
-    // two ranks wait on each other's different groups.
-    let group = |name: String, members: Vec<usize>| {
-        Group::new(&store, &name, backend, members, rank, &gloo_device, timeout).map_err(dist)
-    };
-    let world_group = if grid.tp * grid.pp > 1 { Some(group("world".into(), (0..world).collect())?) } else { None };
-    let dp = if grid.tp * grid.pp > 1 {
-        group(format!("dp/{}/{}", grid.stage, grid.tp_rank), grid.dp_group())?
-    } else {
-        group("dp".into(), (0..world).collect())?
-    };
-    let tp =
-        if grid.tp > 1 { Some(group(format!("tp/{}/{}", grid.stage, grid.dp_rank), grid.tp_group())?) } else { None };
-    let pp =
-        if grid.pp > 1 { Some(group(format!("pp/{}/{}", grid.dp_rank, grid.tp_rank), grid.pp_group())?) } else { None };
-    let embedding = match grid.embedding_group() {
-        Some(members) if job.model.tie_word_embeddings => {
-            Some(group(format!("embedding/{}/{}", grid.dp_rank, grid.tp_rank), members)?)
-        }
-        _ => None,
-    };
-    Ok(Some(Ranks { rank, world, local_rank: env.local_rank, grid, dp, tp, pp, embedding, world_group, _store: store }))
+    let l = &job.layout;
+    let grid = Grid::of(env.rank, l.tp as usize, l.pp as usize, l.dp as usize);
+    let tied = job.model.tie_word_embeddings;
+    let ranks = Ranks::create(store, grid, env.local_rank, backend, &gloo_device, timeout, tied).map_err(dist)?;
+    Ok(Some(ranks))
+}
+
+impl Ranks {
+    /// Creates the groups of `grid` for this rank (`grid.rank()`), the store already joined:
+    /// every rank creates its groups in the same order, and each kind partitions the ranks, so
+    /// no two ranks wait on each other's different groups. `tied`: the first and last stage
+    /// share the embedding (its gradient is summed between them).
+    pub fn create(
+        store: Rc<Store>,
+        grid: Grid,
+        local_rank: usize,
+        backend: Backend,
+        gloo_device: &GlooDevice,
+        timeout: Duration,
+        tied: bool,
+    ) -> Result<Self, DistError> {
+        let (rank, world) = (grid.rank(), grid.world());
+        let group =
+            |name: String, members: Vec<usize>| Group::new(&store, &name, backend, members, rank, gloo_device, timeout);
+        let sharded = grid.tp * grid.pp > 1;
+        let world_group = if sharded { Some(group("world".into(), (0..world).collect())?) } else { None };
+        let dp = if sharded {
+            group(format!("dp/{}/{}", grid.stage, grid.tp_rank), grid.dp_group())?
+        } else {
+            group("dp".into(), (0..world).collect())?
+        };
+        let tp = if grid.tp > 1 {
+            Some(group(format!("tp/{}/{}", grid.stage, grid.dp_rank), grid.tp_group())?)
+        } else {
+            None
+        };
+        let pp = if grid.pp > 1 {
+            Some(group(format!("pp/{}/{}", grid.dp_rank, grid.tp_rank), grid.pp_group())?)
+        } else {
+            None
+        };
+        let embedding = match grid.embedding_group() {
+            Some(members) if tied => Some(group(format!("embedding/{}/{}", grid.dp_rank, grid.tp_rank), members)?),
+            _ => None,
+        };
+        Ok(Ranks { rank, world, local_rank, grid, dp, tp, pp, embedding, world_group, _store: store })
+    }
 }
 
 enum Agreement {
