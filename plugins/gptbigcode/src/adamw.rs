@@ -380,6 +380,13 @@ impl StateFiles {
 
     /// The whole tensor `name` in `shape`.
     pub fn read_whole(&self, name: &str, shape: &[i64]) -> Result<Tensor, String> {
+        self.check_shape(name, shape)?;
+        Ok(self.read_range(name, 0, shape.iter().product())?.reshape(shape))
+    }
+
+    /// Whether the files hold `name` whole in `shape`: its stored shape (a tensor kept whole) or
+    /// its element count (a flat ZeRO-1 tensor spread over shard files).
+    pub fn check_shape(&self, name: &str, shape: &[i64]) -> Result<(), String> {
         let numel: i64 = shape.iter().product();
         let pieces =
             self.pieces.get(name).ok_or_else(|| format!("missing tensor `{name}` (expected shape {shape:?})"))?;
@@ -395,7 +402,7 @@ impl StateFiles {
                  file is missing, or the state belongs to another model)"
             ));
         }
-        Ok(self.read_range(name, 0, numel)?.reshape(shape))
+        Ok(())
     }
 }
 

@@ -36,6 +36,10 @@ pub enum ModelError {
     TokenOutsideVocab { id: i64, vocab_size: i64 },
     #[error("forward_cached: {0}")]
     CachedInput(String),
+    /// The model cannot be split over the layout (the plan refuses such manifests; this guards
+    /// direct library use).
+    #[error("cannot shard the model over tp = {tp}, pp = {pp}: {problem}")]
+    Unshardable { tp: usize, pp: usize, problem: String },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }

@@ -206,14 +206,7 @@ fn runs(shape: &[i64], dim: usize, start: i64, len: i64) -> Vec<(i64, i64)> {
 
 impl WholeTensors for StateFiles {
     fn slice(&self, name: &str, shape: &[i64], dim: usize, start: i64, len: i64) -> Result<Tensor, String> {
-        let numel: i64 = shape.iter().product();
-        if let Some(stored) = self.stored_len(name)
-            && stored != numel
-        {
-            return Err(format!(
-                "tensor `{name}`: expected shape {shape:?} ({numel} elements), the files hold {stored}"
-            ));
-        }
+        self.check_shape(name, shape)?;
         let parts = runs(shape, dim, start, len)
             .into_iter()
             .map(|(at, n)| self.read_range(name, at, n))
@@ -263,7 +256,9 @@ pub fn local_tensors(
                 };
                 out.push((format!("{}{suffix}", p.name), t));
             }
-            Err(problem) => problems.push(problem),
+            // Two variables may slice one tensor (the query and the key/value rows): say it once.
+            Err(problem) if !problems.contains(&problem) => problems.push(problem),
+            Err(_) => {}
         }
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }

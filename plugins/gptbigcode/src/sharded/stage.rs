@@ -69,6 +69,19 @@ impl StageModel {
     pub fn new(root: &nn::Path, config: &GptBigCodeConfig, grid: Grid) -> Result<Self, ModelError> {
         config.validate()?;
         let activation = config.activation()?;
+        let (tp, pp) = (grid.tp as i64, grid.pp as i64);
+        let problem = if config.n_head % tp != 0 {
+            Some(format!("tp must divide n_head = {} (each rank holds whole attention heads)", config.n_head))
+        } else if config.ffn_dim() % tp != 0 {
+            Some(format!("tp must divide the FFN width n_inner = {} (mlp.c_fc is split by columns)", config.ffn_dim()))
+        } else if config.n_layer % pp != 0 {
+            Some(format!("pp must divide n_layer = {} (each stage holds as many blocks)", config.n_layer))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ModelError::Unshardable { tp: grid.tp, pp: grid.pp, problem });
+        }
         let params = stage_params(config, grid.tp, grid.tp_rank, grid.pp, grid.stage);
         let mut vars: BTreeMap<String, Tensor> = BTreeMap::new();
         for p in &params {

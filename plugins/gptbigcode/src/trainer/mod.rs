@@ -106,6 +106,13 @@ pub enum TrainError {
     )]
     InitShape { dir: PathBuf, fields: Vec<String> },
     #[error(
+        "{}: the checkpoint's tensors cannot be sliced for this rank of the layout:{}\nthe tensors do not have the \
+         shapes the model's config gives; use a checkpoint written for this architecture",
+        path.display(),
+        problems.iter().map(|p| format!("\n  - {p}")).collect::<String>()
+    )]
+    ShardShape { path: PathBuf, problems: Vec<String> },
+    #[error(
         "{node}: the {what} is {value} at step {step} (lr {lr:e}): training diverged; {}; lower the learning rate (or \
          raise warmup), check the data, then rerun",
         match checkpoint {

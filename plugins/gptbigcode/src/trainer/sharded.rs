@@ -28,7 +28,8 @@ pub fn load_weights(
     source: &dyn WholeTensors,
     from: &Path,
 ) -> Result<(), TrainError> {
-    let tensors = local_tensors(params, source, "").map_err(|p| mismatch(from, p))?;
+    let tensors = local_tensors(params, source, "")
+        .map_err(|problems| TrainError::ShardShape { path: from.to_path_buf(), problems })?;
     let vars = vs.variables();
     tch::no_grad(|| {
         for (name, t) in tensors {
