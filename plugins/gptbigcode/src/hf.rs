@@ -74,6 +74,9 @@ pub enum HfError {
     Config { path: PathBuf, source: ConfigError },
     #[error("{}: not a readable safetensors file: {message}", path.display())]
     Safetensors { path: PathBuf, message: String },
+    /// A tensor could not be read while its file was written (the file is removed).
+    #[error("{}: not written: {problem}", path.display())]
+    Source { path: PathBuf, problem: String },
     #[error("{}: neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} found", dir.display())]
     NoWeights { dir: PathBuf },
     #[error("{}: the checkpoint does not match the model ({} problem(s)):{}", dir.display(), mismatches.len(), list(mismatches))]
@@ -88,25 +91,65 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
     move |source| HfError::Io { path: path.to_path_buf(), source }
 }
 
-/// A CPU copy of a tensor, in the form safetensors serializes.
-struct Bytes {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
+/// A tensor to write: its name, element kind and shape known up front, its data produced only
+/// when the writer reaches it, so a file is written holding one tensor in memory at a time (a
+/// consolidated 15.5B checkpoint never exists whole in rank 0's memory).
+pub struct TensorToWrite<'a> {
+    pub name: String,
+    pub kind: tch::Kind,
+    pub shape: Vec<i64>,
+    read: Box<dyn Fn() -> Result<Tensor, String> + 'a>,
 }
 
-impl Bytes {
-    fn of(t: &Tensor) -> Result<Self, HfError> {
-        let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
-        let dtype = Dtype::try_from(t.kind())?;
-        let numel = t.numel();
-        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut data, numel)?;
-        Ok(Self { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+impl<'a> TensorToWrite<'a> {
+    /// A tensor read by `read` when written; it must have `shape` (converted to `kind`).
+    pub fn new(
+        name: impl Into<String>,
+        kind: tch::Kind,
+        shape: Vec<i64>,
+        read: impl Fn() -> Result<Tensor, String> + 'a,
+    ) -> Self {
+        TensorToWrite { name: name.into(), kind, shape, read: Box::new(read) }
+    }
+
+    /// A tensor already in memory (shared, not copied).
+    pub fn of(name: impl Into<String>, t: &Tensor) -> Self {
+        let t = t.shallow_clone();
+        TensorToWrite {
+            name: name.into(),
+            kind: t.kind(),
+            shape: t.size(),
+            read: Box::new(move || Ok(t.shallow_clone())),
+        }
     }
 }
 
-impl View for &Bytes {
+/// A [`TensorToWrite`] as safetensors serializes it: its bytes made when asked for. A failed read
+/// is kept in `failure` (safetensors' `View` cannot fail) and its place filled with zeros; the
+/// writer then removes the file and reports it.
+struct Lazy<'t, 'a> {
+    tensor: &'t TensorToWrite<'a>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    len: usize,
+    failure: &'t std::cell::RefCell<Option<String>>,
+}
+
+impl Lazy<'_, '_> {
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        let t = (self.tensor.read)()?;
+        if t.size() != self.tensor.shape {
+            return Err(format!("expected shape {:?}, found {:?}", self.tensor.shape, t.size()));
+        }
+        let t = t.f_to_device(Device::Cpu).and_then(|t| t.f_to_kind(self.tensor.kind)).and_then(|t| t.f_contiguous());
+        let t = t.map_err(|e| e.to_string())?;
+        let mut data = vec![0u8; self.len];
+        t.f_copy_data_u8(&mut data, t.numel()).map_err(|e| e.to_string())?;
+        Ok(data)
+    }
+}
+
+impl View for Lazy<'_, '_> {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -114,19 +157,51 @@ impl View for &Bytes {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        (&self.data).into()
+        match self.bytes() {
+            Ok(data) => data.into(),
+            Err(problem) => {
+                self.failure.borrow_mut().get_or_insert_with(|| format!("tensor `{}`: {problem}", self.tensor.name));
+                vec![0u8; self.len].into()
+            }
+        }
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 }
 
 /// Writes `tensors` to one safetensors file with transformers' `{"format": "pt"}` metadata.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), HfError> {
-    let bytes = tensors.iter().map(|(n, t)| Ok((n.clone(), Bytes::of(t)?))).collect::<Result<Vec<_>, HfError>>()?;
+    let lazy: Vec<TensorToWrite> = tensors.iter().map(|(n, t)| TensorToWrite::of(n.clone(), t)).collect();
+    write_safetensors_lazily(path, &lazy)
+}
+
+/// [`write_safetensors`] reading each tensor only when it is written.
+pub fn write_safetensors_lazily(path: &Path, tensors: &[TensorToWrite<'_>]) -> Result<(), HfError> {
+    let failure = std::cell::RefCell::new(None);
+    let views = tensors
+        .iter()
+        .map(|t| {
+            let elt = t.kind.elt_size_in_bytes();
+            let numel: i64 = t.shape.iter().product();
+            let view = Lazy {
+                tensor: t,
+                dtype: Dtype::try_from(t.kind)?,
+                shape: t.shape.iter().map(|&d| d as usize).collect(),
+                len: numel as usize * elt,
+                failure: &failure,
+            };
+            Ok((t.name.as_str(), view))
+        })
+        .collect::<Result<Vec<_>, HfError>>()?;
     let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
-    safetensors::tensor::serialize_to_file(bytes.iter().map(|(n, b)| (n.as_str(), b)), &metadata, path)
-        .map_err(|e| HfError::Safetensors { path: path.to_path_buf(), message: format!("{e:?}") })
+    safetensors::tensor::serialize_to_file(views, &metadata, path)
+        .map_err(|e| HfError::Safetensors { path: path.to_path_buf(), message: format!("{e:?}") })?;
+    if let Some(problem) = failure.into_inner() {
+        std::fs::remove_file(path).map_err(io(path))?;
+        return Err(HfError::Source { path: path.to_path_buf(), problem });
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), HfError> {
@@ -153,12 +228,24 @@ pub fn save_pretrained(
     vs: &nn::VarStore,
     max_shard_bytes: u64,
 ) -> Result<(), HfError> {
+    let tensors = vs.variables().into_iter().map(|(name, t)| TensorToWrite::of(name, &t)).collect();
+    save_pretrained_lazily(dir, config, tensors, max_shard_bytes)
+}
+
+/// [`save_pretrained`] from tensors read only when written (see [`TensorToWrite`]): a whole
+/// model written from another layout's parts, one tensor in memory at a time.
+pub fn save_pretrained_lazily(
+    dir: &Path,
+    config: &GptBigCodeConfig,
+    mut tensors: Vec<TensorToWrite<'_>>,
+    max_shard_bytes: u64,
+) -> Result<(), HfError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
 
     let mut config = config.clone();
-    if let Some(wte) = vars.get("transformer.wte.weight") {
-        config.extra.entry("torch_dtype".to_owned()).or_insert_with(|| torch_dtype_name(wte.kind()).into());
+    if let Some(wte) = tensors.iter().find(|t| t.name == "transformer.wte.weight") {
+        config.extra.entry("torch_dtype".to_owned()).or_insert_with(|| torch_dtype_name(wte.kind).into());
     }
     let path = dir.join(CONFIG_FILE);
     write_json(&path, &serde_json::to_value(&config).expect("config serializes"))?;
@@ -172,30 +259,30 @@ pub fn save_pretrained(
         }),
     )?;
 
-    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
+    let mut shards: Vec<Vec<TensorToWrite>> = vec![Vec::new()];
     let mut shard_bytes = 0u64;
     let mut total = 0u64;
-    for (name, t) in vars {
-        let size = (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+    for t in tensors {
+        let size = (t.shape.iter().product::<i64>() as usize * t.kind.elt_size_in_bytes()) as u64;
         let current = shards.last_mut().expect("one shard");
         if !current.is_empty() && shard_bytes + size > max_shard_bytes {
             shards.push(Vec::new());
             shard_bytes = 0;
         }
-        shards.last_mut().expect("one shard").push((name, t));
+        shards.last_mut().expect("one shard").push(t);
         shard_bytes += size;
         total += size;
     }
     if shards.len() == 1 {
-        return write_safetensors(&dir.join(WEIGHTS_FILE), &shards[0]);
+        return write_safetensors_lazily(&dir.join(WEIGHTS_FILE), &shards[0]);
     }
     let n = shards.len();
     let mut weight_map = serde_json::Map::new();
     for (i, shard) in shards.iter().enumerate() {
         let file = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
-        write_safetensors(&dir.join(&file), shard)?;
-        for (name, _) in shard {
-            weight_map.insert(name.clone(), file.clone().into());
+        write_safetensors_lazily(&dir.join(&file), shard)?;
+        for t in shard {
+            weight_map.insert(t.name.clone(), file.clone().into());
         }
     }
     write_json(
@@ -345,6 +432,43 @@ mod tests {
         let (a, b) = (m.forward(&ids()).unwrap(), loaded.model.forward(&ids()).unwrap());
         assert!(a.equal(&b), "logits differ after save -> load");
         dir
+    }
+
+    /// Tensors read when written give the same bytes as tensors in memory; a read that fails
+    /// leaves no file and names the file and the tensor.
+    #[test]
+    fn lazy_writes_are_the_same_bytes_and_fail_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([3, 4]);
+        let b = Tensor::from_slice(&[7i64]);
+        let eager = dir.path().join("eager.safetensors");
+        write_safetensors(&eager, &[("b".into(), b.shallow_clone()), ("a".into(), a.shallow_clone())]).unwrap();
+        let lazy = dir.path().join("lazy.safetensors");
+        let (a2, b2) = (a.shallow_clone(), b.shallow_clone());
+        write_safetensors_lazily(
+            &lazy,
+            &[
+                TensorToWrite::new("b", Kind::Int64, vec![1], move || Ok(b2.shallow_clone())),
+                // Read in another kind: converted to the declared one.
+                TensorToWrite::new("a", Kind::Float, vec![3, 4], move || Ok(a2.to_kind(Kind::Double))),
+            ],
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&eager).unwrap(), std::fs::read(&lazy).unwrap());
+
+        let broken = dir.path().join("broken.safetensors");
+        let err = write_safetensors_lazily(
+            &broken,
+            &[
+                TensorToWrite::of("a", &a),
+                TensorToWrite::new("c", Kind::Float, vec![2, 2], || Ok(Tensor::zeros([4], (Kind::Float, Device::Cpu)))),
+                TensorToWrite::new("d", Kind::Float, vec![1], || Err("part file truncated".into())),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, format!("{}: not written: tensor `c`: expected shape [2, 2], found [4]", broken.display()));
+        assert!(!broken.exists());
     }
 
     #[test]

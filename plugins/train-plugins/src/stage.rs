@@ -21,10 +21,10 @@ use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
 };
 use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id};
-use aurora_train::GptBigCodeConfig;
 pub use aurora_train::Layout;
 use aurora_train::optimizer::AdamWConfig;
 use aurora_train::schedule::StageSchedule;
+use aurora_train::{GptBigCodeConfig, StepShape};
 use aurora_worker_api::{Init, Job, Precision, TrainData, TrainJob, client};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -757,10 +757,7 @@ fn stage_estimate(config: &Value) -> Option<String> {
 fn per_rank(keyed: &Keyed, layout: Layout, zero: bool) -> String {
     let mut text = per_rank_memory(keyed, layout, zero);
     if !layout.is_single() {
-        let bf16 = keyed.precision == Precision::Bf16;
-        let micro_batches = keyed.global_batch / (keyed.micro_batch * layout.dp).max(1);
-        let c =
-            layout.communication_per_step(&keyed.model, keyed.seq_len, keyed.micro_batch, micro_batches, bf16, zero);
+        let c = layout.communication_per_step(&step_shape(keyed, zero));
         text.push_str(&format!(
             "; communication per step ~{}B (tensor {}B, pipeline {}B, data {}B)",
             si(c.total()),
@@ -780,6 +777,17 @@ fn per_rank(keyed: &Keyed, layout: Layout, zero: bool) -> String {
     text
 }
 
+fn step_shape(keyed: &Keyed, zero: bool) -> StepShape<'_> {
+    StepShape {
+        model: &keyed.model,
+        seq_len: keyed.seq_len,
+        micro_batch: keyed.micro_batch,
+        global_batch: keyed.global_batch,
+        bf16: keyed.precision == Precision::Bf16,
+        zero,
+    }
+}
+
 /// The divisors of `n`, ascending.
 fn divisors(n: u64) -> impl Iterator<Item = u64> {
     (1..=n).filter(move |d| n.is_multiple_of(*d))
@@ -791,10 +799,8 @@ fn divisors(n: u64) -> impl Iterator<Item = u64> {
 /// micro-batches per step).
 fn per_rank_memory(keyed: &Keyed, layout: Layout, zero: bool) -> String {
     const GCD: f64 = 64e9;
-    let bf16 = keyed.precision == Precision::Bf16;
-    let micro_batches = keyed.global_batch / (keyed.micro_batch * layout.dp).max(1);
-    let estimate =
-        |l: Layout| l.memory_per_rank(&keyed.model, keyed.seq_len, keyed.micro_batch, micro_batches, bf16, zero);
+    let step = step_shape(keyed, zero);
+    let estimate = |l: Layout| l.memory_per_rank(&step);
     let m = estimate(layout);
     let mut text = format!(
         "per rank ({layout}{}): {}B weights + {}B gradients + {}B AdamW + ~{}B activations = ~{}B",
@@ -810,6 +816,7 @@ fn per_rank_memory(keyed: &Keyed, layout: Layout, zero: bool) -> String {
         return text;
     }
     let ffn = keyed.model.ffn_dim() as u64;
+    let micro_batches = layout.micro_batches(&step);
     let pps: Vec<u64> = divisors(keyed.model.n_layer as u64).filter(|&pp| pp <= micro_batches.max(1)).collect();
     let fitting = divisors(keyed.model.n_head as u64)
         .filter(|&tp| tp <= 8 && ffn.is_multiple_of(tp))

@@ -29,6 +29,21 @@ fn one() -> u64 {
     1
 }
 
+/// What one optimizer step of a stage computes, as the per-rank estimates of a [`Layout`] need
+/// it.
+#[derive(Debug, Clone, Copy)]
+pub struct StepShape<'a> {
+    pub model: &'a crate::GptBigCodeConfig,
+    pub seq_len: u64,
+    pub micro_batch: u64,
+    /// Sequences per step, over every data-parallel rank.
+    pub global_batch: u64,
+    /// 16-bit activations (bf16 autocast).
+    pub bf16: bool,
+    /// ZeRO-1: the AdamW state sharded over the data-parallel ranks.
+    pub zero: bool,
+}
+
 impl Default for Layout {
     fn default() -> Self {
         Layout { tp: 1, pp: 1, dp: 1 }
@@ -84,6 +99,11 @@ impl RankMemory {
 }
 
 impl Layout {
+    /// Micro-batches each pipeline runs per step: `global_batch / (micro_batch * dp)`.
+    pub fn micro_batches(&self, step: &StepShape<'_>) -> u64 {
+        step.global_batch / (step.micro_batch * self.dp).max(1)
+    }
+
     /// What one rank of this layout holds: the model split evenly over `tp * pp` (embeddings
     /// included), AdamW sharded over `dp` with `zero`, and activations by Korthikanti et al.
     /// (2022, "Reducing Activation Recomputation", no recomputation): per layer and micro-batch
@@ -92,15 +112,9 @@ impl Layout {
     /// kernels the model uses on GPUs never store,
     /// times the layers of a pipeline stage, times the `min(pp, micro-batches)` micro-batches
     /// the first stage holds under 1F1B. An estimate: allocator overhead and buffers are not in it.
-    pub fn memory_per_rank(
-        &self,
-        model: &crate::GptBigCodeConfig,
-        seq_len: u64,
-        micro_batch: u64,
-        micro_batches_per_step: u64,
-        bf16: bool,
-        zero: bool,
-    ) -> RankMemory {
+    pub fn memory_per_rank(&self, step: &StepShape<'_>) -> RankMemory {
+        let StepShape { model, seq_len, micro_batch, bf16, zero, .. } = *step;
+        let micro_batches_per_step = self.micro_batches(step);
         let share = model.param_count() as f64 / (self.tp * self.pp) as f64;
         let (s, b, h) = (seq_len as f64, micro_batch as f64, model.n_embd as f64);
         let per_layer = s * b * h * (10.0 + 24.0 / self.tp as f64);
@@ -186,15 +200,9 @@ impl Layout {
     /// `tp 2 x pp 2 x dp 2`, `s` 4, `b` 1, 2 micro-batches, bf16: `A` = 64 B, `ring(2, N) = 2N`;
     /// stage 0 (`L` 2, first): tensor `2 (8 + 1) 2A + 2 (4 * 2 * 72)` = 2304 + 1152 = 3456 B;
     /// pipeline `2 * 2 * 64 + 2 (4 * 8 * 12 / 2)` = 256 + 384 = 640 B (vocab padded to 12).
-    pub fn communication_per_step(
-        &self,
-        model: &crate::GptBigCodeConfig,
-        seq_len: u64,
-        micro_batch: u64,
-        micro_batches_per_step: u64,
-        bf16: bool,
-        zero: bool,
-    ) -> RankComm {
+    pub fn communication_per_step(&self, step: &StepShape<'_>) -> RankComm {
+        let StepShape { model, seq_len, micro_batch, bf16, zero, .. } = *step;
+        let micro_batches_per_step = self.micro_batches(step);
         let (tp, pp, dp) = (self.tp.max(1), self.pp.max(1), self.dp.max(1));
         let width = if bf16 { 2.0 } else { 4.0 };
         let h = model.n_embd as f64;
@@ -237,13 +245,17 @@ mod tests {
     use super::*;
     use crate::GptBigCodeConfig;
 
+    fn step(model: &GptBigCodeConfig, seq_len: u64, global_batch: u64, bf16: bool, zero: bool) -> StepShape<'_> {
+        StepShape { model, seq_len, micro_batch: 1, global_batch, bf16, zero }
+    }
+
     /// The paper's StarCoderPlus at tp 4 x pp 4 x dp 16, bf16, seq 2048, micro-batch 1:
     /// 0.97 G parameters per rank, 11.6 GB of weights and gradients, 0.49 GB of AdamW shard.
     #[test]
     fn paper_layout_per_rank() {
         let model = GptBigCodeConfig::starcoderplus();
         let layout = Layout { tp: 4, pp: 4, dp: 16 };
-        let m = layout.memory_per_rank(&model, 2048, 1, 32, true, true);
+        let m = layout.memory_per_rank(&step(&model, 2048, 512, true, true));
         let share = model.param_count() as f64 / 16.0;
         assert_eq!(m.weights, 4.0 * share);
         assert_eq!(m.gradients, 8.0 * share);
@@ -253,7 +265,7 @@ mod tests {
         assert_eq!(m.activations, per_layer * 10.0 * 4.0);
         assert!(m.total() < 64e9, "{}", m.total());
         // One device holds it all: far beyond a 64 GB GCD.
-        assert!(Layout::default().memory_per_rank(&model, 2048, 1, 32, true, false).total() > 248e9);
+        assert!(Layout::default().memory_per_rank(&step(&model, 2048, 32, true, false)).total() > 248e9);
     }
 
     #[test]
@@ -272,7 +284,7 @@ mod tests {
     fn communication_worked_example() {
         let model = GptBigCodeConfig::tiny(4, 8, 2, 11, 16);
         let layout = Layout { tp: 2, pp: 2, dp: 2 };
-        let c = layout.communication_per_step(&model, 4, 1, 2, true, true);
+        let c = layout.communication_per_step(&step(&model, 4, 4, true, true));
         // A = 4 * 1 * 8 * 2 bytes; ring(2, N) = 2N (sends N, receives N).
         let a = 64.0;
         // 2 micro-batches x (4 x 2 layers + the embedding's or the LM head's) all-reduces of A,
@@ -287,13 +299,13 @@ mod tests {
         // the same volume as a plain all-reduce.
         let share = 4.0 * model.param_count() as f64 / 4.0;
         assert_eq!(c.data, 4.0 * 0.5 * share);
-        assert_eq!(layout.communication_per_step(&model, 4, 1, 2, true, false).data, c.data);
+        assert_eq!(layout.communication_per_step(&step(&model, 4, 4, true, false)).data, c.data);
         // fp32 activations double the activation traffic only.
-        let fp32 = layout.communication_per_step(&model, 4, 1, 2, false, true);
+        let fp32 = layout.communication_per_step(&step(&model, 4, 4, false, true));
         assert_eq!(fp32.tensor, 2.0 * 9.0 * 2.0 * 2.0 * a + 1152.0);
         assert_eq!(fp32.pipeline, 2.0 * 2.0 * 2.0 * a + 384.0);
         // A middle stage (pp 4: one layer each) has two neighbours but neither end.
-        let deep = Layout { tp: 2, pp: 4, dp: 1 }.communication_per_step(&model, 4, 1, 2, true, true);
+        let deep = Layout { tp: 2, pp: 4, dp: 1 }.communication_per_step(&step(&model, 4, 2, true, true));
         assert_eq!(deep.data, 0.0);
         let first = (2.0 * 5.0 * 2.0 * a + 2.0 * (4.0 * 72.0), 2.0 * 2.0 * a + 384.0);
         let middle = (2.0 * 4.0 * 2.0 * a + 2.0 * (4.0 * 72.0), 2.0 * 2.0 * 2.0 * a);
@@ -304,12 +316,12 @@ mod tests {
     #[test]
     fn no_communication_where_a_degree_is_one() {
         let model = GptBigCodeConfig::tiny(4, 8, 2, 11, 16);
-        let c = Layout::default().communication_per_step(&model, 4, 1, 2, true, true);
+        let c = Layout::default().communication_per_step(&step(&model, 4, 2, true, true));
         assert_eq!((c.tensor, c.pipeline, c.data), (0.0, 0.0, 0.0));
-        let dp = Layout { tp: 1, pp: 1, dp: 4 }.communication_per_step(&model, 4, 1, 2, true, true);
+        let dp = Layout { tp: 1, pp: 1, dp: 4 }.communication_per_step(&step(&model, 4, 8, true, true));
         assert_eq!((dp.tensor, dp.pipeline), (0.0, 0.0));
         assert_eq!(dp.data, 4.0 * 0.75 * 4.0 * model.param_count() as f64);
-        let tp = Layout { tp: 2, pp: 1, dp: 1 }.communication_per_step(&model, 4, 1, 2, true, true);
+        let tp = Layout { tp: 2, pp: 1, dp: 1 }.communication_per_step(&step(&model, 4, 2, true, true));
         assert_eq!((tp.pipeline, tp.data), (0.0, 0.0));
         // One stage holds both ends: 4 layers x 4 + 2 all-reduces per micro-batch.
         assert_eq!(tp.tensor, 2.0 * 18.0 * 2.0 * 64.0 + 2.0 * (4.0 * 4.0 * 72.0));

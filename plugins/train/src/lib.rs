@@ -13,4 +13,4 @@ pub mod optimizer;
 pub mod schedule;
 
 pub use config::{ConfigError, GptBigCodeConfig};
-pub use layout::Layout;
+pub use layout::{Layout, StepShape};

@@ -372,13 +372,27 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// The whole model's tensors for the artifact or a milestone: this process's variables, or a
+/// sharded job's parts read back by rank 0.
+fn whole_weights<'a>(vs: &'a nn::VarStore, gathered: Option<&'a sharded::Consolidated>) -> Vec<hf::TensorToWrite<'a>> {
+    match gathered {
+        Some(parts) => parts.weights(),
+        None => vs.variables().into_iter().map(|(name, t)| hf::TensorToWrite::of(name, &t)).collect(),
+    }
+}
+
 /// Writes a Hugging Face directory with `trainer_state.json` to `dir`, atomically.
-fn write_milestone(dir: &Path, job: &TrainJob, vs: &nn::VarStore, state: &StageState) -> Result<(), TrainError> {
+fn write_milestone(
+    dir: &Path,
+    job: &TrainJob,
+    weights: Vec<hf::TensorToWrite<'_>>,
+    state: &StageState,
+) -> Result<(), TrainError> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    hf::save_pretrained(&tmp, &job.model, vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
+    hf::save_pretrained_lazily(&tmp, &job.model, weights, hf::DEFAULT_MAX_SHARD_BYTES)?;
     checkpoint::write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
     // A milestone is evaluated on its own, so it carries the tokenizer like the final artifact.
     let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
@@ -873,14 +887,14 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
 
         for &m in &job.milestones {
             if tokens_before < m && m <= state.tokens {
-                let whole = match (&model, &ranks) {
-                    (Model::Stage(_), Some(r)) => gather_parts(job, &vs, None, r, "milestone-parts")?.map(|(w, _)| w),
+                let gathered = match (&model, &ranks) {
+                    (Model::Stage(_), Some(r)) => gather_parts(job, &vs, None, r, "milestone-parts")?,
                     _ => None,
                 };
                 if first {
                     std::fs::create_dir_all(&milestones_dir).map_err(io(&milestones_dir))?;
                     let dir = milestones_dir.join(format!("tokens-{m}"));
-                    write_milestone(&dir, job, whole.as_ref().unwrap_or(&vs), &state.stage_state())?;
+                    write_milestone(&dir, job, whole_weights(&vs, gathered.as_ref()), &state.stage_state())?;
                 }
             }
         }
@@ -911,15 +925,11 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
     if first {
         let out = &job.out_dir;
         let tokenizer = job.tokenizer.join(TOKENIZER_FILE);
+        let weights = whole_weights(&vs, gathered.as_ref());
+        hf::save_pretrained_lazily(out, &job.model, weights, hf::DEFAULT_MAX_SHARD_BYTES)?;
         match &gathered {
-            Some((whole, optimizer)) => {
-                hf::save_pretrained(out, &job.model, whole, hf::DEFAULT_MAX_SHARD_BYTES)?;
-                hf::write_safetensors(&out.join(OPTIMIZER_FILE), optimizer)?;
-            }
-            None => {
-                hf::save_pretrained(out, &job.model, &vs, hf::DEFAULT_MAX_SHARD_BYTES)?;
-                opt.save_consolidated(out, &shards, &vs, job)?;
-            }
+            Some(parts) => hf::write_safetensors_lazily(&out.join(OPTIMIZER_FILE), &parts.optimizer())?,
+            None => opt.save_consolidated(out, &shards, &vs, job)?,
         }
         std::fs::copy(&tokenizer, out.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
         checkpoint::write_json(&out.join(TRAINER_STATE_FILE), &final_state)?;
@@ -1036,19 +1046,16 @@ fn write_checkpoint(
     }
 }
 
-/// The whole model (on the CPU) and the whole optimizer state, as rank 0 reads them back.
-type Gathered = (nn::VarStore, Vec<(String, Tensor)>);
-
 /// Every rank writes its part of the model (and of the optimizer state with `opt`) into
-/// `name` in the work directory; rank 0 then reads them back whole: the model on the CPU and
-/// the state as `optimizer.safetensors` holds it (empty without `opt`).
+/// `name` in the work directory; rank 0 gets them to read back whole, tensor by tensor, before
+/// it reaches the next gathering (whose first barrier keeps the others from rewriting them).
 fn gather_parts(
     job: &TrainJob,
     vs: &nn::VarStore,
     opt: Option<&Optimizer>,
     ranks: &Ranks,
     name: &str,
-) -> Result<Option<Gathered>, TrainError> {
+) -> Result<Option<sharded::Consolidated>, TrainError> {
     let dist = |source: DistError| TrainError::Dist { node: job.node.clone(), source };
     let dir = job.work_dir.join(name);
     if ranks.is_first() {
@@ -1057,19 +1064,11 @@ fn gather_parts(
     ranks.world().barrier().map_err(dist)?;
     sharded::write_part(&dir, vs, opt, ranks)?;
     ranks.world().barrier().map_err(dist)?;
-    let gathered = if ranks.is_first() {
-        let whole = sharded::consolidate_weights(&dir, &job.model)?;
-        let optimizer = match opt {
-            Some(o) => sharded::consolidate_optimizer(&dir, &job.model, &whole, o.step_count())?,
-            None => Vec::new(),
-        };
-        Some((whole, optimizer))
-    } else {
-        None
-    };
-    // Nobody rewrites the directory before rank 0 has read it.
-    ranks.world().barrier().map_err(dist)?;
-    Ok(gathered)
+    if !ranks.is_first() {
+        return Ok(None);
+    }
+    let step = opt.map_or(0, Optimizer::step_count);
+    Ok(Some(sharded::Consolidated::open(&dir, &job.model, opt.is_some(), step)?))
 }
 
 /// The variables of `vs` in name order (what `model.safetensors` holds, tied weights once).

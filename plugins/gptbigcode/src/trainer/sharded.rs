@@ -7,15 +7,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aurora_torch::dist::{DistError, Group, ReduceOp};
-use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
+use aurora_torch::tch::{self, Kind, Tensor, nn};
 
 use super::{Optimizer, TrainError, io, parallel::Ranks, sorted_variables};
 use crate::adamw::{STEP_TENSOR, StateFiles, trainable};
 use crate::config::GptBigCodeConfig;
-use crate::hf;
-use crate::model::GptBigCode;
+use crate::hf::{self, TensorToWrite};
 use crate::sharded::StageModel;
-use crate::sharded::pieces::{LAYOUT_FILE, LocalParam, Parts, PartsLayout, WholeTensors, local_tensors, part_dir};
+use crate::sharded::pieces::{
+    LAYOUT_FILE, LocalParam, Parts, PartsLayout, WholeTensors, local_tensors, part_dir, stage_params,
+};
 
 fn mismatch(path: &Path, problems: Vec<String>) -> TrainError {
     TrainError::AdamW(crate::adamw::AdamWError::Mismatch { path: path.to_path_buf(), problems })
@@ -183,56 +184,45 @@ pub fn write_part(dir: &Path, vs: &nn::VarStore, opt: Option<&Optimizer>, ranks:
     Ok(())
 }
 
-/// The whole model of a sharded checkpoint `dir`, in a `VarStore` on the CPU (rank 0, for the
-/// artifact and milestones).
-pub fn consolidate_weights(dir: &Path, config: &GptBigCodeConfig) -> Result<nn::VarStore, TrainError> {
-    let parts = Parts::open(dir, config, false)?;
-    let vs = nn::VarStore::new(Device::Cpu);
-    tch::no_grad(|| GptBigCode::new(&vs.root(), config))?;
-    fill_whole(&vs, &parts, dir)?;
-    Ok(vs)
-}
-
-fn fill_whole(vs: &nn::VarStore, parts: &Parts, dir: &Path) -> Result<(), TrainError> {
-    let mut problems = Vec::new();
-    tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
-            let shape = var.size();
-            match parts.slice(&name, &shape, 0, 0, shape[0]) {
-                Ok(t) => {
-                    var.copy_(&t);
-                }
-                Err(p) => problems.push(p),
-            }
-        }
-    });
-    if problems.is_empty() { Ok(()) } else { Err(mismatch(dir, problems)) }
-}
-
-/// The whole optimizer state of a sharded checkpoint `dir` as `optimizer.safetensors` holds it,
-/// for the whole model in `whole` (its trainable variables name the state's tensors).
-pub fn consolidate_optimizer(
-    dir: &Path,
-    config: &GptBigCodeConfig,
-    whole: &nn::VarStore,
+/// A sharded checkpoint read back whole by rank 0, tensor by tensor as it writes the artifact or
+/// a milestone: the whole model never sits in its memory, only the tensor being written (the
+/// parts are memory-mapped).
+pub struct Consolidated {
+    parts: Parts,
+    /// The whole model's parameters: the layout tp = pp = 1, every piece whole.
+    whole: Vec<LocalParam>,
     step: u64,
-) -> Result<Vec<(String, Tensor)>, TrainError> {
-    let parts = Parts::open(dir, config, true)?;
-    let mut out = Vec::new();
-    let mut problems = Vec::new();
-    for (name, var, _) in trainable(whole) {
-        let shape = var.size();
-        for suffix in ["exp_avg", "exp_avg_sq"] {
-            let key = format!("{name}.{suffix}");
-            match parts.slice(&key, &shape, 0, 0, shape[0]) {
-                Ok(t) => out.push((key, t)),
-                Err(p) => problems.push(p),
-            }
-        }
+}
+
+impl Consolidated {
+    /// Opens the parts in `dir` (`optimizer`: with their optimizer state, at `step`).
+    pub fn open(dir: &Path, config: &GptBigCodeConfig, optimizer: bool, step: u64) -> Result<Self, TrainError> {
+        let parts = Parts::open(dir, config, optimizer)?;
+        Ok(Consolidated { parts, whole: stage_params(config, 1, 0, 1, 0), step })
     }
-    if !problems.is_empty() {
-        return Err(mismatch(dir, problems));
+
+    fn read(&self, name: String, shape: Vec<i64>) -> TensorToWrite<'_> {
+        let key = name.clone();
+        TensorToWrite::new(name, Kind::Float, shape.clone(), move || self.parts.slice(&key, &shape, 0, 0, shape[0]))
     }
-    out.push((STEP_TENSOR.to_owned(), Tensor::from_slice(&[step as i64])));
-    Ok(out)
+
+    /// The model's tensors, as `model.safetensors` holds them.
+    pub fn weights(&self) -> Vec<TensorToWrite<'_>> {
+        self.whole.iter().map(|p| self.read(p.piece.whole.clone(), p.piece.shape.clone())).collect()
+    }
+
+    /// The optimizer state's tensors, as `optimizer.safetensors` holds them.
+    pub fn optimizer(&self) -> Vec<TensorToWrite<'_>> {
+        let mut out: Vec<TensorToWrite> = self
+            .whole
+            .iter()
+            .flat_map(|p| {
+                ["exp_avg", "exp_avg_sq"]
+                    .map(|suffix| self.read(format!("{}.{suffix}", p.piece.whole), p.piece.shape.clone()))
+            })
+            .collect();
+        let step = self.step as i64;
+        out.push(TensorToWrite::new(STEP_TENSOR, Kind::Int64, vec![1], move || Ok(Tensor::from_slice(&[step]))));
+        out
+    }
 }
