@@ -196,10 +196,10 @@ fn join(env: &RankEnv) -> Rank {
 
 /// `values` summed over the ranks (unchanged on one rank).
 fn summed(values: Vec<f64>, rank: Option<&Rank>) -> Vec<f64> {
-    let Some(r) = rank else { return values };
-    let mut t = Tensor::from_slice(&values);
-    r.group.all_reduce(&mut t, ReduceOp::Sum).unwrap_or_else(|e| panic!("{e}"));
-    Vec::<f64>::try_from(&t).expect("a 1-d f64 tensor")
+    match rank {
+        Some(r) => summed_over(values, &r.group),
+        None => values,
+    }
 }
 
 fn train(args: &[String], rank: Option<&Rank>) {
@@ -275,7 +275,7 @@ fn train(args: &[String], rank: Option<&Rank>) {
     );
 }
 
-/// `values` summed over every rank of the grid.
+/// `values` summed over the ranks of `group`.
 fn summed_over(values: Vec<f64>, group: &Group) -> Vec<f64> {
     let mut t = Tensor::from_slice(&values);
     group.all_reduce(&mut t, ReduceOp::Sum).unwrap_or_else(|e| panic!("{e}"));
