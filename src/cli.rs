@@ -34,9 +34,22 @@ enum Command {
     Plan {
         #[command(flatten)]
         manifest: ManifestArgs,
+        /// List every `file:` input instead (what to fetch): path, format, origin, licence, size
+        /// and state (present, missing, locked, differs from the lock).
+        #[arg(long)]
+        inputs: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Record the size and blake3 of every file each `file:` input stands for in M.inputs.lock
+    /// beside the manifest, which `plan` and `run` then check (resumable: hashes are memoised).
+    Lock {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Files hashed at the same time.
+        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        jobs: usize,
     },
     /// Execute what is not cached.
     Run {
@@ -203,7 +216,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", plan.manifest.digest);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { manifest, json } => cmd_plan(&manifest, json),
+        Command::Plan { manifest, inputs: true, json } => cmd_inputs(&manifest, json),
+        Command::Plan { manifest, inputs: false, json } => cmd_plan(&manifest, json),
+        Command::Lock { manifest, jobs } => cmd_lock(&manifest, jobs),
         Command::Run { manifest, jobs, until, force, launcher, json } => {
             // Checked now (a Slurm launcher outside an allocation is an error before any work),
             // then handed to the plugins that start ranks through the environment.
@@ -238,6 +253,31 @@ fn cmd_plan(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
     let store = open_store(&plan.manifest.project_root)?;
     let reports = execute::status(&plan, &store)?;
     print!("{}", output::plan_report(&plan, &reports, json, None));
+    // Files that differ from the inputs lock are errors (the data is not the locked data); locked
+    // files that are absent are listed like any missing input, and refused by `run`.
+    let Some(lock) = &plan.lock else { return Ok(ExitCode::SUCCESS) };
+    let check = aurora_core::lock::check(&plan, &store, lock, None);
+    for missing in &check.missing {
+        eprintln!("note: {}", missing.message);
+    }
+    if check.differ.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(aurora_core::Diagnostics(check.differ).into())
+}
+
+fn cmd_inputs(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
+    let plan = plan(args.resolve()?)?;
+    let rows = crate::inputs::rows(&plan);
+    print!("{}", if json { crate::inputs::json(&rows) } else { crate::inputs::table(&plan, &rows) });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_lock(args: &ManifestArgs, jobs: usize) -> Result<ExitCode> {
+    let plan = plan(args.resolve()?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let path = crate::inputs::lock(&plan, &store, jobs)?;
+    eprintln!("wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 

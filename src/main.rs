@@ -5,6 +5,7 @@
 
 mod cli;
 mod diff;
+mod inputs;
 mod output;
 
 // Plugins register themselves by being linked; these lines make sure the linker keeps them.

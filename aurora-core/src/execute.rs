@@ -135,8 +135,9 @@ fn path_digests_lenient(
             }
             let path = plan.manifest.input_path(file_ref);
             if !path.exists() {
+                let what = if crate::lock::is_glob(file_ref) { "matches no file" } else { "does not exist" };
                 problems.push(
-                    Diagnostic::new(format!("input `{name}` of `{}`: `{}` does not exist", node.id, path.display()))
+                    Diagnostic::new(format!("input `{name}` of `{}`: `{}` {what}", node.id, path.display()))
                         .at(plan.manifest.sources.value(&input.pointer))
                         .pointer(input.pointer.clone())
                         .expected("an existing file or directory (`file:` paths are relative to the manifest that declares them)")
@@ -260,6 +261,9 @@ pub fn run(
         selected.insert(id.clone());
     }
     let paths = path_digests(plan, store, &selected)?;
+    if let Some(lock) = &plan.lock {
+        crate::lock::check(plan, store, lock, Some(&selected)).into_result()?;
+    }
     let jobs = options.jobs.max(1);
 
     let mut remaining: HashMap<usize, usize> = HashMap::new();

@@ -7,6 +7,7 @@ pub mod canonical;
 pub mod diagnostic;
 pub mod execute;
 pub mod explain;
+pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;

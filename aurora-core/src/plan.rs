@@ -65,7 +65,11 @@ impl PlannedNode {
 
 /// A validated manifest planned into a DAG.
 pub struct Plan {
+    /// The resolved manifest; with an inputs lock, its digest covers the locked entries the
+    /// plan reads (see [`crate::lock`]).
     pub manifest: ResolvedManifest,
+    /// The inputs lock beside the manifest, if any.
+    pub lock: Option<crate::lock::InputsLock>,
     /// Topological order; ties broken by node id, so the order is deterministic.
     pub nodes: Vec<PlannedNode>,
     index: HashMap<String, usize>,
@@ -221,7 +225,14 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
     let ordered: Vec<PlannedNode> =
         order.iter().map(|id| nodes.remove(id).expect("ordered ids come from the map")).collect();
     let index = ordered.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
-    Ok(Plan { manifest, nodes: ordered, index })
+    let lock = crate::lock::read(&manifest.path, &manifest.project_root).map_err(Diagnostics::from)?;
+    let mut plan = Plan { manifest, lock, nodes: ordered, index };
+    if let Some(used) = plan.lock.as_ref().and_then(|l| crate::lock::digest_of_used(l, &plan)) {
+        plan.manifest.digest = crate::canonical::digest_json(
+            &serde_json::json!({"manifest": plan.manifest.digest.to_string(), "inputs_lock": used.to_string()}),
+        );
+    }
+    Ok(plan)
 }
 
 /// Kahn's algorithm with the ready set ordered by id. On a cycle, returns one cycle's node ids

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::manifest::DISABLED_KEY;
 use crate::manifest::Experiment;
+use crate::manifest::{ABOUT_KEY, DISABLED_KEY};
 use crate::plugin::{Plugin, registry};
 use crate::validate::{EXPERIMENT, PLUGIN_KEY};
 
@@ -55,6 +55,21 @@ fn rewrite_refs(value: &mut Value, prefix: &str) {
     }
 }
 
+fn about_schema() -> Value {
+    let text = |what: &str| json!({ "type": "string", "description": what });
+    json!({
+        "type": "object",
+        "description": "Where this entry's data comes from (documentation: listed by `aurora plan --inputs`, never part of a key).",
+        "additionalProperties": false,
+        "properties": {
+            "origin": text("The public origin: a data set id, a URL, a paper."),
+            "revision": text("The revision or version of the origin, where known."),
+            "license": text("The licence of the data."),
+            "note": text("Anything else a reader must know, e.g. which shares are chosen here."),
+        },
+    })
+}
+
 fn disabled_schema() -> Value {
     json!({ "type": "boolean", "description": "`true` removes this entry after extends, profiles and `--set` are merged (e.g. an ablation dropping an inherited stage)." })
 }
@@ -73,6 +88,7 @@ pub fn manifest_schema() -> Value {
         {
             props.insert(PLUGIN_KEY.into(), json!({ "const": plugin.id() }));
             props.insert(DISABLED_KEY.into(), disabled_schema());
+            props.insert(ABOUT_KEY.into(), about_schema());
         }
         defs.insert(plugin.id().to_string(), config);
         branches.push(json!({
@@ -89,6 +105,7 @@ pub fn manifest_schema() -> Value {
             "properties": {
                 PLUGIN_KEY: { "type": "string", "enum": ids, "description": "The registered plugin that plans and executes this entry (see `aurora plugins`)." },
                 DISABLED_KEY: disabled_schema(),
+                ABOUT_KEY: about_schema(),
             },
             "allOf": branches,
         }),

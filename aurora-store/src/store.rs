@@ -460,6 +460,26 @@ impl Store {
         }
     }
 
+    /// The files of an input (itself, or every file under a directory, sorted) with their
+    /// sizes and memoised digests: what an inputs lock records. Paths are `path` joined with each
+    /// file's path inside it (`path` itself for a file).
+    pub fn input_files(&self, path: &Path) -> Result<Vec<(PathBuf, u64, Digest)>, StoreError> {
+        let canon = fs::canonicalize(path).map_err(|e| {
+            StoreError::io_hint("read input", path, e, "check the path in the manifest and that the file exists")
+        })?;
+        let meta = fs::metadata(&canon).map_err(|e| StoreError::io("read input", &canon, e))?;
+        if !meta.is_dir() {
+            let (digest, size) = self.memo_hash(&canon, &meta)?;
+            return Ok(vec![(path.to_path_buf(), size, digest)]);
+        }
+        let mut out = Vec::new();
+        for w in hash::walk_tree(&canon)? {
+            let (digest, size) = self.memo_hash(&w.abs, &w.meta)?;
+            out.push((path.join(&w.rel), size, digest));
+        }
+        Ok(out)
+    }
+
     /// Memoised digest of one regular file at a canonical path, given its metadata.
     fn memo_hash(&self, path: &Path, meta: &fs::Metadata) -> Result<(Digest, u64), StoreError> {
         if !meta.is_file() {

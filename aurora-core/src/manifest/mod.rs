@@ -8,6 +8,7 @@
 mod resolve;
 pub mod tree;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aurora_store::Digest;
@@ -64,6 +65,9 @@ pub struct ResolvedManifest {
     pub sources: SourceMap,
     /// blake3 of the canonical JSON of `value`.
     pub digest: Digest,
+    /// Each entry's `about` table (where its data comes from), by `SECTION.NAME`: documentation,
+    /// kept out of `value`, so of every key and of the digest.
+    pub about: BTreeMap<String, Value>,
 }
 
 impl ResolvedManifest {
@@ -129,16 +133,43 @@ pub const DISABLED_KEY: &str = "disabled";
 /// ablation can remove a stage it inherits (`[stages.cat] disabled = true`). A reference to a
 /// dropped entry is then an unknown reference, found by the planner.
 fn remove_disabled_entries(tree: &mut tree::Sourced) {
+    remove_entries_where(tree, |entry| {
+        let disabled = entry.remove(DISABLED_KEY).map(|d| d.to_json());
+        disabled == Some(Value::Bool(true))
+    });
+}
+
+/// The entry key of what an entry's data is and where it comes from:
+/// `about = { origin = "...", revision = "...", license = "...", note = "..." }`. It documents
+/// the study (`aurora plan --inputs` lists it) and never changes a result.
+pub const ABOUT_KEY: &str = "about";
+
+/// Takes every entry's `about` table out of the tree, by `SECTION.NAME`.
+fn take_about(tree: &mut tree::Sourced) -> BTreeMap<String, Value> {
+    let mut about = BTreeMap::new();
+    let Some(root) = tree.as_table_mut() else { return about };
+    for (section, entries) in root.iter_mut() {
+        if section == "experiment" || section == "profiles" {
+            continue;
+        }
+        for (name, entry) in entries.as_table_mut().into_iter().flat_map(|e| e.iter_mut()) {
+            if let Some(a) = entry.as_table_mut().and_then(|e| e.remove(ABOUT_KEY)) {
+                about.insert(format!("{section}.{name}"), a.to_json());
+            }
+        }
+    }
+    about
+}
+
+/// Drops the entries for which `drop` (given the entry's table, which it may edit) says so.
+fn remove_entries_where(tree: &mut tree::Sourced, mut drop: impl FnMut(&mut BTreeMap<String, tree::Sourced>) -> bool) {
     let Some(root) = tree.as_table_mut() else { return };
     for (section, entries) in root.iter_mut() {
         if section == "experiment" || section == "profiles" {
             continue;
         }
         if let Some(entries) = entries.as_table_mut() {
-            entries.retain(|_, entry| {
-                let disabled = entry.as_table_mut().and_then(|e| e.remove(DISABLED_KEY)).map(|d| d.to_json());
-                disabled != Some(Value::Bool(true))
-            });
+            entries.retain(|_, entry| !entry.as_table_mut().is_some_and(&mut drop));
         }
     }
 }
@@ -169,9 +200,10 @@ pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest
         exp.remove("default_profile");
     }
     remove_disabled_entries(&mut tree);
+    let about = take_about(&mut tree);
 
     let value = tree.to_json();
     let sources = tree.source_map();
     let digest = digest_json(&value);
-    Ok(ResolvedManifest { path: abs, project_root, profile, value, sources, digest })
+    Ok(ResolvedManifest { path: abs, project_root, profile, value, sources, digest, about })
 }
