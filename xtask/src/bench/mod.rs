@@ -29,6 +29,7 @@ use crate::{cargo, exec_checked, target_dir};
 mod blend;
 mod dist;
 mod infer;
+mod lock;
 mod noop;
 mod plan;
 mod sandbox;
@@ -36,8 +37,17 @@ mod tokenize;
 mod train;
 
 /// Every benchmark, in the order they run.
-pub const ALL: &[Benchmark] =
-    &[noop::BENCH, plan::BENCH, tokenize::BENCH, blend::BENCH, infer::BENCH, train::BENCH, dist::BENCH, sandbox::BENCH];
+pub const ALL: &[Benchmark] = &[
+    noop::BENCH,
+    plan::BENCH,
+    lock::BENCH,
+    tokenize::BENCH,
+    blend::BENCH,
+    infer::BENCH,
+    train::BENCH,
+    dist::BENCH,
+    sandbox::BENCH,
+];
 
 /// One benchmark: `run` measures and returns its section of the report.
 pub struct Benchmark {
