@@ -167,3 +167,21 @@ fn a_locked_corpus_is_checked_before_anything_runs() {
         stderr(&other)
     );
 }
+
+/// `about` documents an entry; a field it does not know (a British `licence`) or a value that
+/// is not a string is a located error, and it never changes a key or the digest.
+#[test]
+fn about_is_documentation_checked_for_its_fields() {
+    let p = Project::new();
+    let with = MANIFEST.replace("ODC-By 1.0", "CC0");
+    p.write("a.toml", &with);
+    p.write("b.toml", &MANIFEST.replace(r#"about = { origin = "example/web-corpus (Hugging Face)", revision = "r1", license = "ODC-By 1.0", note = "shares chosen here" }"#, ""));
+    assert_eq!(p.digest(&["a.toml"]), p.digest(&["b.toml"]), "about is not in the digest");
+    p.write(
+        "bad.toml",
+        &MANIFEST.replace("license = \"ODC-By 1.0\"", "licence = \"ODC-By 1.0\", revision_date = 2024"),
+    );
+    let out = p.run(&["plan", "bad.toml"]);
+    assert_code(&out, 2, "an about table with unknown fields");
+    insta::assert_snapshot!("about_unknown_fields", p.redact(&stderr(&out)));
+}

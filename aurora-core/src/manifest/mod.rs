@@ -144,21 +144,46 @@ fn remove_disabled_entries(tree: &mut tree::Sourced) {
 /// the study (`aurora plan --inputs` lists it) and never changes a result.
 pub const ABOUT_KEY: &str = "about";
 
-/// Takes every entry's `about` table out of the tree, by `SECTION.NAME`.
-fn take_about(tree: &mut tree::Sourced) -> BTreeMap<String, Value> {
+/// The fields an `about` table may have.
+pub const ABOUT_FIELDS: [&str; 4] = ["origin", "revision", "license", "note"];
+
+/// Takes every entry's `about` table out of the tree, by `SECTION.NAME`; a table with other
+/// fields, or with values that are not strings, is an error located by `sources`.
+fn take_about(tree: &mut tree::Sourced, sources: &SourceMap) -> Result<BTreeMap<String, Value>, Diagnostics> {
     let mut about = BTreeMap::new();
-    let Some(root) = tree.as_table_mut() else { return about };
+    let mut problems = Vec::new();
+    let Some(root) = tree.as_table_mut() else { return Ok(about) };
     for (section, entries) in root.iter_mut() {
         if section == "experiment" || section == "profiles" {
             continue;
         }
         for (name, entry) in entries.as_table_mut().into_iter().flat_map(|e| e.iter_mut()) {
             if let Some(a) = entry.as_table_mut().and_then(|e| e.remove(ABOUT_KEY)) {
-                about.insert(format!("{section}.{name}"), a.to_json());
+                let value = a.to_json();
+                let pointer = format!("/{section}/{name}/{ABOUT_KEY}");
+                let fields = value.as_object().map(|o| o.iter().collect::<Vec<_>>());
+                let bad: Vec<String> = match &fields {
+                    Some(fields) => fields
+                        .iter()
+                        .filter(|(k, v)| !ABOUT_FIELDS.contains(&k.as_str()) || !v.is_string())
+                        .map(|(k, _)| format!("`{k}`"))
+                        .collect(),
+                    None => vec!["the value".to_owned()],
+                };
+                if !bad.is_empty() {
+                    problems.push(
+                        Diagnostic::new(format!("`{section}.{name}.{ABOUT_KEY}`: {} not allowed", bad.join(", ")))
+                            .at(sources.value(&pointer))
+                            .pointer(pointer)
+                            .expected(format!("a table of strings with the fields {}", ABOUT_FIELDS.join(", ")))
+                            .help("`about` documents where the data comes from; other settings belong to the entry"),
+                    );
+                }
+                about.insert(format!("{section}.{name}"), value);
             }
         }
     }
-    about
+    if problems.is_empty() { Ok(about) } else { Err(Diagnostics(problems)) }
 }
 
 /// Drops the entries for which `drop` (given the entry's table, which it may edit) says so.
@@ -200,10 +225,11 @@ pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest
         exp.remove("default_profile");
     }
     remove_disabled_entries(&mut tree);
-    let about = take_about(&mut tree);
+    // The map is taken before `about` leaves the tree, so its errors are located.
+    let sources = tree.source_map();
+    let about = take_about(&mut tree, &sources)?;
 
     let value = tree.to_json();
-    let sources = tree.source_map();
     let digest = digest_json(&value);
     Ok(ResolvedManifest { path: abs, project_root, profile, value, sources, digest, about })
 }
