@@ -132,3 +132,29 @@ fn the_editor_schema_rejects_what_validation_rejects() {
     });
     assert!(validator.is_valid(&good));
 }
+
+/// Every shipped manifest plans under each profile of the study: an ablation that removes a
+/// stage must also fix what a profile adds that names it (the paper profile's MBPP evaluation,
+/// its own mixture weights).
+#[test]
+fn shipped_manifests_plan_under_every_profile() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut manifests = vec![root.join("experiments/aurora-m.toml")];
+    for entry in std::fs::read_dir(root.join("experiments/ablations")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "toml") {
+            manifests.push(entry.path());
+        }
+    }
+    manifests.sort();
+    for path in &manifests {
+        for profile in ["local", "paper"] {
+            let options = aurora_core::manifest::ResolveOptions { profile: Some(profile.into()), sets: Vec::new() };
+            let resolved = aurora_core::manifest::resolve(path, &options)
+                .unwrap_or_else(|e| panic!("{} -p {profile}: {e}", path.display()));
+            let plan = aurora_core::plan::plan(resolved)
+                .unwrap_or_else(|e| panic!("{} -p {profile} does not plan:\n{e}", path.display()));
+            assert!(!plan.nodes.is_empty());
+        }
+    }
+    assert!(manifests.len() >= 8, "{manifests:?}");
+}
