@@ -35,7 +35,7 @@ enum Command {
         #[command(flatten)]
         manifest: ManifestArgs,
         /// List every `file:` input instead (what to fetch): path, format, origin, licence, size
-        /// and state (present, missing, locked, differs from the lock).
+        /// and state (present or missing, locked or not).
         #[arg(long)]
         inputs: bool,
         /// Machine-readable output.
@@ -260,6 +260,13 @@ fn cmd_plan(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
     for missing in &check.missing {
         eprintln!("note: {}", missing.message);
     }
+    if !check.unlocked.is_empty() {
+        let shown: Vec<&str> = check.unlocked.iter().map(|r| r.strip_prefix("file:").unwrap_or(r)).collect();
+        eprintln!(
+            "note: not in the inputs lock, so not checked and not in the digest: {}; `aurora lock` adds them",
+            shown.join(", ")
+        );
+    }
     if check.differ.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -274,7 +281,10 @@ fn cmd_inputs(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
 }
 
 fn cmd_lock(args: &ManifestArgs, jobs: usize) -> Result<ExitCode> {
-    let plan = plan(args.resolve()?)?;
+    let (plan, unusable) = aurora_core::plan::plan_keeping_a_bad_lock(args.resolve()?)?;
+    if let Some(problem) = unusable {
+        eprintln!("warning: {}; writing a new one", problem.message);
+    }
     let store = open_store(&plan.manifest.project_root)?;
     let path = crate::inputs::lock(&plan, &store, jobs)?;
     eprintln!("wrote {}", path.display());

@@ -72,11 +72,13 @@ fn on_disk(plan: &Plan, r: &Reference) -> Option<(usize, u64)> {
     let mut bytes = 0;
     for input in &r.inputs {
         let path = plan.manifest.input_path(input);
-        let mut stack = vec![path];
-        while let Some(p) = stack.pop() {
-            let meta = std::fs::metadata(&p).ok()?;
+        // The input itself may be a link; nothing inside is followed (a cycle would never end;
+        // hashing refuses links inside anyway).
+        let mut stack = vec![(path, true)];
+        while let Some((p, top)) = stack.pop() {
+            let meta = if top { std::fs::metadata(&p) } else { std::fs::symlink_metadata(&p) }.ok()?;
             if meta.is_dir() {
-                stack.extend(std::fs::read_dir(&p).ok()?.flatten().map(|e| e.path()));
+                stack.extend(std::fs::read_dir(&p).ok()?.flatten().map(|e| (e.path(), false)));
             } else {
                 files += 1;
                 bytes += meta.len();
@@ -213,7 +215,10 @@ pub fn lock(plan: &Plan, store: &Store, jobs: usize) -> Result<PathBuf> {
     }
     let scanned = lock::scan(plan, store, &list, jobs, &on_file);
     bar.finish_and_clear();
-    store.flush_memo().context("cannot save the hash memo")?;
+    if let Err(e) = store.flush_memo() {
+        // The memo is a cache: failing to save it costs a rehash next time, not correctness.
+        eprintln!("warning: {e}");
+    }
     let files = match scanned {
         Ok(files) => files,
         Err(ScanError::Missing(paths)) => {

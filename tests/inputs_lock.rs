@@ -156,6 +156,16 @@ fn a_locked_corpus_is_checked_before_anything_runs() {
         (Some("example/web-corpus (Hugging Face)"), Some("ODC-By 1.0"))
     );
 
+    // A lock that does not parse stops plan, and `aurora lock` rewrites it.
+    p.write("aurora.inputs.lock", "version = 1\nthis is not a lock\n");
+    let broken = p.run(&["plan", "aurora.toml"]);
+    assert_code(&broken, 2, "a broken lock");
+    assert!(stderr(&broken).contains("not a valid inputs lock"), "{}", stderr(&broken));
+    let relock = p.run(&["lock", "aurora.toml"]);
+    assert_code(&relock, 0, "relocking over a broken lock");
+    assert!(stderr(&relock).contains("writing a new one"), "{}", stderr(&relock));
+    assert_eq!(p.digest(&["aurora.toml"]), locked_digest);
+
     // A lock copied beside another manifest is refused, naming both.
     p.write("other.toml", MANIFEST);
     std::fs::copy(p.path("aurora.inputs.lock"), p.path("other.inputs.lock")).unwrap();

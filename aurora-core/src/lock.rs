@@ -118,7 +118,17 @@ pub fn read(manifest: &Path, project_root: &Path) -> Result<Option<InputsLock>, 
             path.display(),
             lock.version
         ))
-        .help(relock));
+        .help(relock.clone()));
+    }
+    let mut lock = lock;
+    lock.inputs.sort_by(|a, b| a.reference.cmp(&b.reference));
+    if let Some(pair) = lock.inputs.windows(2).find(|w| w[0].reference == w[1].reference) {
+        return Err(Diagnostic::new(format!("{}: `{}` is locked twice", path.display(), pair[0].reference))
+            .expected("each reference once, as `aurora lock` writes it")
+            .help(relock));
+    }
+    for input in &mut lock.inputs {
+        input.files.sort();
     }
     let mine = display(manifest, project_root);
     if lock.manifest != mine {
@@ -172,43 +182,51 @@ pub fn scan(
     if !missing.is_empty() {
         return Err(ScanError::Missing(missing));
     }
+    // One work item per file (a directory's files apart), so a large directory is hashed in
+    // parallel and reported (and memoised) file by file.
+    let mut listed: BTreeMap<&str, Vec<PathBuf>> = BTreeMap::new();
+    for input in &inputs {
+        let files = store
+            .input_file_list(&plan.manifest.input_path(input))
+            .map_err(|e| ScanError::Unreadable(e.to_string()))?;
+        listed.insert(input.as_str(), files);
+    }
+    let items: Vec<&PathBuf> = listed.values().flatten().collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::Mutex::new(BTreeMap::new());
     std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, inputs.len().max(1)) {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(input) = inputs.get(i) else { break };
-                    let found = store.input_files(&plan.manifest.input_path(input)).map(|files| {
-                        files
-                            .into_iter()
-                            .map(|(abs, size, digest)| {
-                                on_file(size);
-                                LockedFile {
-                                    path: display(&abs, &plan.manifest.project_root),
-                                    size,
-                                    blake3: digest.to_string(),
-                                }
-                            })
-                            .collect::<Vec<_>>()
-                    });
-                    done.lock().unwrap_or_else(|p| p.into_inner()).insert(input.as_str(), found);
+                    let Some(path) = items.get(i) else { break };
+                    let hashed = store.input_file(path);
+                    if let Ok((size, _)) = &hashed {
+                        on_file(*size);
+                    }
+                    done.lock().unwrap_or_else(|p| p.into_inner()).insert(i, hashed);
                 }
             });
         }
     });
     let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut hashed: BTreeMap<&Path, (u64, Digest)> = BTreeMap::new();
+    for (i, result) in done {
+        hashed.insert(items[i].as_path(), result.map_err(|e| ScanError::Unreadable(e.to_string()))?);
+    }
     let mut out = BTreeMap::new();
     for (reference, r) in refs {
-        let mut files = Vec::new();
-        for input in &r.inputs {
-            match &done[input.as_str()] {
-                Ok(found) => files.extend(found.iter().cloned()),
-                Err(e) => return Err(ScanError::Unreadable(e.to_string())),
-            }
-        }
+        let mut files: Vec<LockedFile> = r
+            .inputs
+            .iter()
+            .flat_map(|input| &listed[input.as_str()])
+            .map(|path| {
+                let (size, digest) = hashed[path.as_path()];
+                LockedFile { path: display(path, &plan.manifest.project_root), size, blake3: digest.to_string() }
+            })
+            .collect();
         files.sort();
+        files.dedup();
         out.insert((*reference).to_owned(), files);
     }
     Ok(out)
@@ -316,7 +334,7 @@ pub fn check(plan: &Plan, store: &Store, lock: &InputsLock, selected: Option<&BT
 
 /// The first 12 hex digits, as the CLI shows digests.
 fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(12)]
+    hex.get(..12).unwrap_or(hex)
 }
 
 /// A lock of `plan`'s references, keeping `previous`'s entries of references this plan does not

@@ -109,6 +109,16 @@ impl Plan {
 
 /// Validates and plans a resolved manifest.
 pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
+    match plan_keeping_a_bad_lock(manifest)? {
+        (plan, None) => Ok(plan),
+        (_, Some(problem)) => Err(problem.into()),
+    }
+}
+
+/// [`plan`], but an inputs lock that cannot be used (unparsable, another version, another
+/// manifest's) is returned beside the plan instead of failing it, the plan having no lock:
+/// what `aurora lock` needs to rewrite it.
+pub fn plan_keeping_a_bad_lock(manifest: ResolvedManifest) -> Result<(Plan, Option<Diagnostic>), Diagnostics> {
     validate(&manifest)?;
     let experiment = manifest.experiment()?;
     let ctx = PlanContext { manifest: &manifest };
@@ -225,14 +235,17 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
     let ordered: Vec<PlannedNode> =
         order.iter().map(|id| nodes.remove(id).expect("ordered ids come from the map")).collect();
     let index = ordered.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
-    let lock = crate::lock::read(&manifest.path, &manifest.project_root).map_err(Diagnostics::from)?;
+    let (lock, unreadable) = match crate::lock::read(&manifest.path, &manifest.project_root) {
+        Ok(lock) => (lock, None),
+        Err(problem) => (None, Some(problem)),
+    };
     let mut plan = Plan { manifest, lock, nodes: ordered, index };
     if let Some(used) = plan.lock.as_ref().and_then(|l| crate::lock::digest_of_used(l, &plan)) {
         plan.manifest.digest = crate::canonical::digest_json(
             &serde_json::json!({"manifest": plan.manifest.digest.to_string(), "inputs_lock": used.to_string()}),
         );
     }
-    Ok(plan)
+    Ok((plan, unreadable))
 }
 
 /// Kahn's algorithm with the ready set ordered by id. On a cycle, returns one cycle's node ids

@@ -1,7 +1,8 @@
 //! File and tree hashing. The tree digest depends only on relative paths and file bytes, so
 //! creation order, mtimes, permissions and the location of the tree never change it.
 
-use std::fs::{self, Metadata};
+use std::fs::{self, File, Metadata};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -35,10 +36,22 @@ pub(crate) fn hash_file_sized(path: &Path) -> Result<(Digest, u64), StoreError> 
     if !meta.is_file() {
         return Err(StoreError::SpecialFile { path: path.to_path_buf() });
     }
-    // Memory-mapped (no copy through a read buffer: ~1.4x the throughput from the page cache);
-    // blake3 reads small files instead.
+    // Read through a 1 MiB buffer: most of a memory map's speed (blake3's own reader uses 64 KiB)
+    // without its SIGBUS when an input shrinks while it is hashed (the memo expects files to
+    // change under it).
+    let mut file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).map_err(|e| StoreError::io("read", path, e))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::io("read", path, e)),
+        }
+    }
     Ok((hasher.finalize().into(), hasher.count()))
 }
 

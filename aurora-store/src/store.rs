@@ -460,24 +460,24 @@ impl Store {
         }
     }
 
-    /// The files of an input (itself, or every file under a directory, sorted) with their
-    /// sizes and memoised digests: what an inputs lock records. Paths are `path` joined with each
-    /// file's path inside it (`path` itself for a file).
-    pub fn input_files(&self, path: &Path) -> Result<Vec<(PathBuf, u64, Digest)>, StoreError> {
-        let canon = fs::canonicalize(path).map_err(|e| {
+    /// The files an input stands for: itself, or every file under a directory (sorted, by the
+    /// rules of [`Store::hash_input`]: symlinks and special files are errors), each as `path`
+    /// joined with its path inside. Nothing is read.
+    pub fn input_file_list(&self, path: &Path) -> Result<Vec<PathBuf>, StoreError> {
+        let meta = fs::metadata(path).map_err(|e| {
             StoreError::io_hint("read input", path, e, "check the path in the manifest and that the file exists")
         })?;
-        let meta = fs::metadata(&canon).map_err(|e| StoreError::io("read input", &canon, e))?;
         if !meta.is_dir() {
-            let (digest, size) = self.memo_hash(&canon, &meta)?;
-            return Ok(vec![(path.to_path_buf(), size, digest)]);
+            return Ok(vec![path.to_path_buf()]);
         }
-        let mut out = Vec::new();
-        for w in hash::walk_tree(&canon)? {
-            let (digest, size) = self.memo_hash(&w.abs, &w.meta)?;
-            out.push((path.join(&w.rel), size, digest));
-        }
-        Ok(out)
+        Ok(hash::walk_tree(path)?.into_iter().map(|w| path.join(w.rel)).collect())
+    }
+
+    /// The size and memoised digest of one input file: what an inputs lock records.
+    pub fn input_file(&self, path: &Path) -> Result<(u64, Digest), StoreError> {
+        let canon = fs::canonicalize(path).map_err(|e| StoreError::io("read input", path, e))?;
+        let meta = fs::metadata(&canon).map_err(|e| StoreError::io("read input", &canon, e))?;
+        self.memo_hash(&canon, &meta).map(|(digest, size)| (size, digest))
     }
 
     /// Memoised digest of one regular file at a canonical path, given its metadata.

@@ -191,7 +191,9 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, (String, String, St
         )
     })?;
     let mut files: Vec<PathBuf> = Vec::new();
+    let mut matched_any = false;
     for path in paths {
+        matched_any = true;
         let path = path.map_err(|e| {
             (
                 format!("`{pattern}`: cannot read {}: {}", e.path().display(), e.error()),
@@ -205,8 +207,15 @@ fn expand(root: &Path, pattern: &str) -> Result<Vec<String>, (String, String, St
     }
     // Nothing there (yet): the pattern itself is the input, so `aurora plan` lists it as missing
     // (a cluster's corpora are not on a laptop) and `aurora run` refuses to start without it.
-    if files.is_empty() {
+    if !matched_any {
         return Ok(vec![pattern.to_owned()]);
+    }
+    if files.is_empty() {
+        return Err((
+            format!("`{pattern}` matches only directories"),
+            "files (a directory of shards is `file:DIR/*.EXT`)".to_string(),
+            format!("write a glob of the files, e.g. \"{pattern}/*.jsonl.gz\""),
+        ));
     }
     files.sort();
     Ok(files

@@ -81,6 +81,14 @@ fn nothing_read_and_everything_held_out() {
     insta::assert_snapshot!(exec_error(&p, &body), @"sources/web: every one of the 1 documents left after cleaning was held out; lower `heldout.fraction` or add data");
 }
 
+/// A pattern that matches only directories is a located error (a directory is not a document).
+#[test]
+fn a_pattern_of_directories_is_located() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("shards/a")).unwrap();
+    insta::assert_snapshot!(plan_error(&p, &jsonl("shards/*", "")));
+}
+
 /// A glob that matches nothing plans (the data may live on a cluster's disk): the pattern itself
 /// is the source's one input, which `aurora plan` lists as missing and `aurora run` refuses
 /// (tests/inputs_lock.rs).

@@ -157,6 +157,10 @@ impl View for Lazy<'_, '_> {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        // After a failure the file is removed anyway: read nothing more.
+        if self.failure.borrow().is_some() {
+            return vec![0u8; self.len].into();
+        }
         match self.bytes() {
             Ok(data) => data.into(),
             Err(problem) => {
