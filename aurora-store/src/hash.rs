@@ -36,9 +36,9 @@ pub(crate) fn hash_file_sized(path: &Path) -> Result<(Digest, u64), StoreError> 
     if !meta.is_file() {
         return Err(StoreError::SpecialFile { path: path.to_path_buf() });
     }
-    // Read through a 1 MiB buffer: most of a memory map's speed (blake3's own reader uses 64 KiB)
-    // without its SIGBUS when an input shrinks while it is hashed (the memo expects files to
-    // change under it).
+    // Through a buffer, not a memory map: a map hashes ~1.35x faster from the page cache, but an
+    // input that shrinks while it is hashed would kill the process (SIGBUS), and the memo
+    // expects files to change under it.
     let mut file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 1 << 20];
