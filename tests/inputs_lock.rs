@@ -195,3 +195,31 @@ fn about_is_documentation_checked_for_its_fields() {
     assert_code(&out, 2, "an about table with unknown fields");
     insta::assert_snapshot!("about_unknown_fields", p.redact(&stderr(&out)));
 }
+
+/// A directory input (here reached through a link, as a checkpoint directory on another disk
+/// often is) is locked file by file; a changed file inside is named.
+#[test]
+fn a_directory_input_is_locked_file_by_file() {
+    let p = Project::new();
+    p.write("elsewhere/ckpt/config.json", "{}\n");
+    p.write("elsewhere/ckpt/shards/model-1.safetensors", "weights one\n");
+    std::os::unix::fs::symlink(p.path("elsewhere/ckpt"), p.path("ckpt")).unwrap();
+    p.write(
+        "aurora.toml",
+        "[experiment]\nname = \"dir\"\nseed = 1\n\n[steps.read]\nplugin = \"exec.command\"\nargv = [\"true\"]\ninputs \
+         = { ckpt = \"file:ckpt\" }\n",
+    );
+    assert_code(&p.run(&["lock", "aurora.toml"]), 0, "lock a directory");
+    let written: toml::Value = toml::from_str(&p.read("aurora.inputs.lock")).unwrap();
+    let paths: Vec<&str> =
+        written["input"][0]["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["ckpt/config.json", "ckpt/shards/model-1.safetensors"]);
+    p.write("elsewhere/ckpt/shards/model-1.safetensors", "weights two\n");
+    let plan = p.run(&["plan", "aurora.toml"]);
+    assert_code(&plan, 2, "a changed file inside a locked directory");
+    assert!(
+        stderr(&plan).contains("`ckpt/shards/model-1.safetensors` changed since aurora.inputs.lock"),
+        "{}",
+        stderr(&plan)
+    );
+}

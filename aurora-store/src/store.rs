@@ -470,7 +470,9 @@ impl Store {
         if !meta.is_dir() {
             return Ok(vec![path.to_path_buf()]);
         }
-        Ok(hash::walk_tree(path)?.into_iter().map(|w| path.join(w.rel)).collect())
+        // The input itself may be a link to a directory (as for `hash_input`); links inside not.
+        let canon = fs::canonicalize(path).map_err(|e| StoreError::io("read input", path, e))?;
+        Ok(hash::walk_tree(&canon)?.into_iter().map(|w| path.join(w.rel)).collect())
     }
 
     /// The size and memoised digest of one input file: what an inputs lock records.
