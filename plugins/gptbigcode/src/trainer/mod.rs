@@ -36,7 +36,7 @@ use aurora_worker_api::{Event, Init, Precision, TrainData, TrainJob};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::adamw::{AdamW, AdamWError, StateFiles};
+use crate::adamw::{AdamW, AdamWError, STEP_TENSOR, StateFiles, trainable};
 use crate::checkpoint::{self, CheckpointError, ResumeState};
 use crate::config::GptBigCodeConfig;
 use crate::hf::{self, HfError};
@@ -521,19 +521,41 @@ impl Optimizer {
 
     /// Writes the whole state as `optimizer.safetensors` in `out` (rank 0; with ZeRO-1 it
     /// reads every rank's shard back from `shards`, written there by [`Optimizer::save_into`]).
-    fn save_consolidated(
-        &self,
-        out: &Path,
-        shards: &Path,
-        vs: &nn::VarStore,
-        job: &TrainJob,
-    ) -> Result<(), AdamWError> {
+    fn save_consolidated(&self, out: &Path, shards: &Path, vs: &nn::VarStore) -> Result<(), AdamWError> {
         match self {
             Optimizer::Whole(o) => o.save(&out.join(OPTIMIZER_FILE)),
-            Optimizer::Sharded(_) => {
-                let mut whole = AdamW::new(vs, &job.optimizer);
-                whole.load_state(&StateFiles::open_dir(shards)?)?;
-                whole.save(&out.join(OPTIMIZER_FILE))
+            // Tensor by tensor from the shard files (memory-mapped), never the whole state in
+            // memory; every shape is checked before anything is written.
+            Optimizer::Sharded(o) => {
+                let files = StateFiles::open_dir(shards)?;
+                let mut problems = Vec::new();
+                let mut tensors = Vec::new();
+                for (name, var, _) in trainable(vs) {
+                    let shape = var.size();
+                    for suffix in ["exp_avg", "exp_avg_sq"] {
+                        let key = format!("{name}.{suffix}");
+                        match files.check_shape(&key, &shape) {
+                            Err(problem) => problems.push(problem),
+                            Ok(()) => {
+                                let (files, shape) = (&files, shape.clone());
+                                tensors.push(hf::TensorToWrite::new(
+                                    key.clone(),
+                                    Kind::Float,
+                                    shape.clone(),
+                                    move || files.read_whole(&key, &shape),
+                                ));
+                            }
+                        }
+                    }
+                }
+                if !problems.is_empty() {
+                    return Err(AdamWError::Mismatch { path: files.described(), problems });
+                }
+                let step = o.step_count() as i64;
+                tensors.push(hf::TensorToWrite::new(STEP_TENSOR, Kind::Int64, vec![1], move || {
+                    Ok(Tensor::from_slice(&[step]))
+                }));
+                Ok(hf::write_safetensors_lazily(&out.join(OPTIMIZER_FILE), &tensors)?)
             }
         }
     }
@@ -929,7 +951,7 @@ pub fn train(job: &TrainJob, events: &mut dyn FnMut(Event)) -> Result<Map<String
         hf::save_pretrained_lazily(out, &job.model, weights, hf::DEFAULT_MAX_SHARD_BYTES)?;
         match &gathered {
             Some(parts) => hf::write_safetensors_lazily(&out.join(OPTIMIZER_FILE), &parts.optimizer())?,
-            None => opt.save_consolidated(out, &shards, &vs, job)?,
+            None => opt.save_consolidated(out, &shards, &vs)?,
         }
         std::fs::copy(&tokenizer, out.join(TOKENIZER_FILE)).map_err(io(&tokenizer))?;
         checkpoint::write_json(&out.join(TRAINER_STATE_FILE), &final_state)?;
