@@ -141,7 +141,11 @@ pub fn table(plan: &Plan, rows: &[InputRow]) -> String {
         rows.len(),
         rows.len() - missing,
         match &plan.lock {
-            Some(l) => format!("; {} locked in {}", rows.iter().filter(|r| r.locked).count(), l.manifest_lock_name()),
+            Some(l) => format!(
+                "; {} locked in {}",
+                rows.iter().filter(|r| r.locked).count(),
+                lock::lock_path(Path::new(&l.manifest)).display()
+            ),
             None => "; no inputs lock (`aurora lock` writes one)".to_owned(),
         }
     );
@@ -169,17 +173,6 @@ pub fn table(plan: &Plan, rows: &[InputRow]) -> String {
         }
     }
     out
-}
-
-trait LockName {
-    fn manifest_lock_name(&self) -> String;
-}
-
-impl LockName for lock::InputsLock {
-    /// `experiments/aurora-m.inputs.lock` for the lock of `experiments/aurora-m.toml`.
-    fn manifest_lock_name(&self) -> String {
-        lock::lock_path(Path::new(&self.manifest)).to_string_lossy().into_owned()
-    }
 }
 
 /// Hashes every file the plan's `file:` inputs stand for (`jobs` at a time, with progress) and
