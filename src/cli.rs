@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -10,6 +11,7 @@ use aurora_core::execute::{self, NodeStatus, RunOptions};
 use aurora_core::manifest::{self, ResolveOptions, ResolvedManifest};
 use aurora_core::plan::{Plan, plan};
 use aurora_core::plugin::registry;
+use aurora_core::remote;
 use aurora_core::{Digest, Store};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -69,6 +71,38 @@ enum Command {
         /// allocation, else local). Never part of a node key.
         #[arg(long, value_name = "LAUNCHER", env = aurora_launch::AURORA_LAUNCHER, default_value = "auto")]
         launcher: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Upload what this run executes to the remote cache (off by default: a reviewer's run
+        /// reads the remote and writes nothing to it).
+        #[arg(long, requires = "remote")]
+        remote_upload: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload every node of the manifest's plan that is in the local store to the remote cache.
+    Push {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download from the remote cache every node of the manifest's plan it has, executing nothing.
+    Pull {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Downloads at the same time.
+        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        jobs: usize,
+        /// Pull only this node and what it depends on.
+        #[arg(long, value_name = "NODE")]
+        until: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -159,6 +193,31 @@ enum RunsCommand {
 }
 
 #[derive(Args)]
+struct RemoteArgs {
+    /// The remote cache: s3://BUCKET/PREFIX, gs://..., az://..., https://HOST/PATH/ (an HTTP
+    /// cache with WebDAV PUT) or file:///PATH. Credentials come from the environment (AWS_*,
+    /// GOOGLE_*, AZURE_*, AURORA_REMOTE_TOKEN or user:password@ in an https URL). Never part of a key.
+    #[arg(long, value_name = "URL", env = aurora_remote::REMOTE_ENV)]
+    remote: Option<String>,
+}
+
+impl RemoteArgs {
+    fn open(&self) -> Result<Option<Arc<dyn aurora_core::remote::RemoteCache>>> {
+        let Some(url) = self.remote.as_deref().filter(|u| !u.is_empty()) else { return Ok(None) };
+        Ok(Some(aurora_remote::open_shared(url).map_err(|e| usage(e.to_string(), "fix --remote or AURORA_REMOTE"))?))
+    }
+
+    fn require(&self, command: &str) -> Result<Arc<dyn aurora_core::remote::RemoteCache>> {
+        self.open()?.ok_or_else(|| {
+            usage(
+                format!("`aurora {command}` needs a remote cache"),
+                "pass --remote URL or set AURORA_REMOTE (s3://BUCKET/PREFIX, https://HOST/PATH/, file:///PATH)",
+            )
+        })
+    }
+}
+
+#[derive(Args)]
 struct ManifestArgs {
     /// The manifest TOML file.
     manifest: PathBuf,
@@ -219,14 +278,33 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plan { manifest, inputs: true, json } => cmd_inputs(&manifest, json),
         Command::Plan { manifest, inputs: false, json } => cmd_plan(&manifest, json),
         Command::Lock { manifest, jobs } => cmd_lock(&manifest, jobs),
-        Command::Run { manifest, jobs, until, force, launcher, json } => {
+        Command::Run { manifest, jobs, until, force, launcher, remote, remote_upload, json } => {
             // Checked now (a Slurm launcher outside an allocation is an error before any work),
             // then handed to the plugins that start ranks through the environment.
             aurora_launch::Launcher::resolve(Some(&launcher), |k| std::env::var(k).ok())
                 .map_err(|e| usage(e.to_string(), "use --launcher local, slurm or auto"))?;
             // SAFETY: no other thread exists yet (the executor starts its workers later).
             unsafe { std::env::set_var(aurora_launch::AURORA_LAUNCHER, &launcher) };
-            cmd_run(&manifest, jobs, until, force, json)
+            let options = RunOptions {
+                jobs,
+                until,
+                force: force.into_iter().collect::<BTreeSet<_>>(),
+                remote: remote.open()?,
+                upload: remote_upload,
+                fetch_only: false,
+            };
+            cmd_run(&manifest, &options, json)
+        }
+        Command::Push { manifest, remote, json } => cmd_push(&manifest, remote.require("push")?, json),
+        Command::Pull { manifest, remote, jobs, until, json } => {
+            let options = RunOptions {
+                jobs,
+                until,
+                remote: Some(remote.require("pull")?),
+                fetch_only: true,
+                ..RunOptions::default()
+            };
+            cmd_run(&manifest, &options, json)
         }
         Command::Verify { manifest, node, store, profile, sets } => match (manifest, node, store) {
             (_, _, true) => cmd_verify_store(),
@@ -291,21 +369,14 @@ fn cmd_lock(args: &ManifestArgs, jobs: usize) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_run(
-    args: &ManifestArgs,
-    jobs: usize,
-    until: Option<String>,
-    force: Vec<String>,
-    json: bool,
-) -> Result<ExitCode> {
+fn cmd_run(args: &ManifestArgs, options: &RunOptions, json: bool) -> Result<ExitCode> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let plan = plan(args.resolve()?)?;
     let store = open_store(&plan.manifest.project_root)?;
     let observer = output::StderrObserver::new(!json);
-    let options = RunOptions { jobs, until, force: force.into_iter().collect::<BTreeSet<_>>() };
-    let reports = execute::run(&plan, &store, &options, &observer, &observer)?;
-    let failed = reports.iter().any(|r| r.status == NodeStatus::Failed);
+    let reports = execute::run(&plan, &store, options, &observer, &observer)?;
+    let failed = reports.iter().any(|r| r.status == NodeStatus::Failed || r.error.is_some());
     let run_id = aurora_core::record::new_run_id(started);
     let record = aurora_core::record::run_record(
         &run_id,
@@ -317,10 +388,17 @@ fn cmd_run(
     );
     store.write_run(&run_id, &record).context("cannot write the run record")?;
     print!("{}", output::plan_report(&plan, &reports, json, Some((&run_id, clock.elapsed()))));
-    for r in reports.iter().filter(|r| r.status == NodeStatus::Failed) {
-        eprintln!("error: node {} failed: {}", r.id, r.error.as_deref().unwrap_or("(no message)"));
-    }
+    eprint!("{}", output::node_messages(&reports));
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn cmd_push(args: &ManifestArgs, remote: Arc<dyn aurora_core::remote::RemoteCache>, json: bool) -> Result<ExitCode> {
+    let plan = plan(args.resolve()?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let observer = output::StderrObserver::new(!json);
+    let pushed = remote::push(&plan, &store, remote.as_ref(), &observer)?;
+    print!("{}", output::push_report(remote.url(), &pushed, json));
+    Ok(if pushed.iter().any(|p| p.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn cmd_verify_node(path: &Path, profile: Option<String>, sets: Vec<String>, node: &str) -> Result<ExitCode> {

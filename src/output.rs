@@ -22,6 +22,7 @@ fn status_word(s: NodeStatus) -> &'static str {
         NodeStatus::Cached => "cached",
         NodeStatus::Pending => "pending",
         NodeStatus::Executed => "executed",
+        NodeStatus::Downloaded => "fetched",
         NodeStatus::Failed => "FAILED",
     }
 }
@@ -55,6 +56,14 @@ pub fn plan_report(plan: &Plan, reports: &[NodeReport], json: bool, run: Option<
     for r in reports {
         let detail = match (r.status, r.ms) {
             (NodeStatus::Executed, Some(ms)) => format!("{ms} ms -> {}", short(r.artifact)),
+            (NodeStatus::Downloaded, _) => {
+                format!(
+                    "{} in {} ms -> {}",
+                    human_bytes(r.downloaded_bytes.unwrap_or(0)),
+                    r.ms.unwrap_or(0),
+                    short(r.artifact)
+                )
+            }
             (NodeStatus::Failed, _) => "see the error below".to_string(),
             (NodeStatus::Pending, _) => r.reason.clone().unwrap_or_default(),
             _ => String::new(),
@@ -73,7 +82,8 @@ pub fn plan_report(plan: &Plan, reports: &[NodeReport], json: bool, run: Option<
         }
     }
     let mut counts: Vec<(NodeStatus, usize)> = Vec::new();
-    for s in [NodeStatus::Executed, NodeStatus::Cached, NodeStatus::Pending, NodeStatus::Failed] {
+    for s in [NodeStatus::Executed, NodeStatus::Downloaded, NodeStatus::Cached, NodeStatus::Pending, NodeStatus::Failed]
+    {
         let n = reports.iter().filter(|r| r.status == s).count();
         if n > 0 {
             counts.push((s, n));
@@ -120,6 +130,9 @@ impl Observer for StderrObserver {
         match event {
             Event::Started { node } => self.line(format!("  running   {node}")),
             Event::Waiting { node, holder } => self.line(format!("  waiting   {node}: locked by {holder}")),
+            // A lookup is one small request; only what it finds is worth a line.
+            Event::Fetching { .. } => {}
+            Event::Uploading { node, remote } => self.line(format!("  pushing   {node} to {remote}")),
             Event::Finished { report } => {
                 if let Some(bar) = self.node_bars.lock().expect("bar map").remove(&report.id) {
                     bar.finish_and_clear();
@@ -128,6 +141,12 @@ impl Observer for StderrObserver {
                     NodeStatus::Executed => {
                         self.line(format!("  done      {} ({} ms)", report.id, report.ms.unwrap_or_default()))
                     }
+                    NodeStatus::Downloaded => self.line(format!(
+                        "  fetched   {} ({}, {} ms)",
+                        report.id,
+                        human_bytes(report.downloaded_bytes.unwrap_or(0)),
+                        report.ms.unwrap_or_default()
+                    )),
                     NodeStatus::Failed => self.line(format!("  FAILED    {}", report.id)),
                     _ => {}
                 }
@@ -456,5 +475,55 @@ pub fn run_diff(diff: &crate::diff::RunDiff, json: bool) -> String {
             let _ = writeln!(out, "only in {side}: {}", ids.join(", "));
         }
     }
+    out
+}
+
+/// Errors and notes of a run's nodes, for stderr after the table.
+pub fn node_messages(reports: &[NodeReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        for note in &r.notes {
+            let _ = writeln!(out, "note: node {}: {note}", r.id);
+        }
+        match (&r.error, r.status) {
+            (Some(e), NodeStatus::Failed) => {
+                let _ = writeln!(out, "error: node {} failed: {e}", r.id);
+            }
+            (Some(e), _) => {
+                let _ = writeln!(out, "error: node {}: {e}", r.id);
+            }
+            (None, NodeStatus::Failed) => {
+                let _ = writeln!(out, "error: node {} failed: (no message)", r.id);
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// `aurora push`'s summary (or its JSON).
+pub fn push_report(remote: &str, pushed: &[aurora_core::remote::Pushed], json: bool) -> String {
+    if json {
+        let doc = json!({ "remote": remote, "nodes": pushed });
+        return format!("{}\n", serde_json::to_string_pretty(&doc).expect("push reports serialise"));
+    }
+    let mut out = String::new();
+    let id_width = pushed.iter().map(|p| p.id.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "remote {remote}");
+    for p in pushed {
+        let detail = match &p.error {
+            Some(e) => format!("FAILED: {e}"),
+            None if p.uploaded.objects == 0 => "already there".to_string(),
+            None => format!("{} in {} objects", human_bytes(p.uploaded.bytes), p.uploaded.objects),
+        };
+        let _ = writeln!(out, "  {:<id_width$}  {}  {detail}", p.id, p.artifact.short());
+    }
+    let bytes: u64 = pushed.iter().map(|p| p.uploaded.bytes).sum();
+    let _ = writeln!(
+        out,
+        "{} nodes pushed, {} sent",
+        pushed.iter().filter(|p| p.error.is_none()).count(),
+        human_bytes(bytes)
+    );
     out
 }

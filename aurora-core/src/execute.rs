@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use aurora_store::{Digest, PublishRequest, Store};
@@ -17,6 +17,7 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::explain::why_pending;
 use crate::plan::{Plan, PlannedNode};
 use crate::plugin::{ExecContext, InputSource, Progress};
+use crate::remote::{Fetched, RemoteCache};
 
 /// A node's state in a plan or a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,6 +29,8 @@ pub enum NodeStatus {
     Pending,
     /// Ran in this invocation and published its artifact.
     Executed,
+    /// Found in the remote cache, downloaded, verified and published locally.
+    Downloaded,
     Failed,
 }
 
@@ -47,6 +50,15 @@ pub struct NodeReport {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Things worth knowing that did not fail the node (a remote copy that was rejected).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Bytes downloaded from the remote cache for this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downloaded_bytes: Option<u64>,
+    /// Bytes uploaded to the remote cache for this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metrics: Map<String, Value>,
     /// The plugin's estimate for this node (sizes, memory, tokens), shown by `aurora plan`.
@@ -65,6 +77,9 @@ impl NodeReport {
             ms: None,
             reason: None,
             error: None,
+            notes: Vec::new(),
+            downloaded_bytes: None,
+            uploaded_bytes: None,
             metrics: Map::new(),
             estimate: node.plugin.estimate(&node.config),
         }
@@ -75,6 +90,16 @@ impl NodeReport {
 pub enum Event<'a> {
     Started {
         node: &'a str,
+    },
+    /// The node's key is being looked up in the remote cache (and downloaded on a hit).
+    Fetching {
+        node: &'a str,
+        remote: &'a str,
+    },
+    /// The node's artifact is being uploaded to the remote cache (`aurora push`).
+    Uploading {
+        node: &'a str,
+        remote: &'a str,
     },
     /// Another process holds the node's lock; we wait for it (and then usually find it cached).
     Waiting {
@@ -96,14 +121,34 @@ impl Observer for Silent {
     fn event(&self, _: Event<'_>) {}
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Nodes executed at the same time (at least 1).
     pub jobs: usize,
     /// Run only this node and what it depends on.
     pub until: Option<String>,
-    /// Execute these nodes even when cached.
+    /// Execute these nodes even when cached (locally or remotely).
     pub force: BTreeSet<String>,
+    /// Looked up before executing a node that is not in the local store.
+    pub remote: Option<Arc<dyn RemoteCache>>,
+    /// Upload what this run executes to `remote`.
+    pub upload: bool,
+    /// Execute nothing: take what the local store and the remote cache have (`aurora pull`).
+    /// A node found in neither is reported pending, and so are its dependents.
+    pub fetch_only: bool,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("jobs", &self.jobs)
+            .field("until", &self.until)
+            .field("force", &self.force)
+            .field("remote", &self.remote.as_ref().map(|r| r.url()))
+            .field("upload", &self.upload)
+            .field("fetch_only", &self.fetch_only)
+            .finish()
+    }
 }
 
 /// Content digests of every `file:` input of the selected nodes, via the store's stat memo.
@@ -293,11 +338,10 @@ pub fn run(
                 let Some(i) = ready.pop_first() else { break };
                 let node = &plan.nodes[i];
                 let digests = input_digests(node, &paths, &artifacts).expect("ready nodes have all inputs");
-                let force = options.force.contains(&node.id);
                 let tx = tx.clone();
                 running += 1;
                 scope.spawn(move || {
-                    let report = execute_node(plan, store, node, &digests, force, observer, progress);
+                    let report = execute_node(plan, store, node, &digests, options, observer, progress);
                     // The receiver outlives every worker (it is dropped after the scope).
                     let _ = tx.send(Done { index: i, report });
                 });
@@ -325,7 +369,7 @@ pub fn run(
                         ready.insert(d);
                     }
                 }
-            } else {
+            } else if report.status == NodeStatus::Failed {
                 failed = true;
             }
             reports.insert(done.index, report);
@@ -338,7 +382,11 @@ pub fn run(
     for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| selected.contains(&n.id)) {
         reports.entry(i).or_insert_with(|| {
             let mut r = NodeReport::new(node, NodeStatus::Pending);
-            r.reason = Some("not run: an earlier node failed".to_string());
+            r.reason = Some(if failed {
+                "not run: an earlier node failed".to_string()
+            } else {
+                "not run: an upstream node is pending".to_string()
+            });
             r
         });
     }
@@ -350,10 +398,11 @@ fn execute_node(
     store: &Store,
     node: &PlannedNode,
     digests: &BTreeMap<String, Digest>,
-    force: bool,
+    options: &RunOptions,
     observer: &dyn Observer,
     progress: &dyn Progress,
 ) -> Result<NodeReport, crate::Error> {
+    let force = options.force.contains(&node.id);
     let started = Instant::now();
     let key = node.key(digests);
     let mut report = NodeReport::new(node, NodeStatus::Cached);
@@ -363,7 +412,6 @@ fn execute_node(
         report.metrics = action.metrics;
         return Ok(report);
     }
-    observer.event(Event::Started { node: &node.id });
     let holder = format!("pid {} running {}", std::process::id(), node.id);
     let lock = store.lock_node(&key, &holder, &mut |h| observer.event(Event::Waiting { node: &node.id, holder: h }))?;
     // Another process may have produced it while we waited for the lock.
@@ -372,6 +420,40 @@ fn execute_node(
         report.metrics = action.metrics;
         return Ok(report);
     }
+    if !force && let Some(remote) = &options.remote {
+        observer.event(Event::Fetching { node: &node.id, remote: remote.url() });
+        match remote.fetch(store, &lock) {
+            Ok(Fetched::Hit { record, bytes }) => {
+                report.status = NodeStatus::Downloaded;
+                report.artifact = Some(record.artifact);
+                report.metrics = record.metrics;
+                report.downloaded_bytes = Some(bytes);
+                report.ms = Some(started.elapsed().as_millis() as u64);
+                return Ok(report);
+            }
+            Ok(Fetched::Miss) => {}
+            Ok(Fetched::Rejected { reason }) => {
+                report.notes.push(format!("the remote cache's copy was rejected, so the node runs here: {reason}"))
+            }
+            Err(e) => {
+                report.status = NodeStatus::Failed;
+                report.error = Some(format!(
+                    "remote cache {}: {e}\n(check AURORA_REMOTE and its credentials, or run without --remote)",
+                    remote.url()
+                ));
+                return Ok(report);
+            }
+        }
+    }
+    if options.fetch_only {
+        report.status = NodeStatus::Pending;
+        report.reason = Some(match &options.remote {
+            Some(remote) => format!("in neither the local store nor {}", remote.url()),
+            None => "not in the local store (and no remote cache is configured)".to_string(),
+        });
+        return Ok(report);
+    }
+    observer.event(Event::Started { node: &node.id });
     let work = store.prepare_work(&lock)?;
     let mut log: Vec<u8> = Vec::new();
     let outcome = invoke_plugin(plan, store, node, digests, &work, &mut log, progress);
@@ -392,6 +474,21 @@ fn execute_node(
             )?;
             report.status = NodeStatus::Executed;
             report.artifact = Some(action.artifact);
+            if options.upload
+                && let Some(remote) = &options.remote
+            {
+                match remote.upload(store, &action) {
+                    Ok(uploaded) => report.uploaded_bytes = Some(uploaded.bytes),
+                    // The artifact is safe in the local store; `aurora push` retries the upload.
+                    Err(e) => {
+                        report.error = Some(format!(
+                            "executed and published locally, but uploading to {} failed: {e}\n(retry with `aurora push {}`)",
+                            remote.url(),
+                            display_manifest(plan)
+                        ))
+                    }
+                }
+            }
             report.metrics = action.metrics;
         }
         Err(e) => {

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod plugin;
 pub mod process;
 pub mod record;
+pub mod remote;
 pub mod schema;
 pub mod validate;
 

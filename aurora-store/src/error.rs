@@ -88,6 +88,11 @@ pub enum StoreError {
     #[error("no run matches {id:?} in {dir} (list the runs to see the available ids)")]
     RunNotFound { id: String, dir: PathBuf },
 
+    #[error(
+        "refused to import an artifact for node key {key}: {reason} (nothing was published; the source of the artifact is damaged or not what it claims)"
+    )]
+    ImportMismatch { key: Digest, reason: String },
+
     #[error("run id prefix {prefix:?} is ambiguous: it matches {} (type more characters)", .candidates.join(", "))]
     AmbiguousRun { prefix: String, candidates: Vec<String> },
 }
@@ -154,9 +159,10 @@ impl StoreError {
             | StoreError::ArtifactMissing { path, .. }
             | StoreError::WorkDirMismatch { path, .. } => Some(path),
             StoreError::RunNotFound { dir, .. } => Some(dir),
-            StoreError::InvalidDigest { .. } | StoreError::InvalidRunId { .. } | StoreError::AmbiguousRun { .. } => {
-                None
-            }
+            StoreError::InvalidDigest { .. }
+            | StoreError::InvalidRunId { .. }
+            | StoreError::AmbiguousRun { .. }
+            | StoreError::ImportMismatch { .. } => None,
         }
     }
 }

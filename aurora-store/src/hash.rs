@@ -104,7 +104,7 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<WalkedFile>) -> Result<(), 
 /// Digest of a sorted file list: blake3 over, for each entry, the u64-LE length of the path,
 /// the path bytes, the u64-LE length of the digest (32) and the 32 raw digest bytes. Length
 /// prefixes make the encoding unambiguous (no two lists encode to the same bytes).
-pub(crate) fn tree_digest(files: &[FileEntry]) -> Digest {
+pub fn tree_digest(files: &[FileEntry]) -> Digest {
     let mut h = blake3::Hasher::new();
     for f in files {
         h.update(&(f.path.len() as u64).to_le_bytes());

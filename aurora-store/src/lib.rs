@@ -21,6 +21,6 @@ mod verify;
 
 pub use digest::Digest;
 pub use error::StoreError;
-pub use hash::{FileEntry, hash_file, hash_tree};
+pub use hash::{FileEntry, hash_file, hash_tree, tree_digest};
 pub use store::{ActionRecord, ArtifactManifest, NodeLock, PublishRequest, STORE_VERSION, Store, WorkDir};
 pub use verify::{GcReport, VerifyProblem, VerifyReport};

@@ -392,34 +392,8 @@ impl Store {
             plugin: req.plugin.clone(),
             metrics: req.metrics.clone(),
         };
-        let manifest_path = out.join(MANIFEST_FILE);
-        let bytes = to_json(&manifest, "artifact manifest", &manifest_path)?;
-        fs::write(&manifest_path, bytes).map_err(|e| StoreError::io("write", &manifest_path, e))?;
-        if let Some(log) = &req.log {
-            let log_path = out.join(LOG_FILE);
-            fs::write(&log_path, log).map_err(|e| StoreError::io("write", &log_path, e))?;
-        }
-        fsutil::seal_tree(&out)?;
-
-        let cas = self.root.join(CAS);
-        let target = self.artifact_dir(&digest);
-        if target.is_dir() {
-            fsutil::remove_tree(&out)?;
-        } else {
-            match fs::rename(&out, &target) {
-                Ok(()) => {}
-                // Another process published the same content between our check and rename.
-                Err(e)
-                    if target.is_dir()
-                        && matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists) =>
-                {
-                    fsutil::remove_tree(&out)?;
-                }
-                Err(e) => return Err(StoreError::io("publish artifact to", &target, e)),
-            }
-        }
-        fsutil::fsync_dir(&cas)?;
-
+        write_artifact_metadata(&out, &manifest, req.log.as_deref())?;
+        self.commit_artifact(&out, &digest)?;
         let record = ActionRecord {
             key,
             artifact: digest,
@@ -429,14 +403,123 @@ impl Store {
             components: req.components,
             metrics: req.metrics,
         };
-        let action_path = self.action_path(&key);
+        self.write_action(&record)?;
+        fsutil::remove_tree(&work_root)?;
+        Ok(record)
+    }
+
+    /// Seals a complete tree (ARTIFACT.json written) and renames it to `cas/<digest>`; if that
+    /// exists already (identical content from another node or process), ours is discarded.
+    fn commit_artifact(&self, out: &Path, digest: &Digest) -> Result<(), StoreError> {
+        fsutil::seal_tree(out)?;
+        let cas = self.root.join(CAS);
+        let target = self.artifact_dir(digest);
+        if target.is_dir() {
+            fsutil::remove_tree(out)?;
+        } else {
+            match fs::rename(out, &target) {
+                Ok(()) => {}
+                // Another process published the same content between our check and rename.
+                Err(e)
+                    if target.is_dir()
+                        && matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists) =>
+                {
+                    fsutil::remove_tree(out)?;
+                }
+                Err(e) => return Err(StoreError::io("publish artifact to", &target, e)),
+            }
+        }
+        fsutil::fsync_dir(&cas)
+    }
+
+    /// Writes an action record atomically (its artifact must already be in `cas/`).
+    fn write_action(&self, record: &ActionRecord) -> Result<(), StoreError> {
+        let action_path = self.action_path(&record.key);
         if let Some(shard) = action_path.parent() {
             fs::create_dir_all(shard).map_err(|e| StoreError::io("create", shard, e))?;
         }
-        let bytes = to_json(&record, "action record", &action_path)?;
-        fsutil::write_atomic(&action_path, &bytes)?;
+        let bytes = to_json(record, "action record", &action_path)?;
+        fsutil::write_atomic(&action_path, &bytes)
+    }
+
+    /// An empty `work/<key>/import/` for an artifact arriving from elsewhere (a remote cache),
+    /// to be passed to [`Store::import`].
+    pub fn prepare_import(&self, lock: &NodeLock) -> Result<PathBuf, StoreError> {
+        let dir = self.work_root(&lock.key).join("import");
+        fsutil::remove_tree(&dir)?;
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
+        Ok(dir)
+    }
+
+    /// Publishes an artifact that was produced elsewhere and the action record that names it.
+    /// The files in `staged` (from [`Store::prepare_import`]) are hashed here and must match
+    /// `manifest` exactly, and the record must be for the locked key and this artifact: bytes
+    /// that do not match their digest are refused and never become visible. With `staged` =
+    /// `None`, the artifact must already be in the store (only the record is new).
+    pub fn import(
+        &self,
+        lock: &NodeLock,
+        staged: Option<&Path>,
+        manifest: &ArtifactManifest,
+        log: Option<&[u8]>,
+        record: &ActionRecord,
+    ) -> Result<(), StoreError> {
+        let refuse = |reason: String| StoreError::ImportMismatch { key: lock.key, reason };
+        if record.key != lock.key {
+            return Err(refuse(format!("the action record is for key {}", record.key)));
+        }
+        if record.artifact != manifest.digest {
+            return Err(refuse(format!(
+                "the action record names artifact {} but the artifact manifest is {}",
+                record.artifact, manifest.digest
+            )));
+        }
+        if hash::tree_digest(&manifest.files) != manifest.digest {
+            return Err(refuse(format!("the artifact manifest's file list does not hash to {}", manifest.digest)));
+        }
+        match staged {
+            None if self.has_artifact(&manifest.digest) => {}
+            None => return Err(refuse(format!("artifact {} is not in the store", manifest.digest))),
+            Some(dir) => {
+                let expected_dir = self.work_root(&lock.key).join("import");
+                if dir != expected_dir {
+                    return Err(StoreError::WorkDirMismatch { path: dir.to_path_buf(), key: lock.key });
+                }
+                let (digest, files) = hash::hash_tree(dir)?;
+                if digest != manifest.digest || files != manifest.files {
+                    let differing: Vec<&str> = manifest
+                        .files
+                        .iter()
+                        .filter(|f| !files.contains(f))
+                        .map(|f| f.path.as_str())
+                        .chain(files.iter().filter(|f| !manifest.files.contains(f)).map(|f| f.path.as_str()))
+                        .collect();
+                    fsutil::remove_tree(dir)?;
+                    return Err(refuse(format!(
+                        "the received files hash to {digest}, not {} (differing: {})",
+                        manifest.digest,
+                        differing.join(", ")
+                    )));
+                }
+                write_artifact_metadata(dir, manifest, log)?;
+                self.commit_artifact(dir, &manifest.digest)?;
+            }
+        }
+        self.write_action(record)?;
+        let work_root = self.work_root(&lock.key);
+        // Keep `resume/` of an interrupted local attempt only while the node is not done.
         fsutil::remove_tree(&work_root)?;
-        Ok(record)
+        Ok(())
+    }
+
+    /// The bytes of an artifact's log (`ARTIFACT.log`), if it has one.
+    pub fn read_artifact_log(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.artifact_dir(digest).join(LOG_FILE);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", &path, e)),
+        }
     }
 
     /// Digest of an input file (hash_file) or directory (hash_tree digest) through the stat
@@ -638,6 +721,18 @@ fn read_holder(file: &mut File) -> String {
     let _ = file.read_to_string(&mut s);
     let s = s.trim();
     if s.is_empty() { "another process".to_string() } else { s.to_string() }
+}
+
+/// ARTIFACT.json (and ARTIFACT.log) into a tree about to be committed.
+fn write_artifact_metadata(dir: &Path, manifest: &ArtifactManifest, log: Option<&[u8]>) -> Result<(), StoreError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let bytes = to_json(manifest, "artifact manifest", &manifest_path)?;
+    fs::write(&manifest_path, bytes).map_err(|e| StoreError::io("write", &manifest_path, e))?;
+    if let Some(log) = log {
+        let log_path = dir.join(LOG_FILE);
+        fs::write(&log_path, log).map_err(|e| StoreError::io("write", &log_path, e))?;
+    }
+    Ok(())
 }
 
 fn parse_action(path: &Path, bytes: &[u8]) -> Result<ActionRecord, StoreError> {
