@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use aurora_core::execute::{self, NodeStatus, RunOptions};
+use aurora_core::execute::{self, NodeStatus, Observer, RunOptions};
 use aurora_core::manifest::{self, ResolveOptions, ResolvedManifest};
 use aurora_core::plan::{Plan, plan};
 use aurora_core::plugin::registry;
@@ -57,9 +57,16 @@ enum Command {
     Run {
         #[command(flatten)]
         manifest: ManifestArgs,
-        /// Nodes executed at the same time.
-        #[arg(long, short = 'j', default_value_t = default_jobs())]
-        jobs: usize,
+        /// Nodes executed at the same time (default: the CPU count; with `--executor slurm`, 256
+        /// jobs in the queue at once).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Where nodes execute: `local` (in this process and its workers) or `slurm` (each node
+        /// a Slurm job running `aurora exec-node` against the shared store, sized from the node;
+        /// the entry's `slurm = { partition, account, time, ... }` table adds sbatch options).
+        /// Never part of a node key.
+        #[arg(long, value_name = "EXECUTOR", env = "AURORA_EXECUTOR", default_value = "local", value_parser = ["local", "slurm"])]
+        executor: String,
         /// Run only this node and what it depends on.
         #[arg(long, value_name = "NODE")]
         until: Option<String>,
@@ -90,6 +97,14 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Execute one node here whose inputs are all in the store (what `--executor slurm` jobs run).
+    ExecNode {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// The node to execute.
+        #[arg(long, value_name = "NODE")]
+        node: String,
     },
     /// Download from the remote cache every node of the manifest's plan it has, executing nothing.
     Pull {
@@ -278,23 +293,29 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plan { manifest, inputs: true, json } => cmd_inputs(&manifest, json),
         Command::Plan { manifest, inputs: false, json } => cmd_plan(&manifest, json),
         Command::Lock { manifest, jobs } => cmd_lock(&manifest, jobs),
-        Command::Run { manifest, jobs, until, force, launcher, remote, remote_upload, json } => {
+        Command::Run { manifest, jobs, executor, until, force, launcher, remote, remote_upload, json } => {
             // Checked now (a Slurm launcher outside an allocation is an error before any work),
             // then handed to the plugins that start ranks through the environment.
             aurora_launch::Launcher::resolve(Some(&launcher), |k| std::env::var(k).ok())
                 .map_err(|e| usage(e.to_string(), "use --launcher local, slurm or auto"))?;
             // SAFETY: no other thread exists yet (the executor starts its workers later).
             unsafe { std::env::set_var(aurora_launch::AURORA_LAUNCHER, &launcher) };
-            let options = RunOptions {
-                jobs,
+            let slurm = executor == "slurm";
+            let mut options = RunOptions {
+                jobs: jobs.unwrap_or(if slurm { SLURM_JOBS } else { default_jobs() }),
                 until,
                 force: force.into_iter().collect::<BTreeSet<_>>(),
                 remote: remote.open()?,
                 upload: remote_upload,
                 fetch_only: false,
+                dispatcher: None,
             };
+            if slurm {
+                options.dispatcher = Some(slurm_executor(&manifest)?);
+            }
             cmd_run(&manifest, &options, json)
         }
+        Command::ExecNode { manifest, node } => cmd_exec_node(&manifest, &node),
         Command::Push { manifest, remote, json } => cmd_push(&manifest, remote.require("push")?, json),
         Command::Pull { manifest, remote, jobs, until, json } => {
             let options = RunOptions {
@@ -390,6 +411,43 @@ fn cmd_run(args: &ManifestArgs, options: &RunOptions, json: bool) -> Result<Exit
     print!("{}", output::plan_report(&plan, &reports, json, Some((&run_id, clock.elapsed()))));
     eprint!("{}", output::node_messages(&reports));
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Jobs in the Slurm queue at once by default: the queue, not this machine, bounds the work.
+const SLURM_JOBS: usize = 256;
+
+/// A Slurm executor for this manifest; Ctrl-C cancels its jobs before aurora exits.
+fn slurm_executor(args: &ManifestArgs) -> Result<Arc<dyn execute::Dispatcher>> {
+    let resolved = args.resolve()?;
+    let job = aurora_slurm_executor::JobCommand {
+        aurora: std::env::current_exe().context("cannot find the aurora binary to run in jobs")?,
+        manifest: resolved.path.clone(),
+        profile: args.profile.clone(),
+        sets: args.sets.clone(),
+        store: std::path::absolute(store_path(&resolved.project_root)).context("cannot resolve the store's path")?,
+        workdir: std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let executor = Arc::new(aurora_slurm_executor::SlurmExecutor::new(job));
+    let on_interrupt = Arc::clone(&executor);
+    ctrlc::set_handler(move || {
+        let cancelled = on_interrupt.cancel_all();
+        if !cancelled.is_empty() {
+            eprintln!("interrupted: cancelled Slurm jobs {} (rerun to resume them)", cancelled.join(", "));
+        }
+        std::process::exit(130);
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(executor)
+}
+
+fn cmd_exec_node(args: &ManifestArgs, id: &str) -> Result<ExitCode> {
+    let plan = plan(args.resolve()?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let observer = output::StderrObserver::new(true);
+    let report = execute::run_one(&plan, &store, id, &observer, &observer)?;
+    observer.event(execute::Event::Finished { report: &report });
+    eprint!("{}", output::node_messages(std::slice::from_ref(&report)));
+    Ok(if report.status == NodeStatus::Failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn cmd_push(args: &ManifestArgs, remote: Arc<dyn aurora_core::remote::RemoteCache>, json: bool) -> Result<ExitCode> {

@@ -136,6 +136,17 @@ pub struct RunOptions {
     /// Execute nothing: take what the local store and the remote cache have (`aurora pull`).
     /// A node found in neither is reported pending, and so are its dependents.
     pub fetch_only: bool,
+    /// Execute nodes elsewhere (a Slurm job each) instead of in this process.
+    pub dispatcher: Option<Arc<dyn Dispatcher>>,
+}
+
+/// Runs a node somewhere else (`aurora exec-node` in a Slurm job) against the same store, where
+/// it publishes its artifact under its key as a local run would. The executor stays the DAG's
+/// scheduler: it keys nodes, answers from the caches, and hands over only what must execute.
+pub trait Dispatcher: Send + Sync {
+    /// Starts the node and returns when it has ended. `Ok` means the job ended well (the
+    /// executor then reads the artifact from the store); `Err` says why it did not (its log tail).
+    fn run_node(&self, plan: &Plan, node: &PlannedNode, key: &Digest, observer: &dyn Observer) -> Result<(), String>;
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -147,6 +158,7 @@ impl std::fmt::Debug for RunOptions {
             .field("remote", &self.remote.as_ref().map(|r| r.url()))
             .field("upload", &self.upload)
             .field("fetch_only", &self.fetch_only)
+            .field("dispatcher", &self.dispatcher.is_some())
             .finish()
     }
 }
@@ -454,6 +466,32 @@ fn execute_node(
         return Ok(report);
     }
     observer.event(Event::Started { node: &node.id });
+    if let Some(dispatcher) = &options.dispatcher {
+        // The job takes the lock itself; until it does, a second aurora may take it first (then
+        // the job waits, and finds the node cached).
+        drop(lock);
+        let outcome = dispatcher.run_node(plan, node, &key, observer);
+        report.ms = Some(started.elapsed().as_millis() as u64);
+        match (outcome, cached(store, &key)?) {
+            (Ok(()), Some(action)) => {
+                report.status = NodeStatus::Executed;
+                report.artifact = Some(action.artifact);
+                report.metrics = action.metrics;
+            }
+            (Ok(()), None) => {
+                report.status = NodeStatus::Failed;
+                report.error = Some("the job ended well but published nothing under the node's key (is the store on a file system the compute nodes share?)".to_string());
+            }
+            (Err(message), _) => {
+                report.status = NodeStatus::Failed;
+                report.error = Some(message);
+            }
+        }
+        if report.status == NodeStatus::Executed {
+            upload(options, plan, store, &mut report)?;
+        }
+        return Ok(report);
+    }
     let work = store.prepare_work(&lock)?;
     let mut log: Vec<u8> = Vec::new();
     let outcome = invoke_plugin(plan, store, node, digests, &work, &mut log, progress);
@@ -474,22 +512,8 @@ fn execute_node(
             )?;
             report.status = NodeStatus::Executed;
             report.artifact = Some(action.artifact);
-            if options.upload
-                && let Some(remote) = &options.remote
-            {
-                match remote.upload(store, &action) {
-                    Ok(uploaded) => report.uploaded_bytes = Some(uploaded.bytes),
-                    // The artifact is safe in the local store; `aurora push` retries the upload.
-                    Err(e) => {
-                        report.error = Some(format!(
-                            "executed and published locally, but uploading to {} failed: {e}\n(retry with `aurora push {}`)",
-                            remote.url(),
-                            display_manifest(plan)
-                        ))
-                    }
-                }
-            }
             report.metrics = action.metrics;
+            upload(options, plan, store, &mut report)?;
         }
         Err(e) => {
             // Keep the failed attempt's log next to its scratch for inspection; the next attempt
@@ -506,6 +530,55 @@ fn execute_node(
         }
     }
     Ok(report)
+}
+
+/// With `--remote-upload`, sends what the node just published to the remote cache. A failure
+/// leaves the node executed (the artifact is safe in the local store) with an error that says
+/// how to retry.
+fn upload(options: &RunOptions, plan: &Plan, store: &Store, report: &mut NodeReport) -> Result<(), crate::Error> {
+    let (true, Some(remote), Some(key)) = (options.upload, &options.remote, report.key) else { return Ok(()) };
+    let Some(action) = store.read_action(&key)? else { return Ok(()) };
+    match remote.upload(store, &action) {
+        Ok(uploaded) => report.uploaded_bytes = Some(uploaded.bytes),
+        Err(e) => {
+            report.error = Some(format!(
+                "executed and published locally, but uploading to {} failed: {e}\n(retry with `aurora push {}`)",
+                remote.url(),
+                display_manifest(plan)
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Executes one node whose upstream nodes are all in the store, here (`aurora exec-node`, what
+/// a Slurm job of `--executor slurm` runs). Fails with a located message when an input is not
+/// known yet.
+pub fn run_one(
+    plan: &Plan,
+    store: &Store,
+    id: &str,
+    observer: &dyn Observer,
+    progress: &dyn Progress,
+) -> Result<NodeReport, crate::Error> {
+    let node = plan.node(id).ok_or_else(|| Diagnostics::from(plan.unknown_node(id, "--node")))?;
+    let selected: BTreeSet<String> = [id.to_string()].into();
+    let paths = path_digests(plan, store, &selected)?;
+    if let Some(lock) = &plan.lock {
+        crate::lock::check(plan, store, lock, Some(&selected)).into_result()?;
+    }
+    let reports = status(plan, store)?;
+    let artifacts: HashMap<String, Digest> =
+        reports.iter().filter_map(|r| r.artifact.map(|a| (r.id.clone(), a))).collect();
+    let Some(digests) = input_digests(node, &paths, &artifacts) else {
+        let waiting: Vec<&str> = node.upstream().filter(|u| !artifacts.contains_key(*u)).collect();
+        return Err(Diagnostics::from(
+            Diagnostic::new(format!("cannot execute `{id}` alone: {} not in the store", waiting.join(", ")))
+                .help(format!("run them first: `aurora run {} --until {id}`", display_manifest(plan))),
+        )
+        .into());
+    };
+    execute_node(plan, store, node, &digests, &RunOptions { jobs: 1, ..RunOptions::default() }, observer, progress)
 }
 
 /// Runs the node's plugin on prepared scratch directories, turning a panic into a failure.

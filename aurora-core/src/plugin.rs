@@ -223,9 +223,33 @@ pub trait Plugin: dyn_clone::DynClone + Send + Sync + 'static {
     fn estimate(&self, _config: &Value) -> Option<String> {
         None
     }
+    /// What one node needs from a cluster scheduler (`--executor slurm` sizes its job from it).
+    /// Never part of a key.
+    fn resources(&self, _config: &Value) -> Resources {
+        Resources::default()
+    }
 }
 
 dyn_clone::clone_trait_object!(Plugin);
+
+/// A node's share of a cluster: its processes and what each one needs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Resources {
+    /// Processes (ranks) the node runs at once: `tp * pp * dp` for a training stage.
+    pub tasks: u32,
+    /// CPU cores per process.
+    pub cpus_per_task: u32,
+    /// Accelerators (GPUs, GCDs) per process.
+    pub gpus_per_task: u32,
+    /// Memory per process, in MiB, where the plugin can tell.
+    pub memory_mb_per_task: Option<u64>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { tasks: 1, cpus_per_task: 1, gpus_per_task: 0, memory_mb_per_task: None }
+    }
+}
 
 /// An `inventory` registration: a constructor, because statics cannot hold boxed trait objects.
 pub struct Registration {

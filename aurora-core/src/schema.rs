@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::manifest::Experiment;
-use crate::manifest::{ABOUT_KEY, DISABLED_KEY};
+use crate::manifest::{ABOUT_KEY, DISABLED_KEY, SLURM_KEY};
 use crate::plugin::{Plugin, registry};
 use crate::validate::{EXPERIMENT, PLUGIN_KEY};
 
@@ -70,6 +70,22 @@ fn about_schema() -> Value {
     })
 }
 
+fn slurm_schema() -> Value {
+    let text = |what: &str| json!({ "type": "string", "description": what });
+    json!({
+        "type": "object",
+        "description": "How `aurora run --executor slurm` submits this entry's nodes (`sbatch --FIELD=VALUE`; defaults from sbatch's own SBATCH_* variables). Never part of a key.",
+        "additionalProperties": false,
+        "properties": {
+            "partition": text("The partition (`sbatch --partition`)."),
+            "account": text("The account charged (`sbatch --account`)."),
+            "time": text("The time limit, e.g. `48:00:00` or `2-00:00:00` (`sbatch --time`)."),
+            "qos": text("The quality of service (`sbatch --qos`)."),
+            "constraint": text("Node features required (`sbatch --constraint`)."),
+        },
+    })
+}
+
 fn disabled_schema() -> Value {
     json!({ "type": "boolean", "description": "`true` removes this entry after extends, profiles and `--set` are merged (e.g. an ablation dropping an inherited stage)." })
 }
@@ -89,6 +105,7 @@ pub fn manifest_schema() -> Value {
             props.insert(PLUGIN_KEY.into(), json!({ "const": plugin.id() }));
             props.insert(DISABLED_KEY.into(), disabled_schema());
             props.insert(ABOUT_KEY.into(), about_schema());
+            props.insert(SLURM_KEY.into(), slurm_schema());
         }
         defs.insert(plugin.id().to_string(), config);
         branches.push(json!({
@@ -106,6 +123,7 @@ pub fn manifest_schema() -> Value {
                 PLUGIN_KEY: { "type": "string", "enum": ids, "description": "The registered plugin that plans and executes this entry (see `aurora plugins`)." },
                 DISABLED_KEY: disabled_schema(),
                 ABOUT_KEY: about_schema(),
+                SLURM_KEY: slurm_schema(),
             },
             "allOf": branches,
         }),

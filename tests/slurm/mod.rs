@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use super::common::*;
 
+mod executor;
+
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/data/sample/eng_Latn.jsonl");
 
 /// A tiny stage at dp = 2 over the shipped English sample.
-const MANIFEST: &str = r#"[experiment]
+pub(crate) const MANIFEST: &str = r#"[experiment]
 name = "slurm"
 seed = 3
 
@@ -60,7 +62,7 @@ threads = 1
 layout = { dp = 2 }
 "#;
 
-fn project() -> Project {
+pub(crate) fn project() -> Project {
     let p = Project::new();
     p.write("m.toml", MANIFEST);
     std::fs::copy(SAMPLE, p.path("data/eng_Latn.jsonl")).expect("copy the sample corpus");

@@ -68,6 +68,9 @@ pub struct ResolvedManifest {
     /// Each entry's `about` table (where its data comes from), by `SECTION.NAME`: documentation,
     /// kept out of `value`, so of every key and of the digest.
     pub about: BTreeMap<String, Value>,
+    /// Each entry's `slurm` table (partition, account, time, ...), by `SECTION.NAME`: how
+    /// `--executor slurm` submits its nodes, kept out of `value` like `about`.
+    pub slurm: BTreeMap<String, Value>,
 }
 
 impl ResolvedManifest {
@@ -147,43 +150,76 @@ pub const ABOUT_KEY: &str = "about";
 /// The fields an `about` table may have.
 pub const ABOUT_FIELDS: [&str; 4] = ["origin", "revision", "license", "note"];
 
-/// Takes every entry's `about` table out of the tree, by `SECTION.NAME`; a table with other
+/// The entry key of how a node is submitted to a cluster scheduler:
+/// `slurm = { partition = "...", account = "...", time = "HH:MM:SS", qos = "...", constraint = "..." }`.
+/// An execution option like `--executor`: never part of a key or the digest.
+pub const SLURM_KEY: &str = "slurm";
+
+/// The fields a `slurm` table may have (each passed to `sbatch` as `--FIELD=VALUE`).
+pub const SLURM_FIELDS: [&str; 5] = ["partition", "account", "time", "qos", "constraint"];
+
+/// A per-entry table that is kept out of the resolved value (so out of every key and the
+/// digest): its key, allowed string fields, and what to say when it has others.
+struct SideTable {
+    key: &'static str,
+    fields: &'static [&'static str],
+    help: &'static str,
+}
+
+const ABOUT: SideTable = SideTable {
+    key: ABOUT_KEY,
+    fields: &ABOUT_FIELDS,
+    help: "`about` documents where the data comes from; other settings belong to the entry",
+};
+
+const SLURM: SideTable = SideTable {
+    key: SLURM_KEY,
+    fields: &SLURM_FIELDS,
+    help: "`slurm` says how the entry's nodes are submitted with `--executor slurm`; other settings belong to the entry",
+};
+
+/// Takes every entry's `table.key` table out of the tree, by `SECTION.NAME`; a table with other
 /// fields, or with values that are not strings, is an error located by `sources`.
-fn take_about(tree: &mut tree::Sourced, sources: &SourceMap) -> Result<BTreeMap<String, Value>, Diagnostics> {
-    let mut about = BTreeMap::new();
+fn take_side_tables(
+    tree: &mut tree::Sourced,
+    sources: &SourceMap,
+    table: &SideTable,
+) -> Result<BTreeMap<String, Value>, Diagnostics> {
+    let key = table.key;
+    let mut taken = BTreeMap::new();
     let mut problems = Vec::new();
-    let Some(root) = tree.as_table_mut() else { return Ok(about) };
+    let Some(root) = tree.as_table_mut() else { return Ok(taken) };
     for (section, entries) in root.iter_mut() {
         if section == "experiment" || section == "profiles" {
             continue;
         }
         for (name, entry) in entries.as_table_mut().into_iter().flat_map(|e| e.iter_mut()) {
-            if let Some(a) = entry.as_table_mut().and_then(|e| e.remove(ABOUT_KEY)) {
+            if let Some(a) = entry.as_table_mut().and_then(|e| e.remove(key)) {
                 let value = a.to_json();
-                let pointer = format!("/{section}/{name}/{ABOUT_KEY}");
+                let pointer = format!("/{section}/{name}/{key}");
                 let fields = value.as_object().map(|o| o.iter().collect::<Vec<_>>());
                 let bad: Vec<String> = match &fields {
                     Some(fields) => fields
                         .iter()
-                        .filter(|(k, v)| !ABOUT_FIELDS.contains(&k.as_str()) || !v.is_string())
+                        .filter(|(k, v)| !table.fields.contains(&k.as_str()) || !v.is_string())
                         .map(|(k, _)| format!("`{k}`"))
                         .collect(),
                     None => vec!["the value".to_owned()],
                 };
                 if !bad.is_empty() {
                     problems.push(
-                        Diagnostic::new(format!("`{section}.{name}.{ABOUT_KEY}`: {} not allowed", bad.join(", ")))
+                        Diagnostic::new(format!("`{section}.{name}.{key}`: {} not allowed", bad.join(", ")))
                             .at(sources.value(&pointer))
                             .pointer(pointer)
-                            .expected(format!("a table of strings with the fields {}", ABOUT_FIELDS.join(", ")))
-                            .help("`about` documents where the data comes from; other settings belong to the entry"),
+                            .expected(format!("a table of strings with the fields {}", table.fields.join(", ")))
+                            .help(table.help),
                     );
                 }
-                about.insert(format!("{section}.{name}"), value);
+                taken.insert(format!("{section}.{name}"), value);
             }
         }
     }
-    if problems.is_empty() { Ok(about) } else { Err(Diagnostics(problems)) }
+    if problems.is_empty() { Ok(taken) } else { Err(Diagnostics(problems)) }
 }
 
 /// Drops the entries for which `drop` (given the entry's table, which it may edit) says so.
@@ -225,11 +261,19 @@ pub fn resolve(path: &Path, options: &ResolveOptions) -> Result<ResolvedManifest
         exp.remove("default_profile");
     }
     remove_disabled_entries(&mut tree);
-    // The map is taken before `about` leaves the tree, so its errors are located.
+    // The map is taken before `about` and `slurm` leave the tree, so their errors are located.
     let sources = tree.source_map();
-    let about = take_about(&mut tree, &sources)?;
+    let about = take_side_tables(&mut tree, &sources, &ABOUT);
+    let slurm = take_side_tables(&mut tree, &sources, &SLURM);
+    let (about, slurm) = match (about, slurm) {
+        (Ok(about), Ok(slurm)) => (about, slurm),
+        (about, slurm) => {
+            let problems = [about.err(), slurm.err()].into_iter().flatten().flat_map(|d| d.0).collect();
+            return Err(Diagnostics(problems));
+        }
+    };
 
     let value = tree.to_json();
     let digest = digest_json(&value);
-    Ok(ResolvedManifest { path: abs, project_root, profile, value, sources, digest, about })
+    Ok(ResolvedManifest { path: abs, project_root, profile, value, sources, digest, about, slurm })
 }

@@ -19,6 +19,7 @@ use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Resources,
 };
 use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id};
 pub use aurora_train::Layout;
@@ -646,6 +647,9 @@ impl Plugin for TrainTch {
     fn estimate(&self, config: &Value) -> Option<String> {
         stage_estimate(config)
     }
+    fn resources(&self, config: &Value) -> Resources {
+        stage_resources(config)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -725,6 +729,21 @@ impl Plugin for SftInstructions {
     }
     fn estimate(&self, config: &Value) -> Option<String> {
         stage_estimate(config)
+    }
+    fn resources(&self, config: &Value) -> Resources {
+        stage_resources(config)
+    }
+}
+
+/// One process per rank; each holds one accelerator on CUDA/ROCm and `threads` cores.
+fn stage_resources(config: &Value) -> Resources {
+    let Ok(keyed) = serde_json::from_value::<Keyed>(config.clone()) else { return Resources::default() };
+    let layout = keyed.parallel.map(|p| p.layout).unwrap_or_default();
+    Resources {
+        tasks: u32::try_from(layout.world()).unwrap_or(u32::MAX),
+        cpus_per_task: keyed.threads.max(1),
+        gpus_per_task: u32::from(resolve_device(&keyed.device).starts_with("cuda")),
+        memory_mb_per_task: None,
     }
 }
 
