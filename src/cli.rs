@@ -98,6 +98,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a run as a bundle a reviewer checks with `aurora check`: the manifest files, the run
+    /// record, every node's key, key components, artifact digest and metrics, and the report.
+    Publish {
+        /// The run (an id or a unique prefix of one; see `aurora runs list`).
+        run: String,
+        /// The bundle directory to write.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Upload the run's artifacts here first, and name it in the bundle (large artifacts are
+        /// referenced by digest, never copied into the bundle).
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a published bundle here: replan its manifest, compare every node's key (naming the
+    /// component that differs), and pull or rerun what is asked.
+    #[command(
+        after_help = "Exit code 0 when every node is identical, matches its key or is within tolerance; 1 otherwise."
+    )]
+    Check {
+        /// The bundle directory (or its bundle.json).
+        bundle: PathBuf,
+        /// The manifest to check (default: the bundle's manifest path in this repository).
+        #[arg(long, value_name = "MANIFEST")]
+        manifest: Option<PathBuf>,
+        /// Rerun this node here and compare its bytes, then its metrics (repeatable).
+        #[arg(long, value_name = "NODE")]
+        rerun: Vec<String>,
+        /// Download every node whose key matches from the remote and compare its bytes.
+        #[arg(long)]
+        pull: bool,
+        /// A metric's allowed relative difference for rerun nodes, e.g. `loss=1e-3` (repeatable).
+        #[arg(long, value_name = "METRIC=REL")]
+        tolerance: Vec<String>,
+        /// The remote cache to pull from (default: the one the bundle names).
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Execute one node here whose inputs are all in the store (what `--executor slurm` jobs run).
     ExecNode {
         #[command(flatten)]
@@ -316,6 +359,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             cmd_run(&manifest, &options, json)
         }
         Command::ExecNode { manifest, node } => cmd_exec_node(&manifest, &node),
+        Command::Publish { run, to, remote, json } => cmd_publish(&run, &to, remote.open()?, json),
+        Command::Check { bundle, manifest, rerun, pull, tolerance, remote, json } => {
+            cmd_check(&bundle, manifest, rerun, pull, &tolerance, &remote, json)
+        }
         Command::Push { manifest, remote, json } => cmd_push(&manifest, remote.require("push")?, json),
         Command::Pull { manifest, remote, jobs, until, json } => {
             let options = RunOptions {
@@ -448,6 +495,99 @@ fn cmd_exec_node(args: &ManifestArgs, id: &str) -> Result<ExitCode> {
     observer.event(execute::Event::Finished { report: &report });
     eprint!("{}", output::node_messages(std::slice::from_ref(&report)));
     Ok(if report.status == NodeStatus::Failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn cmd_publish(
+    run_id: &str,
+    dest: &Path,
+    remote: Option<Arc<dyn remote::RemoteCache>>,
+    json: bool,
+) -> Result<ExitCode> {
+    let store = open_existing_store_here()?;
+    let run = store.read_run(run_id).map_err(|e| usage(e.to_string(), "`aurora runs list` shows the run ids"))?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let root = manifest::project_root_for(&cwd);
+    let path = root.join(run["manifest"]["path"].as_str().unwrap_or_default());
+    let profile = run["manifest"]["profile"].as_str().map(str::to_string);
+    let plan = plan(resolve(&path, profile, Vec::new())?)?;
+    let observer = output::StderrObserver::new(!json);
+    let bundle = crate::publish::publish(&plan, &store, &run, dest, remote.as_deref(), &observer)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "bundle": dest, "nodes": bundle.nodes.len(), "remote": bundle.remote })
+            )?
+        );
+    } else {
+        println!(
+            "wrote {} ({} nodes{}); check it with `aurora check {}`",
+            dest.join("bundle.json").display(),
+            bundle.nodes.len(),
+            bundle.remote.as_deref().map(|r| format!(", artifacts in {r}")).unwrap_or_default(),
+            dest.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(
+    bundle_dir: &Path,
+    manifest_path: Option<PathBuf>,
+    rerun: Vec<String>,
+    pull: bool,
+    tolerance: &[String],
+    remote: &RemoteArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    use crate::publish::{CheckOptions, Verdict};
+    let bundle = crate::publish::read_bundle(bundle_dir)?;
+    let tolerances =
+        crate::publish::parse_tolerances(tolerance).map_err(|e| usage(e.to_string(), "e.g. --tolerance loss=1e-3"))?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let path =
+        manifest_path.unwrap_or_else(|| crate::publish::manifest_here(&bundle, &manifest::project_root_for(&cwd)));
+    if !path.is_file() {
+        let commit = bundle.run["git"]["commit"].as_str().unwrap_or("(unknown)");
+        return Err(usage(
+            format!("the bundle's manifest `{}` is not here ({})", bundle.manifest.path, path.display()),
+            format!(
+                "check out the study's repository at commit {commit} and run `aurora check` from it, or pass --manifest"
+            ),
+        ));
+    }
+    let plan = plan(resolve(&path, bundle.manifest.profile.clone(), Vec::new())?)?;
+    let store = open_store(&plan.manifest.project_root)?;
+    let remote = match (remote.open()?, &bundle.remote) {
+        (Some(r), _) => Some(r),
+        (None, Some(url)) if pull || !rerun.is_empty() => Some(
+            aurora_remote::open_shared(url)
+                .map_err(|e| usage(e.to_string(), "pass --remote with credentials for the bundle's remote"))?,
+        ),
+        _ => None,
+    };
+    if pull && remote.is_none() {
+        return Err(usage("--pull needs a remote cache", "the bundle names none: pass --remote URL"));
+    }
+    let observer = output::StderrObserver::new(!json);
+    let options = CheckOptions {
+        rerun: rerun.into_iter().collect(),
+        tolerances,
+        remote,
+        pull,
+        observer: &observer,
+        progress: &observer,
+    };
+    if plan.manifest.digest != bundle.manifest.digest && !json {
+        eprintln!(
+            "note: the manifest here resolves to {}, the bundle's to {}",
+            plan.manifest.digest, bundle.manifest.digest
+        );
+    }
+    let checked = crate::publish::check(&plan, &store, &bundle, &options)?;
+    print!("{}", crate::publish::table(&checked, json));
+    let bad = checked.iter().any(|c| matches!(c.verdict, Verdict::Differs | Verdict::Missing));
+    Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn cmd_push(args: &ManifestArgs, remote: Arc<dyn aurora_core::remote::RemoteCache>, json: bool) -> Result<ExitCode> {

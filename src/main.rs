@@ -7,6 +7,7 @@ mod cli;
 mod diff;
 mod inputs;
 mod output;
+mod publish;
 
 // Plugins register themselves by being linked; these lines make sure the linker keeps them.
 use aurora_corpus as _;

@@ -84,7 +84,7 @@ fn previous_key(store: &Store, node_id: &str, current: &Digest) -> Option<(Diges
         };
         let Some(key) = entry["key"].as_str().and_then(|k| k.parse::<Digest>().ok()) else { continue };
         match entry["status"].as_str() {
-            Some("executed" | "cached") => return Some((key, None)),
+            Some("executed" | "cached" | "downloaded") => return Some((key, None)),
             Some("failed") if key == *current && failed_in.is_none() => failed_in = Some(id.clone()),
             _ => {}
         }

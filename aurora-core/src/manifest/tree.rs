@@ -117,6 +117,20 @@ impl SourceMap {
         self.nearest(pointer).map(|(o, k)| k.clone().unwrap_or_else(|| o.clone()))
     }
 
+    /// Every manifest file a value came from (the file and its `extends` chain), by the name
+    /// shown to the user, each once.
+    pub fn files(&self) -> Vec<Arc<SourceFile>> {
+        let mut files: BTreeMap<String, Arc<SourceFile>> = BTreeMap::new();
+        for (origin, key) in self.entries.values() {
+            for o in std::iter::once(origin).chain(key) {
+                if let Origin::File { file, .. } = o {
+                    files.entry(file.display.clone()).or_insert_with(|| Arc::clone(file));
+                }
+            }
+        }
+        files.into_values().collect()
+    }
+
     fn nearest(&self, pointer: &str) -> Option<&(Origin, Option<Origin>)> {
         let mut p = pointer;
         loop {
