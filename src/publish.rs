@@ -388,3 +388,39 @@ pub fn table(checked: &[Checked], json: bool) -> String {
 pub fn manifest_here(bundle: &Bundle, project_root: &Path) -> PathBuf {
     project_root.join(&bundle.manifest.path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn metrics_are_within_tolerance_only_when_every_one_is() {
+        let theirs = metrics(&[("loss", 2.0.into()), ("tokens", 100.into())]);
+        let (a, b) = (Digest([1; 32]), Digest([2; 32]));
+        let tol: BTreeMap<String, f64> = [("loss".to_string(), 1e-2)].into();
+        let close = metrics(&[("loss", 2.01.into()), ("tokens", 100.into())]);
+        assert_eq!(compare_metrics(&theirs, &close, &tol, a, b).0, Verdict::MetricsWithinTolerance);
+        let far = metrics(&[("loss", 2.1.into()), ("tokens", 100.into())]);
+        let (verdict, details) = compare_metrics(&theirs, &far, &tol, a, b);
+        assert_eq!(verdict, Verdict::Differs);
+        assert!(details.iter().any(|d| d.starts_with("loss: 2 in the bundle, 2.1 here")), "{details:?}");
+        // Without a tolerance a metric must be equal; a missing one differs.
+        let other_tokens = metrics(&[("loss", 2.0.into()), ("tokens", 101.into())]);
+        assert_eq!(compare_metrics(&theirs, &other_tokens, &tol, a, b).0, Verdict::Differs);
+        assert_eq!(compare_metrics(&theirs, &metrics(&[("loss", 2.0.into())]), &tol, a, b).0, Verdict::Differs);
+        // Other bytes and no metrics to compare: not within tolerance.
+        assert_eq!(compare_metrics(&Map::new(), &Map::new(), &tol, a, b).0, Verdict::Differs);
+    }
+
+    #[test]
+    fn tolerances_parse_or_say_what_was_expected() {
+        assert_eq!(parse_tolerances(&["loss=1e-3".into()]).unwrap()["loss"], 1e-3);
+        for bad in ["loss", "loss=x", "loss=-1", "loss=inf"] {
+            assert!(parse_tolerances(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
