@@ -94,6 +94,10 @@ enum Command {
         manifest: ManifestArgs,
         #[command(flatten)]
         remote: RemoteArgs,
+        /// Send every file and record again, even those the remote has (repairs objects damaged
+        /// on the remote, which a reader reports as rejected).
+        #[arg(long)]
+        force: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -363,7 +367,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Check { bundle, manifest, rerun, pull, tolerance, remote, json } => {
             cmd_check(&bundle, manifest, rerun, pull, &tolerance, &remote, json)
         }
-        Command::Push { manifest, remote, json } => cmd_push(&manifest, remote.require("push")?, json),
+        Command::Push { manifest, remote, force, json } => cmd_push(&manifest, remote.require("push")?, force, json),
         Command::Pull { manifest, remote, jobs, until, json } => {
             let options = RunOptions {
                 jobs,
@@ -590,11 +594,16 @@ fn cmd_check(
     Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn cmd_push(args: &ManifestArgs, remote: Arc<dyn aurora_core::remote::RemoteCache>, json: bool) -> Result<ExitCode> {
+fn cmd_push(
+    args: &ManifestArgs,
+    remote: Arc<dyn aurora_core::remote::RemoteCache>,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let plan = plan(args.resolve()?)?;
     let store = open_store(&plan.manifest.project_root)?;
     let observer = output::StderrObserver::new(!json);
-    let pushed = remote::push(&plan, &store, remote.as_ref(), &observer)?;
+    let pushed = remote::push(&plan, &store, remote.as_ref(), force, &observer)?;
     print!("{}", output::push_report(remote.url(), &pushed, json));
     Ok(if pushed.iter().any(|p| p.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -89,7 +89,7 @@ pub fn publish(
             .with_context(|| format!("node {id}'s result is no longer in the store (removed by gc?): run the manifest again and publish that run"))?;
         if let Some(remote) = remote {
             observer.event(execute::Event::Uploading { node: id, remote: remote.url() });
-            remote.upload(store, &action).map_err(|e| anyhow::anyhow!("uploading {id}: {e}"))?;
+            remote.upload(store, &action, false).map_err(|e| anyhow::anyhow!("uploading {id}: {e}"))?;
         }
         nodes.push(BundleNode {
             id: id.to_string(),

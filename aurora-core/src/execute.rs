@@ -449,10 +449,8 @@ fn execute_node(
             }
             Err(e) => {
                 report.status = NodeStatus::Failed;
-                report.error = Some(format!(
-                    "remote cache {}: {e}\n(check AURORA_REMOTE and its credentials, or run without --remote)",
-                    remote.url()
-                ));
+                // The remote's errors name it already.
+                report.error = Some(format!("{e}\n(check AURORA_REMOTE and its credentials, or run without --remote)"));
                 return Ok(report);
             }
         }
@@ -538,7 +536,7 @@ fn execute_node(
 fn upload(options: &RunOptions, plan: &Plan, store: &Store, report: &mut NodeReport) -> Result<(), crate::Error> {
     let (true, Some(remote), Some(key)) = (options.upload, &options.remote, report.key) else { return Ok(()) };
     let Some(action) = store.read_action(&key)? else { return Ok(()) };
-    match remote.upload(store, &action) {
+    match remote.upload(store, &action, false) {
         Ok(uploaded) => report.uploaded_bytes = Some(uploaded.bytes),
         Err(e) => {
             report.error = Some(format!(

@@ -40,8 +40,10 @@ pub trait RemoteCache: Send + Sync {
     /// same key into one store.
     fn fetch(&self, store: &Store, lock: &NodeLock) -> Result<Fetched, RemoteError>;
     /// Uploads a local action and its artifact: the files first, the artifact manifest next, the
-    /// action record last, so a reader never sees a record whose artifact is incomplete.
-    fn upload(&self, store: &Store, record: &ActionRecord) -> Result<Uploaded, RemoteError>;
+    /// action record last, so a reader never sees a record whose artifact is incomplete. What the
+    /// remote has already (the same record; files of the right size) is not sent again unless
+    /// `force` (which repairs objects damaged on the remote).
+    fn upload(&self, store: &Store, record: &ActionRecord, force: bool) -> Result<Uploaded, RemoteError>;
 }
 
 /// One node's line in `aurora push`.
@@ -62,6 +64,7 @@ pub fn push(
     plan: &crate::plan::Plan,
     store: &Store,
     remote: &dyn RemoteCache,
+    force: bool,
     observer: &dyn crate::execute::Observer,
 ) -> Result<Vec<Pushed>, crate::Error> {
     let mut pushed = Vec::new();
@@ -69,7 +72,7 @@ pub fn push(
         let Some(key) = report.key.filter(|_| report.status == crate::execute::NodeStatus::Cached) else { continue };
         let Some(record) = store.read_action(&key)? else { continue };
         observer.event(crate::execute::Event::Uploading { node: &report.id, remote: remote.url() });
-        let (uploaded, error) = match remote.upload(store, &record) {
+        let (uploaded, error) = match remote.upload(store, &record, force) {
             Ok(u) => (u, None),
             Err(e) => (Uploaded::default(), Some(e.to_string())),
         };

@@ -227,13 +227,14 @@ impl Remote {
         Damaged(reason)
     }
 
-    async fn upload_async(&self, store: &Store, record: &ActionRecord) -> Result<Uploaded, RemoteError> {
+    async fn upload_async(&self, store: &Store, record: &ActionRecord, force: bool) -> Result<Uploaded, RemoteError> {
         let manifest = store.read_artifact_manifest(&record.artifact)?;
         let known_damaged = {
             let damaged = self.damaged.lock().expect("damaged set");
             manifest.files.iter().any(|f| damaged.contains(&f.blake3))
         };
-        if !known_damaged
+        if !force
+            && !known_damaged
             && let Some(bytes) = self.get_small(&self.action_object(&record.key)).await?
             && serde_json::from_slice::<ActionRecord>(&bytes).is_ok_and(|remote| remote == *record)
         {
@@ -246,7 +247,7 @@ impl Remote {
         for f in &manifest.files {
             blobs.entry(f.blake3).or_insert(f);
         }
-        let sent = futures::stream::iter(blobs.into_values().map(|f| self.upload_file(f, &dir)))
+        let sent = futures::stream::iter(blobs.into_values().map(|f| self.upload_file(f, &dir, force)))
             .buffer_unordered(CONCURRENT_FILES)
             .try_collect::<Vec<Option<u64>>>()
             .await?;
@@ -276,10 +277,10 @@ impl Remote {
     /// Uploads one file unless the remote has it (`None`). Large files go in parts where the
     /// service allows it; otherwise the file is memory-mapped (artifacts are read-only) and sent
     /// in one request without a copy in memory.
-    async fn upload_file(&self, file: &FileEntry, dir: &Path) -> Result<Option<u64>, RemoteError> {
+    async fn upload_file(&self, file: &FileEntry, dir: &Path, force: bool) -> Result<Option<u64>, RemoteError> {
         let object = self.blob_object(&file.blake3);
         let damaged = self.damaged.lock().expect("damaged set").contains(&file.blake3);
-        if !damaged {
+        if !damaged && !force {
             match self.opened.store.head(&object).await {
                 Ok(meta) if meta.size == file.size => return Ok(None),
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
@@ -345,8 +346,13 @@ impl RemoteCache for Remote {
         Ok(self.runtime.block_on(self.fetch_async(store, lock))?)
     }
 
-    fn upload(&self, store: &Store, record: &ActionRecord) -> Result<Uploaded, aurora_core::remote::RemoteError> {
-        Ok(self.runtime.block_on(self.upload_async(store, record))?)
+    fn upload(
+        &self,
+        store: &Store,
+        record: &ActionRecord,
+        force: bool,
+    ) -> Result<Uploaded, aurora_core::remote::RemoteError> {
+        Ok(self.runtime.block_on(self.upload_async(store, record, force))?)
     }
 }
 

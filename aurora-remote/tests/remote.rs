@@ -61,9 +61,9 @@ fn contract(remote: &Remote, corrupt: &dyn Fn(&Digest, &[u8])) {
     let b = Store::open(&tmp.path().join("b")).unwrap();
 
     assert!(matches!(fetch(remote, &b, &k), Fetched::Miss), "nothing uploaded yet");
-    let first = remote.upload(&a, &record).unwrap();
+    let first = remote.upload(&a, &record, false).unwrap();
     assert!(first.bytes > 3_000_000 && first.objects == 6, "{first:?}");
-    let again = remote.upload(&a, &record).unwrap();
+    let again = remote.upload(&a, &record, false).unwrap();
     assert_eq!(again.objects, 0, "an upload of what the remote has sends nothing: {again:?}");
 
     match fetch(remote, &b, &k) {
@@ -95,7 +95,7 @@ fn contract(remote: &Remote, corrupt: &dyn Fn(&Digest, &[u8])) {
     assert!(!c.has_artifact(&record.artifact));
 
     // The next upload of that artifact overwrites what was found damaged.
-    let repaired = remote.upload(&a, &record).unwrap();
+    let repaired = remote.upload(&a, &record, false).unwrap();
     assert!(repaired.bytes >= 3_000_000, "{repaired:?}");
     assert!(matches!(fetch(remote, &c, &k), Fetched::Hit { .. }));
     same_files(&a, &c, &record.artifact);
@@ -104,7 +104,7 @@ fn contract(remote: &Remote, corrupt: &dyn Fn(&Digest, &[u8])) {
     let k2 = key(2);
     let (_, record2) = producer(&tmp.path().join("a2"), k2);
     let a2 = Store::open(&tmp.path().join("a2")).unwrap();
-    remote.upload(&a2, &record2).unwrap();
+    remote.upload(&a2, &record2, false).unwrap();
     assert!(matches!(fetch(remote, &b, &k2), Fetched::Hit { bytes: 0, .. }), "same content, no download");
 }
 
@@ -129,7 +129,7 @@ fn a_record_for_another_key_or_a_path_outside_the_artifact_is_rejected() {
     let url = format!("file://{}/cache", dir.path().display());
     let remote = Remote::open(&url).unwrap();
     let (a, record) = producer(&dir.path().join("a"), key(1));
-    remote.upload(&a, &record).unwrap();
+    remote.upload(&a, &record, false).unwrap();
     let b = Store::open(&dir.path().join("b")).unwrap();
 
     // The record of key 1 stored under key 3's name.
@@ -175,14 +175,14 @@ fn http_cache_credentials_refused_or_accepted() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, record) = producer(&tmp.path().join("a"), key(1));
     let url = nginx.url("private");
-    let err = Remote::open(&url).unwrap().upload(&a, &record).unwrap_err();
+    let err = Remote::open(&url).unwrap().upload(&a, &record, false).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("refused") && message.contains("credentials"), "{message}");
     let with_password = url.replacen("http://", "http://aurora:wrong@", 1);
-    assert!(Remote::open(&with_password).unwrap().upload(&a, &record).is_err());
+    assert!(Remote::open(&with_password).unwrap().upload(&a, &record, false).is_err());
     let with_password = url.replacen("http://", "http://aurora:secret@", 1);
     let remote = Remote::open(&with_password).unwrap();
-    remote.upload(&a, &record).unwrap();
+    remote.upload(&a, &record, false).unwrap();
     let b = Store::open(&tmp.path().join("b")).unwrap();
     assert!(matches!(fetch(&remote, &b, &key(1)), Fetched::Hit { .. }));
     assert!(!message.contains("secret"));
@@ -225,10 +225,11 @@ fn unreachable_server_fails_fast_and_names_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, record) = producer(&tmp.path().join("a"), key(1));
     let started = std::time::Instant::now();
-    let err: RemoteError = match Remote::open(&format!("http://127.0.0.1:{port}/cache/")).unwrap().upload(&a, &record) {
-        Err(e) => *e.downcast::<RemoteError>().unwrap(),
-        Ok(_) => panic!("nothing listens there"),
-    };
+    let err: RemoteError =
+        match Remote::open(&format!("http://127.0.0.1:{port}/cache/")).unwrap().upload(&a, &record, false) {
+            Err(e) => *e.downcast::<RemoteError>().unwrap(),
+            Ok(_) => panic!("nothing listens there"),
+        };
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }

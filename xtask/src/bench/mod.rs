@@ -32,6 +32,7 @@ mod infer;
 mod lock;
 mod noop;
 mod plan;
+mod remote;
 mod sandbox;
 mod tokenize;
 mod train;
@@ -46,6 +47,7 @@ pub const ALL: &[Benchmark] = &[
     infer::BENCH,
     train::BENCH,
     dist::BENCH,
+    remote::BENCH,
     sandbox::BENCH,
 ];
 
