@@ -141,16 +141,21 @@ impl Project {
 
     /// Every file below the store, relative, sorted (to check that nothing changed).
     pub fn store_files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        walk(&self.store(), &self.store(), &mut out);
-        out.sort();
-        out
+        files_below(&self.store())
     }
 
     /// Replaces what varies between runs with placeholders.
     pub fn redact(&self, text: &str) -> String {
         redact(text, &self.root)
     }
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
