@@ -133,6 +133,7 @@ impl Observer for StderrObserver {
             // A lookup is one small request; only what it finds is worth a line.
             Event::Fetching { .. } => {}
             Event::Uploading { node, remote } => self.line(format!("  pushing   {node} to {remote}")),
+            Event::Dispatched { node, detail } => self.line(format!("  queued    {node}: {detail}")),
             Event::Finished { report } => {
                 if let Some(bar) = self.node_bars.lock().expect("bar map").remove(&report.id) {
                     bar.finish_and_clear();

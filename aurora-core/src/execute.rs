@@ -96,6 +96,11 @@ pub enum Event<'a> {
         node: &'a str,
         remote: &'a str,
     },
+    /// A dispatcher handed the node to a scheduler (`detail`: "Slurm job 123").
+    Dispatched {
+        node: &'a str,
+        detail: &'a str,
+    },
     /// The node's artifact is being uploaded to the remote cache (`aurora push`).
     Uploading {
         node: &'a str,

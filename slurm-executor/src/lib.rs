@@ -228,8 +228,10 @@ impl SlurmExecutor {
 }
 
 impl Dispatcher for SlurmExecutor {
-    fn run_node(&self, plan: &Plan, node: &PlannedNode, key: &Digest, _observer: &dyn Observer) -> Result<(), String> {
+    fn run_node(&self, plan: &Plan, node: &PlannedNode, key: &Digest, observer: &dyn Observer) -> Result<(), String> {
         let (id, log) = self.submit(plan, node, key).map_err(|e| e.to_string())?;
+        let detail = format!("Slurm job {id}, log {}", log.display());
+        observer.event(aurora_core::execute::Event::Dispatched { node: &node.id, detail: &detail });
         self.running.lock().expect("job table").insert(id.clone(), node.id.clone());
         let waited = self.wait(&id);
         self.running.lock().expect("job table").remove(&id);

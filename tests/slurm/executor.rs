@@ -196,3 +196,36 @@ fn a_cancelled_training_job_resumes_from_its_checkpoint() {
     assert!(log.contains("resuming from the checkpoint"), "{log}");
     assert_eq!(artifact, cap(&expected).2, "a resumed stage has the bytes of an uninterrupted one");
 }
+
+#[test]
+fn ctrl_c_cancels_the_jobs_it_submitted() {
+    let Some(cluster) = aurora_slurm_testkit::start_or_skip("ctrl_c_cancels_the_jobs_it_submitted") else { return };
+    let p = Project::new();
+    p.write(
+        "m.toml",
+        "[experiment]\nname = \"long\"\nseed = 1\n\n[steps.long]\nplugin = \"exec.command\"\nargv = [\"sleep\", \"600\"]\n",
+    );
+    let mut run = aurora_on(&cluster, &p, &["run", "m.toml", "--executor", "slurm"]);
+    let child = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("aurora starts");
+    let queue = || {
+        let out =
+            cluster.run("squeue", ["-h", "-o", "%i %T", "-n", "aurora:steps/long"], Duration::from_secs(10)).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while !queue().ends_with("RUNNING") {
+        assert!(Instant::now() < deadline, "the job never ran: {}\n{}", queue(), cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let interrupt = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupt.success());
+    let out = wait_output_within(child, TIMEOUT);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted: cancelled Slurm jobs"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("queued    steps/long: Slurm job"), "{}", stderr(&out));
+    let deadline = Instant::now() + TIMEOUT;
+    while !queue().is_empty() {
+        assert!(Instant::now() < deadline, "the job is still queued: {}", queue());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
