@@ -22,6 +22,11 @@ use serde_json::Value;
 /// a failed job's log outlives the next attempt.
 pub const LOG_DIR: &str = "slurm";
 
+/// How many times one node is submitted when its jobs time out or lose their node
+/// (`AURORA_SLURM_SUBMISSIONS`, default 20: a 377B-token stage is many 48-hour jobs).
+pub const SUBMISSIONS_ENV: &str = "AURORA_SLURM_SUBMISSIONS";
+const DEFAULT_SUBMISSIONS: u32 = 20;
+
 /// The longest wait between two `squeue` polls of one job.
 const MAX_POLL: Duration = Duration::from_secs(5);
 const FIRST_POLL: Duration = Duration::from_millis(200);
@@ -71,6 +76,8 @@ pub struct SlurmExecutor {
     env: Vec<(OsString, OsString)>,
     /// Jobs submitted and not yet ended: job id -> node id.
     running: Mutex<BTreeMap<String, String>>,
+    /// Submissions of one node at most, when its jobs run out of time or lose their node.
+    max_submissions: u32,
 }
 
 /// How a job ended, from `scontrol show job` or `sacct`.
@@ -89,7 +96,9 @@ impl SlurmExecutor {
                 !k.starts_with("SLURM_") || k == "SLURM_CONF"
             })
             .collect();
-        SlurmExecutor { job, env, running: Mutex::new(BTreeMap::new()) }
+        let max_submissions =
+            std::env::var(SUBMISSIONS_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_SUBMISSIONS).max(1);
+        SlurmExecutor { job, env, running: Mutex::new(BTreeMap::new()), max_submissions }
     }
 
     fn client(&self, program: &str) -> Command {
@@ -229,43 +238,54 @@ impl SlurmExecutor {
 
 impl Dispatcher for SlurmExecutor {
     fn run_node(&self, plan: &Plan, node: &PlannedNode, key: &Digest, observer: &dyn Observer) -> Result<(), String> {
-        let (id, log) = self.submit(plan, node, key).map_err(|e| e.to_string())?;
-        let detail = format!("Slurm job {id}, log {}", log.display());
-        observer.event(aurora_core::execute::Event::Dispatched { node: &node.id, detail: &detail });
-        self.running.lock().expect("job table").insert(id.clone(), node.id.clone());
-        let waited = self.wait(&id);
-        self.running.lock().expect("job table").remove(&id);
-        waited.map_err(|e| e.to_string())?;
-        let end = self.end_of(&id);
-        match end.as_ref().map(|e| e.state.as_str()) {
-            Some("COMPLETED") => Ok(()),
-            // Neither scontrol nor sacct knows it any more: the store says whether it worked.
-            None => Ok(()),
-            Some(state) => {
-                let end = end.as_ref().expect("matched Some");
-                let why = match state {
-                    "TIMEOUT" => format!(
-                        "exceeded its time limit; raise it with `slurm = {{ time = \"...\" }}` on the entry of `{}` (rerunning resumes from its last checkpoint)",
-                        node.id
-                    ),
-                    "CANCELLED" => "was cancelled (scancel); rerunning resumes from its last checkpoint".to_string(),
-                    "PREEMPTED" | "NODE_FAIL" | "BOOT_FAIL" => {
-                        "lost its node; rerunning resumes from its last checkpoint".to_string()
-                    }
-                    _ => format!("ended {state} (exit code {})", end.exit_code),
-                };
-                Err(format!(
-                    "Slurm job {id} {why}{}\n--- last lines of {} ---\n{}",
-                    if end.reason.is_empty() || end.reason == "None" {
-                        String::new()
-                    } else {
-                        format!(" ({})", end.reason)
-                    },
-                    log.display(),
-                    tail(&log, 20)
-                ))
+        let mut attempt = 1;
+        loop {
+            let (id, log) = self.submit(plan, node, key).map_err(|e| e.to_string())?;
+            let detail = match attempt {
+                1 => format!("Slurm job {id}, log {}", log.display()),
+                n => format!("Slurm job {id} (submission {n}, resuming), log {}", log.display()),
+            };
+            observer.event(aurora_core::execute::Event::Dispatched { node: &node.id, detail: &detail });
+            self.running.lock().expect("job table").insert(id.clone(), node.id.clone());
+            let waited = self.wait(&id);
+            self.running.lock().expect("job table").remove(&id);
+            waited.map_err(|e| e.to_string())?;
+            let end = self.end_of(&id);
+            let Some(end) = end.filter(|e| e.state != "COMPLETED") else {
+                // Completed, or forgotten by both scontrol and sacct: the store says whether it worked.
+                return Ok(());
+            };
+            // A long stage outlives any one job's time limit: it goes on from its checkpoint in
+            // the next job, as it would after a preemption.
+            if RESUBMITTED_STATES.contains(&end.state.as_str()) && attempt < self.max_submissions {
+                attempt += 1;
+                continue;
             }
+            return Err(self.job_failure(node, &id, &log, &end, attempt));
         }
+    }
+}
+
+/// Job ends after which the node is submitted again (it resumes from its last checkpoint).
+const RESUBMITTED_STATES: [&str; 4] = ["TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"];
+
+impl SlurmExecutor {
+    fn job_failure(&self, node: &PlannedNode, id: &str, log: &Path, end: &JobEnd, attempts: u32) -> String {
+        let why = match end.state.as_str() {
+            "TIMEOUT" => format!(
+                "exceeded its time limit ({attempts} submissions in all); raise it with `slurm = {{ time = \"...\" }}` on the entry of `{}`, or AURORA_SLURM_SUBMISSIONS (rerunning resumes from its last checkpoint)",
+                node.id
+            ),
+            "CANCELLED" => "was cancelled (scancel); rerunning resumes from its last checkpoint".to_string(),
+            "PREEMPTED" | "NODE_FAIL" | "BOOT_FAIL" => format!(
+                "lost its node ({}, {attempts} submissions in all); rerunning resumes from its last checkpoint",
+                end.state
+            ),
+            state => format!("ended {state} (exit code {})", end.exit_code),
+        };
+        let reason =
+            if end.reason.is_empty() || end.reason == "None" { String::new() } else { format!(" ({})", end.reason) };
+        format!("Slurm job {id} {why}{reason}\n--- last lines of {} ---\n{}", log.display(), tail(log, 20))
     }
 }
 
