@@ -229,3 +229,37 @@ fn ctrl_c_cancels_the_jobs_it_submitted() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn sbatch_refusing_a_job_and_a_bad_slurm_table_are_clear_errors() {
+    let manifest = |slurm: &str| {
+        format!(
+            "[experiment]\nname = \"opts\"\nseed = 1\n\n[steps.a]\nplugin = \"exec.command\"\nargv = [\"true\"]\nslurm = {slurm}\n"
+        )
+    };
+    // A field sbatch does not get from us: located, before anything runs (no cluster needed).
+    let p = Project::new();
+    p.write("m.toml", &manifest("{ partition = \"x\", nodes = \"2\" }"));
+    let out = p.run(&["plan", "m.toml"]);
+    assert_code(&out, 2, "a bad slurm table");
+    let err = stderr(&out);
+    assert!(err.contains("`steps.a.slurm`: `nodes` not allowed") && err.contains("m.toml:8:"), "{err}");
+    assert!(err.contains("partition, account, time, qos, constraint"), "{err}");
+
+    // A partition the cluster does not have: sbatch's own message.
+    let Some(cluster) = aurora_slurm_testkit::start_or_skip("sbatch_refusing_a_job") else { return };
+    p.write("m.toml", &manifest("{ partition = \"no-such-partition\" }"));
+    let out = output_within(aurora_on(&cluster, &p, &["run", "m.toml", "--executor", "slurm"]), TIMEOUT);
+    assert_code(&out, 1, "sbatch refused");
+    let err = stderr(&out);
+    assert!(err.contains("--partition=no-such-partition") && err.contains("invalid partition"), "{err}");
+    // The table is not part of the key: the same node plans with the same key without it.
+    let with = p.json(&["plan", "m.toml", "--json"]);
+    p.write(
+        "m.toml",
+        "[experiment]\nname = \"opts\"\nseed = 1\n\n[steps.a]\nplugin = \"exec.command\"\nargv = [\"true\"]\n",
+    );
+    let without = p.json(&["plan", "m.toml", "--json"]);
+    assert_eq!(with["nodes"][0]["key"], without["nodes"][0]["key"]);
+    assert_eq!(with["manifest_digest"], without["manifest_digest"]);
+}
