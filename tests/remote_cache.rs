@@ -202,7 +202,6 @@ fn blake3_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-
 /// Replaces the durations object_store prints (`in 328.138423ms,`) with `in [ELAPSED],`.
 fn redact_elapsed(text: &str) -> String {
     let mut out = String::new();

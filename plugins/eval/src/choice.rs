@@ -145,6 +145,9 @@ impl Plugin for EvalChoice {
         results.details = json!({ "shots": node.settings.shots, "tasks": scores });
         Ok(ExecOutcome { metrics: results.write(ctx.out_dir)? })
     }
+    fn resources(&self, config: &Value) -> aurora_core::plugin::Resources {
+        crate::schedule::resources(config)
+    }
 }
 
 /// One multiple-choice item.

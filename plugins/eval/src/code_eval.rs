@@ -266,6 +266,9 @@ impl Plugin for EvalCode {
         });
         Ok(ExecOutcome { metrics: results.write(ctx.out_dir)? })
     }
+    fn resources(&self, config: &serde_json::Value) -> aurora_core::plugin::Resources {
+        crate::schedule::resources(config)
+    }
 }
 
 /// One completion to run: (problem index, sample index, completion cut at its stop sequence).

@@ -167,6 +167,9 @@ impl Plugin for EvalPerplexity {
         results.details = json!({ "languages": stats });
         Ok(ExecOutcome { metrics: results.write(ctx.out_dir)? })
     }
+    fn resources(&self, config: &serde_json::Value) -> aurora_core::plugin::Resources {
+        crate::schedule::resources(config)
+    }
 }
 
 /// A document to score and its language.

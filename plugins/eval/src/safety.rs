@@ -177,6 +177,9 @@ impl Plugin for EvalSafety {
         results.details = json!({ "counts": summary.counts, "responses": "responses.jsonl" });
         Ok(ExecOutcome { metrics: results.write(ctx.out_dir)? })
     }
+    fn resources(&self, config: &Value) -> aurora_core::plugin::Resources {
+        crate::schedule::resources(config)
+    }
 }
 
 /// The prompt rendered with [`TEMPLATE`].

@@ -26,14 +26,15 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use aurora_process_testkit::{
+    forget_owner, in_ci, keep_requested, spawn_tied, sweep_stale_dirs, tail, which, write_owner,
+};
 
 /// An `Authorization` header value that moto accepts as signed (it checks no signatures): moto answers unsigned
 /// `GET`/`HEAD` of an object with 403 unless the object is `public-read`, but serves any request carrying this.
@@ -61,36 +62,18 @@ const KEEP_ENV: &str = "AURORA_SERVERS_KEEP";
 const NGINX_PROBE: &str = "/.aurora-ready";
 
 /// Why a server could not be started.
-#[derive(Debug, Clone)]
-pub struct Unavailable {
-    reason: String,
+pub use aurora_process_testkit::Unavailable;
+
+/// An [`Unavailable`] naming what this kit starts.
+fn unavailable(reason: impl Into<String>) -> Unavailable {
+    Unavailable::new("test server", reason)
 }
-
-impl Unavailable {
-    fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into() }
-    }
-
-    /// Human-readable reason, including log tails where the server failed.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "test server unavailable: {}", self.reason)
-    }
-}
-
-impl std::error::Error for Unavailable {}
 
 fn or_skip<T>(test: &str, started: Result<T, Unavailable>) -> Option<T> {
     match started {
         Ok(server) => Some(server),
         Err(e) => {
-            let ci = std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false);
-            if ci {
+            if in_ci() {
                 panic!("{test}: CI=true but {e}");
             }
             eprintln!("SKIP {test}: {}", e.reason());
@@ -114,6 +97,9 @@ pub fn moto_or_skip(test: &str) -> Option<Moto> {
 }
 
 /// nginx serving WebDAV directories; see the crate documentation.
+///
+/// Dereferences to its [`Server`]: `addr()`, `dir()` (configuration, logs, served files), `pid()` and `logs()`
+/// (nginx's output, error log and access log).
 pub struct Nginx {
     server: Server,
 }
@@ -121,8 +107,7 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx; returns once it answers HTTP (bounded by 30 s).
     pub fn start() -> Result<Nginx, Unavailable> {
-        let bin =
-            which("nginx").ok_or_else(|| Unavailable::new("nginx not found (install the Debian package `nginx`)"))?;
+        let bin = which("nginx").ok_or_else(|| unavailable("nginx not found (install the Debian package `nginx`)"))?;
         let server = start_with_retries(|| Self::try_start(&bin))?;
         Ok(Nginx { server })
     }
@@ -136,7 +121,7 @@ impl Nginx {
         let token = token(&root);
         let conf = root.join("nginx.conf");
         let error_log = root.join("logs/error.log");
-        let fail = |what: &str, e: io::Error| Unavailable::new(format!("{what} in {}: {e}", root.display()));
+        let fail = |what: &str, e: io::Error| unavailable(format!("{what} in {}: {e}", root.display()));
         (|| {
             for sub in ["www/cache", "www/private", "logs", "tmp"] {
                 fs::create_dir_all(root.join(sub))?;
@@ -160,7 +145,7 @@ impl Nginx {
         let cache = format!("{}/cache/", server.base_url());
         match http_request("GET", &cache, &[], &[]) {
             Ok((200, _)) => Ok(server),
-            other => Err(Unavailable::new(format!("GET {cache} answered {other:?}{}", server.logs())).into()),
+            other => Err(unavailable(format!("GET {cache} answered {other:?}{}", server.logs())).into()),
         }
     }
 
@@ -180,25 +165,13 @@ impl Nginx {
     pub fn root(&self) -> PathBuf {
         self.server.root.join("www")
     }
+}
 
-    /// Listening address (`127.0.0.1:PORT`).
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
+impl Deref for Nginx {
+    type Target = Server;
 
-    /// The server's temporary directory (configuration, logs, served files; removed on drop).
-    pub fn dir(&self) -> &Path {
-        &self.server.root
-    }
-
-    /// Pid of the nginx process.
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
-
-    /// The last lines of nginx's output, error log and access log, for diagnostics in failing tests.
-    pub fn logs(&self) -> String {
-        self.server.logs()
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
@@ -255,6 +228,9 @@ fn nginx_conf(root: &Path, port: u16, token: &str) -> String {
 }
 
 /// `moto_server` with a bucket; see the crate documentation.
+///
+/// Dereferences to its [`Server`]: `addr()`, `dir()` (its output), `pid()` and `logs()` (`moto_server`'s output, one
+/// line per request).
 pub struct Moto {
     server: Server,
 }
@@ -286,7 +262,7 @@ impl Moto {
         let bucket = format!("{base}/{BUCKET}");
         match http_request("PUT", &bucket, &[], &[]) {
             Ok((200, _)) => Ok(server),
-            other => Err(Unavailable::new(format!("PUT {bucket} answered {other:?}{}", server.logs())).into()),
+            other => Err(unavailable(format!("PUT {bucket} answered {other:?}{}", server.logs())).into()),
         }
     }
 
@@ -299,25 +275,13 @@ impl Moto {
     pub fn bucket(&self) -> &'static str {
         BUCKET
     }
+}
 
-    /// Listening address (`127.0.0.1:PORT`).
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
+impl Deref for Moto {
+    type Target = Server;
 
-    /// The server's temporary directory (its output; removed on drop).
-    pub fn dir(&self) -> &Path {
-        &self.server.root
-    }
-
-    /// Pid of the `moto_server` process.
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
-
-    /// The last lines of `moto_server`'s output (one line per request), for diagnostics in failing tests.
-    pub fn logs(&self) -> String {
-        self.server.logs()
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
@@ -333,7 +297,7 @@ fn moto_program() -> Result<Vec<PathBuf>, Unavailable> {
     if let Some(bin) = which("moto_server") {
         return Ok(vec![bin]);
     }
-    let missing = || Unavailable::new("moto_server not found (python3 -m pip install 'moto[server]')");
+    let missing = || unavailable("moto_server not found (python3 -m pip install 'moto[server]')");
     let python = which("python3").ok_or_else(missing)?;
     let mut probe = Command::new(&python);
     probe.args(["-c", "import moto.server, flask"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -357,7 +321,9 @@ impl From<Unavailable> for StartError {
 }
 
 fn start_with_retries(mut attempt: impl FnMut() -> Result<Server, StartError>) -> Result<Server, Unavailable> {
-    sweep_stale();
+    // Removes directories left by test processes that died without dropping their servers (the servers themselves
+    // died with them, through `PR_SET_PDEATHSIG`).
+    sweep_stale_dirs(Path::new(TMP_ROOT), DIR_PREFIX);
     let mut tries = 1;
     loop {
         match attempt() {
@@ -371,8 +337,9 @@ fn start_with_retries(mut attempt: impl FnMut() -> Result<Server, StartError>) -
     }
 }
 
-/// One server process in its temporary directory; stops it and removes the directory on drop.
-struct Server {
+/// One server process in its temporary directory, shared by [`Nginx`] and [`Moto`] (which dereference to it); stops
+/// the process and removes the directory on drop.
+pub struct Server {
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
     port: u16,
@@ -388,36 +355,47 @@ struct Process {
 
 impl Server {
     fn new(kind: &str) -> Result<Server, Unavailable> {
-        let fail = |what: &str, e: io::Error| Unavailable::new(format!("{what}: {e}"));
+        let fail = |what: &str, e: io::Error| unavailable(format!("{what}: {e}"));
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{kind}-"))
             .tempdir_in(TMP_ROOT)
             .map_err(|e| fail(&format!("creating a temporary directory in {TMP_ROOT}"), e))?;
         let root = dir.path().to_path_buf();
-        fs::write(root.join("owner"), owner_token(std::process::id()).unwrap_or_default())
-            .map_err(|e| fail("writing the owner file", e))?;
+        write_owner(&root).map_err(|e| fail("writing the owner file", e))?;
         let port = free_port().map_err(|e| fail("picking a free port", e))?;
         Ok(Server { dir: Some(dir), root, port, process: None })
     }
 
-    fn addr(&self) -> SocketAddr {
+    /// Listening address (`127.0.0.1:PORT`).
+    pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The server's temporary directory (its configuration, logs and, for nginx, the served files; removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Pid of the server process.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, |p| p.child.id())
+    }
+
+    /// The last lines of the server's output and logs, for diagnostics in failing tests.
+    pub fn logs(&self) -> String {
+        self.process.as_ref().map(|p| p.logs.iter().map(|path| tail(path)).collect()).unwrap_or_default()
     }
 
     fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn pid(&self) -> u32 {
-        self.process.as_ref().map_or(0, |p| p.child.id())
-    }
-
     /// Spawns the server from the spawner thread (see [`spawn_tied`]), output captured in `logs[0]`.
     fn spawn(&mut self, name: &'static str, mut cmd: Command, logs: Vec<PathBuf>) -> Result<(), Unavailable> {
         let out = &logs[0];
-        let open = || File::create(out).map_err(|e| Unavailable::new(format!("creating {}: {e}", out.display())));
+        let open = || File::create(out).map_err(|e| unavailable(format!("creating {}: {e}", out.display())));
         cmd.stdin(Stdio::null()).stdout(open()?).stderr(open()?).current_dir(&self.root);
-        let child = spawn_tied(cmd).map_err(|e| Unavailable::new(format!("spawning {name}: {e}")))?;
+        let child = spawn_tied(cmd).map_err(|e| unavailable(format!("spawning {name}: {e}")))?;
         self.process = Some(Process { name, child, logs });
         Ok(())
     }
@@ -432,7 +410,7 @@ impl Server {
             {
                 let logs = self.logs();
                 let name = self.process.as_ref().map_or("server", |p| p.name);
-                let e = Unavailable::new(format!("{name} exited ({status}) while waiting for {what}{logs}"));
+                let e = unavailable(format!("{name} exited ({status}) while waiting for {what}{logs}"));
                 return Err(if logs.contains("in use") { StartError::PortRace(e) } else { StartError::Fatal(e) });
             }
             // The port check first: a server that lost the port race must not be taken for ready because the
@@ -441,7 +419,7 @@ impl Server {
                 return Ok(());
             }
             if start.elapsed() > READY_TIMEOUT {
-                return Err(StartError::Fatal(Unavailable::new(format!(
+                return Err(StartError::Fatal(unavailable(format!(
                     "timed out after {READY_TIMEOUT:?} waiting for {what}{}\n(set {KEEP_ENV}=1 to keep {})",
                     self.logs(),
                     self.root.display()
@@ -469,16 +447,12 @@ impl Server {
         fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == socket.as_str()))
     }
 
-    fn logs(&self) -> String {
-        self.process.as_ref().map(|p| p.logs.iter().map(|path| tail(path)).collect()).unwrap_or_default()
-    }
-
     /// SIGTERM the server's process group, SIGKILL it after [`STOP_TIMEOUT`], reap the server.
     ///
     /// The group is signalled only while its leader (the server) is unreaped, so its id cannot have been reused.
     fn stop(&mut self) {
         let Some(mut p) = self.process.take() else { return };
-        // The server leads its own process group (see `spawn_with_pdeathsig`); a wrapper's children are in it too.
+        // The server leads its own process group (see `spawn_tied`); a wrapper's children are in it too.
         let group = -(p.child.id() as libc::pid_t);
         let signal = |p: &mut Process, signal| {
             if let Ok(None) = p.child.try_wait() {
@@ -500,8 +474,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         if let Some(dir) = self.dir.take() {
-            if std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
-                let _ = fs::remove_file(self.root.join("owner")); // not swept later
+            if keep_requested(KEEP_ENV) {
+                forget_owner(&self.root); // not swept later
                 eprintln!("aurora-servers-testkit: kept {}", dir.keep().display());
             } else if let Err(e) = dir.close() {
                 eprintln!("aurora-servers-testkit: removing {}: {e}", self.root.display());
@@ -634,16 +608,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     find(haystack, needle).is_some()
 }
 
-/// Resolves `name` on `PATH`, then in the sbin/bin directories (non-root `PATH`s often lack `/usr/sbin`).
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let fallback = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(fallback)
-        .map(|dir| dir.join(name))
-        .find(|p| fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
-}
-
 /// A port that is free on 127.0.0.1 now; the server may lose it to another process before binding it, which
 /// `start_with_retries` handles.
 fn free_port() -> io::Result<u16> {
@@ -653,100 +617,6 @@ fn free_port() -> io::Result<u16> {
 /// A token unique to this server: its directory's name.
 fn token(root: &Path) -> String {
     root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// The last lines of `path`, under a header naming it; empty when the file is missing or empty.
-fn tail(path: &Path) -> String {
-    let Ok(bytes) = fs::read(path) else { return String::new() };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let tail = &lines[lines.len().saturating_sub(25)..];
-    format!("\n--- tail of {} ---\n{}", path.display(), tail.join("\n"))
-}
-
-/// Spawns `cmd` so that it gets SIGKILL when the test process dies.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process; forking from a test
-/// thread would kill the server when that test's thread ends (e.g. a server shared through a `static`). So every
-/// server is forked by one thread that lives as long as the process.
-fn spawn_tied(cmd: Command) -> io::Result<Child> {
-    type Request = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        thread::Builder::new()
-            .name("aurora-servers-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(spawn_with_pdeathsig(&mut cmd));
-                }
-            })
-            .expect("spawning the aurora-servers-spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply, result) = mpsc::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((cmd, reply))
-        .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    result.recv().map_err(|_| io::Error::other("spawner thread is gone"))?
-}
-
-fn spawn_with_pdeathsig(cmd: &mut Command) -> io::Result<Child> {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent died before prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-    }
-    // Own process group: a terminal's ^C goes to the test process only, and `Server::stop` signals the group.
-    cmd.process_group(0).spawn()
-}
-
-/// `"<pid> <start time>"`: identifies a process across pid reuse.
-fn owner_token(pid: u32) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name start at field 3; the start time is field 22.
-    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
-    Some(format!("{pid} {start}"))
-}
-
-/// Whether the test process that created server directory `root` is still running. A directory without an owner
-/// file is being created (or was kept on purpose) and counts as alive.
-fn owner_alive(root: &Path) -> bool {
-    let Ok(token) = fs::read_to_string(root.join("owner")) else { return true };
-    let Some(pid) = token.split_whitespace().next().and_then(|p| p.parse().ok()) else { return true };
-    owner_token(pid).as_deref() == Some(token.trim())
-}
-
-/// Removes directories left by test processes that died without dropping their servers (the servers themselves
-/// died with them, through `PR_SET_PDEATHSIG`).
-fn sweep_stale() {
-    let Ok(entries) = fs::read_dir(TMP_ROOT) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_name().as_bytes().starts_with(DIR_PREFIX.as_bytes())
-            && path.join("owner").exists()
-            && !owner_alive(&path)
-        {
-            let _ = fs::remove_dir_all(&path);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -22,12 +22,15 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, Once, OnceLock, mpsc};
+use std::sync::{Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use aurora_process_testkit::{
+    forget_owner, in_ci, keep_requested, owner_alive, spawn_tied, sweep_stale_dirs, tail, which, write_owner,
+};
 
 const DIR_PREFIX: &str = "aurora-slurm-";
 /// Short and world-traversable: munged insists on `o+x` for every ancestor of its socket, and Unix socket paths
@@ -45,29 +48,12 @@ const CLIENT_ENV_PREFIXES: &[&str] =
     &["SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "SQUEUE_", "SINFO_", "SCONTROL_", "SCANCEL_", "SACCT_"];
 
 /// Why a cluster could not be started.
-#[derive(Debug, Clone)]
-pub struct Unavailable {
-    reason: String,
+pub use aurora_process_testkit::Unavailable;
+
+/// An [`Unavailable`] naming what this kit starts.
+fn unavailable(reason: impl Into<String>) -> Unavailable {
+    Unavailable::new("Slurm test cluster", reason)
 }
-
-impl Unavailable {
-    fn new(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into() }
-    }
-
-    /// Human-readable reason, including log tails where a daemon failed.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Slurm test cluster unavailable: {}", self.reason)
-    }
-}
-
-impl std::error::Error for Unavailable {}
 
 /// Knobs for [`SlurmCluster::start_with`].
 #[derive(Debug, Clone, Default)]
@@ -86,8 +72,7 @@ pub fn start_or_skip(test: &str) -> Option<SlurmCluster> {
     match SlurmCluster::start() {
         Ok(cluster) => Some(cluster),
         Err(e) => {
-            let ci = std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false);
-            if ci {
+            if in_ci() {
                 panic!("{test}: CI=true but {e}");
             }
             eprintln!("skipping {test}: {}", e.reason());
@@ -118,23 +103,13 @@ impl Bins {
             need(client);
         }
         if !missing.is_empty() {
-            return Err(Unavailable::new(format!(
+            return Err(unavailable(format!(
                 "missing binaries: {} (install the Debian packages `slurm-wlm` and `munge`)",
                 missing.join(", ")
             )));
         }
         Ok(Bins { mungekey: which("mungekey"), ..bins })
     }
-}
-
-/// Resolves `name` on `PATH`, then in the sbin/bin directories (non-root `PATH`s often lack `/usr/sbin`).
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let fallback = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(fallback)
-        .map(|dir| dir.join(name))
-        .find(|p| fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 struct Daemon {
@@ -165,7 +140,7 @@ enum StartError {
 
 impl From<Unavailable> for StartError {
     fn from(e: Unavailable) -> Self {
-        if e.reason.contains("Address already in use") { StartError::PortRace(e) } else { StartError::Fatal(e) }
+        if e.reason().contains("Address already in use") { StartError::PortRace(e) } else { StartError::Fatal(e) }
     }
 }
 
@@ -178,11 +153,11 @@ impl SlurmCluster {
     /// Starts a cluster; returns once the node is `idle` (bounded by 30 s per daemon stage).
     pub fn start_with(options: Options) -> Result<SlurmCluster, Unavailable> {
         if cfg!(not(target_os = "linux")) {
-            return Err(Unavailable::new("only supported on Linux"));
+            return Err(unavailable("only supported on Linux"));
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(Unavailable::new("not root (slurmd must run as root to launch tasks)"));
+            return Err(unavailable("not root (slurmd must run as root to launch tasks)"));
         }
         let bins = Bins::find()?;
         static SWEEP: Once = Once::new();
@@ -206,7 +181,7 @@ impl SlurmCluster {
             let n = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
             u32::try_from(n).unwrap_or(u32::MAX).max(8)
         });
-        let fail = |what: &str, e: io::Error| Unavailable::new(format!("{what}: {e}"));
+        let fail = |what: &str, e: io::Error| unavailable(format!("{what}: {e}"));
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir_in(TMP_ROOT)
@@ -264,7 +239,7 @@ impl SlurmCluster {
             fs::create_dir(root.join(sub))?;
             fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755))?;
         }
-        fs::write(root.join("owner"), owner_token(std::process::id()).unwrap_or_default())?;
+        write_owner(root)?;
         fs::write(root.join("plugstack.conf"), "")?;
         let key = root.join("munge/munge.key");
         let generated = bins.mungekey.as_ref().is_some_and(|mungekey| {
@@ -336,11 +311,11 @@ impl SlurmCluster {
     /// Spawns a foreground daemon from the spawner thread (see [`spawn_tied`]), output captured in `<log>.out`.
     fn spawn(&mut self, name: &'static str, mut cmd: Command, log: PathBuf) -> Result<(), Unavailable> {
         let out_path = log.with_extension("out");
-        let open = || File::create(&out_path).map_err(|e| Unavailable::new(format!("creating {out_path:?}: {e}")));
+        let open = || File::create(&out_path).map_err(|e| unavailable(format!("creating {out_path:?}: {e}")));
         cmd.stdin(Stdio::null()).stdout(open()?).stderr(open()?).current_dir(&self.root);
         self.apply_env(&mut cmd);
         cmd.env(MARKER_ENV, &self.root);
-        let child = spawn_tied(cmd).map_err(|e| Unavailable::new(format!("spawning {name}: {e}")))?;
+        let child = spawn_tied(cmd).map_err(|e| unavailable(format!("spawning {name}: {e}")))?;
         self.daemons.push(Daemon { name, child, logs: vec![out_path, log] });
         Ok(())
     }
@@ -356,7 +331,7 @@ impl SlurmCluster {
         loop {
             for d in &mut self.daemons {
                 if let Ok(Some(status)) = d.child.try_wait() {
-                    return Err(Unavailable::new(format!(
+                    return Err(unavailable(format!(
                         "{} exited ({status}) while waiting for {what}{}\n(set {KEEP_ENV}=1 to keep {})",
                         d.name,
                         tails(&d.logs),
@@ -368,7 +343,7 @@ impl SlurmCluster {
                 return Ok(());
             }
             if start.elapsed() > READY_TIMEOUT {
-                return Err(Unavailable::new(format!(
+                return Err(unavailable(format!(
                     "timed out after {READY_TIMEOUT:?} waiting for {what}{}\n(set {KEEP_ENV}=1 to keep {})",
                     self.logs(),
                     self.root.display()
@@ -487,8 +462,8 @@ impl Drop for SlurmCluster {
     fn drop(&mut self) {
         self.stop();
         if let Some(dir) = self.dir.take() {
-            if std::env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
-                let _ = fs::remove_file(self.root.join("owner")); // not swept later
+            if keep_requested(KEEP_ENV) {
+                forget_owner(&self.root); // not swept later
                 eprintln!("aurora-slurm-testkit: kept {}", dir.keep().display());
             } else if let Err(e) = dir.close() {
                 eprintln!("aurora-slurm-testkit: removing {}: {e}", self.root.display());
@@ -508,57 +483,6 @@ impl fmt::Debug for SlurmCluster {
             .field("daemon_pids", &self.daemon_pids())
             .finish()
     }
-}
-
-/// Spawns `cmd` so that it gets SIGKILL when the test process dies.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process; forking from a test
-/// thread would kill the daemons when that test's thread ends (e.g. a cluster shared through a `static`). So every
-/// daemon is forked by one thread that lives as long as the process.
-fn spawn_tied(cmd: Command) -> io::Result<Child> {
-    type Request = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        thread::Builder::new()
-            .name("aurora-slurm-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(spawn_with_pdeathsig(&mut cmd));
-                }
-            })
-            .expect("spawning the aurora-slurm-spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply, result) = mpsc::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((cmd, reply))
-        .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    result.recv().map_err(|_| io::Error::other("spawner thread is gone"))?
-}
-
-fn spawn_with_pdeathsig(cmd: &mut Command) -> io::Result<Child> {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent died before prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-    }
-    // Own process group: a terminal's ^C goes to the test process only, which then takes the daemons down.
-    cmd.process_group(0).spawn()
 }
 
 /// Runs `cmd` with stdin closed and stdout/stderr captured, killing it after `timeout`.
@@ -610,12 +534,12 @@ fn short_hostname() -> Result<String, Unavailable> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates when the name fits.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } != 0 {
-        return Err(Unavailable::new(format!("gethostname: {}", io::Error::last_os_error())));
+        return Err(unavailable(format!("gethostname: {}", io::Error::last_os_error())));
     }
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     let full = String::from_utf8_lossy(&buf[..len]);
     let short = full.split('.').next().unwrap_or_default();
-    if short.is_empty() { Err(Unavailable::new("empty hostname")) } else { Ok(short.to_owned()) }
+    if short.is_empty() { Err(unavailable("empty hostname")) } else { Ok(short.to_owned()) }
 }
 
 /// Two distinct ports that are free on all addresses (slurmctld and slurmd bind the wildcard address).
@@ -627,24 +551,7 @@ fn free_ports() -> io::Result<(u16, u16)> {
 
 /// The last lines of the first non-empty file in `paths`.
 fn tails(paths: &[PathBuf]) -> String {
-    for path in paths {
-        let Ok(bytes) = fs::read(path) else { continue };
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        if !lines.is_empty() {
-            let tail = &lines[lines.len().saturating_sub(25)..];
-            return format!("\n--- tail of {} ---\n{}", path.display(), tail.join("\n"));
-        }
-    }
-    String::new()
-}
-
-/// `"<pid> <start time>"`: identifies a process across pid reuse.
-fn owner_token(pid: u32) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name start at field 3; the start time is field 22.
-    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
-    Some(format!("{pid} {start}"))
+    paths.iter().map(|path| tail(path)).find(|t| !t.is_empty()).unwrap_or_default()
 }
 
 fn proc_pids() -> Vec<u32> {
@@ -686,17 +593,6 @@ fn kill_marked(root: &Path, conf: &Path) {
     }
 }
 
-/// Whether the test process that created cluster directory `root` is still running. A directory without an owner
-/// file is being created (or was kept on purpose) and counts as alive.
-fn owner_alive(root: &Path) -> bool {
-    if !root.exists() {
-        return false;
-    }
-    let Ok(token) = fs::read_to_string(root.join("owner")) else { return true };
-    let Some(pid) = token.split_whitespace().next().and_then(|p| p.parse().ok()) else { return true };
-    owner_token(pid).as_deref() == Some(token.trim())
-}
-
 /// Kills processes and removes directories left by test processes that died without dropping their clusters.
 fn sweep_stale() {
     let prefix = Path::new(TMP_ROOT).join(DIR_PREFIX);
@@ -713,14 +609,5 @@ fn sweep_stale() {
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     }
-    let Ok(entries) = fs::read_dir(TMP_ROOT) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_name().as_bytes().starts_with(DIR_PREFIX.as_bytes())
-            && path.join("owner").exists()
-            && !owner_alive(&path)
-        {
-            let _ = fs::remove_dir_all(&path);
-        }
-    }
+    sweep_stale_dirs(Path::new(TMP_ROOT), DIR_PREFIX);
 }
