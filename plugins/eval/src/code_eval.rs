@@ -164,7 +164,7 @@ impl Plugin for EvalCode {
         PluginKind::Evaluator
     }
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn description(&self) -> &'static str {
         "HumanEval/MBPP completions run in a sandbox: unbiased pass@k"

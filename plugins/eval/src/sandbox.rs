@@ -1,8 +1,9 @@
 //! Runs untrusted Python (model completions) so that whatever it does, the caller neither hangs
 //! nor keeps a process of it.
 //!
-//! Each run is `python3 program.py` in a fresh temp dir (cwd, `HOME`, `TMPDIR`) with a cleaned
-//! environment and these layers of containment, from the strongest one the machine offers:
+//! Each run is `python3 - < program.py` (tracebacks then name `<stdin>`, never the random
+//! directory, so a failing program fails with the same bytes in every run) in a fresh temp dir
+//! (cwd, `HOME`, `TMPDIR`) with a cleaned environment and these layers of containment, from the strongest one the machine offers:
 //!
 //! * **PID and network namespaces** (`unshare(CLONE_NEWPID | CLONE_NEWNET)`, with a user
 //!   namespace when not root): the program is PID 1 of its own namespace, so when it exits or is
@@ -357,8 +358,11 @@ pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome, SandboxErro
         ),
         None => None,
     };
+    // The program comes in on stdin, so tracebacks name `<stdin>`, not the random directory:
+    // the same program fails with the same bytes in every run (completions are artifacts).
+    let source = std::fs::File::open(&file).map_err(io_err(format!("open {}", file.display())))?;
     let mut cmd = Command::new(python);
-    cmd.arg(&file)
+    cmd.arg("-")
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin")))
@@ -367,7 +371,7 @@ pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome, SandboxErro
         .env("PYTHONHASHSEED", "0")
         .env("HOME", dir.path())
         .env("TMPDIR", dir.path())
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(source))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);

@@ -38,8 +38,10 @@ fn processes_with(marker: &str) -> Vec<u32> {
 /// Python that re-executes itself with `marker` as its argument (so every process it forks
 /// carries the marker in /proc/PID/cmdline), then runs `body`.
 fn marked(marker: &str, body: &str) -> String {
+    // The sandbox feeds the program on stdin; the re-exec passes it with `-c` instead.
+    let inner = format!("import os, sys\n{body}");
     format!(
-        "import os, sys\nif len(sys.argv) < 2:\n    os.execv(sys.executable, [sys.executable, sys.argv[0], {marker:?}])\n{body}"
+        "import os, sys\nif len(sys.argv) < 2:\n    os.execv(sys.executable, [sys.executable, '-c', {inner:?}, {marker:?}])\n{body}"
     )
 }
 
@@ -217,4 +219,15 @@ fn a_missing_python3_is_a_clear_error() {
         );
     }
     assert!(find_python3(None).is_err());
+}
+
+#[test]
+fn a_failing_program_fails_with_the_same_bytes_in_every_run() {
+    let program = "def f():\n    raise ValueError('boom')\nf()\n";
+    let run = || run_python(program, &limits()).unwrap().status;
+    let first = run();
+    let Status::Failed { stderr_tail, .. } = &first else { panic!("{first:?}") };
+    assert!(stderr_tail.contains("File \"<stdin>\", line 2, in f"), "{stderr_tail}");
+    assert!(!stderr_tail.contains("aurora-sandbox-"), "the temp dir leaks into the output: {stderr_tail}");
+    assert_eq!(run(), first);
 }
