@@ -483,7 +483,7 @@ fn execute_node(
             }
             (Ok(()), None) => {
                 report.status = NodeStatus::Failed;
-                report.error = Some("the job ended well but published nothing under the node's key (is the store on a file system the compute nodes share?)".to_string());
+                report.error = Some("the job ended but published nothing under the node's key: see its log (and check that the store is on a file system the compute nodes share)".to_string());
             }
             (Err(message), _) => {
                 report.status = NodeStatus::Failed;

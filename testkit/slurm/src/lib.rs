@@ -47,6 +47,15 @@ const KEEP_ENV: &str = "AURORA_SLURM_KEEP";
 const CLIENT_ENV_PREFIXES: &[&str] =
     &["SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "SQUEUE_", "SINFO_", "SCONTROL_", "SCANCEL_", "SACCT_"];
 
+/// The first job id of the next cluster this process starts: 1, 101, 201, ... Clusters running at
+/// the same time then hand out different job ids, and the ports ranks derive from them
+/// (`20000 + SLURM_JOB_ID % 10000`, see aurora-launch) do not collide, as two jobs of one real
+/// cluster's do not.
+fn first_job_id() -> u32 {
+    static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    1 + 100 * (CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100)
+}
+
 /// Why a cluster could not be started.
 pub use aurora_process_testkit::Unavailable;
 
@@ -294,10 +303,12 @@ impl SlurmCluster {
              MailProg=/bin/true\n\
              KillWait=2\n\
              MinJobAge=5\n\
+             FirstJobId={first_job}\n\
              InactiveLimit=0\n\
              NodeName={node} NodeAddr=127.0.0.1 NodeHostname={node} CPUs={cpus} State=UNKNOWN\n\
              PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE\n",
             ctld = self.ctld_port,
+            first_job = first_job_id(),
             slurmd = self.slurmd_port,
             cpus = self.cpus,
         );
