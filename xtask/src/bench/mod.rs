@@ -34,6 +34,7 @@ mod noop;
 mod plan;
 mod remote;
 mod sandbox;
+mod study;
 mod tokenize;
 mod train;
 
@@ -49,6 +50,7 @@ pub const ALL: &[Benchmark] = &[
     dist::BENCH,
     remote::BENCH,
     sandbox::BENCH,
+    study::BENCH,
 ];
 
 /// One benchmark: `run` measures and returns its section of the report.
