@@ -36,9 +36,9 @@ pub enum RemoteError {
     },
 
     #[error(
-        "remote cache {url}: {object} is a {found}, written by a newer aurora (this one reads {expected}); update aurora"
+        "remote cache {url}: its bucket or container cannot be listed, so lookups cannot be trusted: {reason} (check the bucket's name, that it exists, and that the credentials may list it)"
     )]
-    NewerLayout { url: String, object: String, found: String, expected: &'static str },
+    Container { url: String, reason: String },
 
     #[error("cannot {operation} {path}: {source}")]
     Io {

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Component, Path};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aurora_core::remote::{Fetched, RemoteCache, Uploaded};
 use aurora_store::{ActionRecord, ArtifactManifest, Digest, FileEntry, NodeLock, Store};
@@ -49,6 +49,9 @@ pub struct Remote {
     /// File digests whose remote copy was found damaged in this process: uploads overwrite them
     /// instead of trusting that an object with that name is right.
     damaged: Mutex<HashSet<Digest>>,
+    /// Whether the bucket or container exists, asked once (a missing one answers every lookup
+    /// "not found", which would make every node a silent miss).
+    container: OnceLock<Result<(), String>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -75,7 +78,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(RemoteError::Runtime)?;
-        Ok(Remote { opened, runtime, damaged: Mutex::new(HashSet::new()) })
+        Ok(Remote { opened, runtime, damaged: Mutex::new(HashSet::new()), container: OnceLock::new() })
     }
 
     fn object(&self, parts: &[&str]) -> ObjectPath {
@@ -121,6 +124,22 @@ impl Remote {
             Err(e) => return Err(self.failed("download", object, e)),
         };
         got.bytes().await.map(Some).map_err(|e| self.failed("download", object, e))
+    }
+
+    /// Fails when the bucket or container does not exist (cloud stores only: an HTTP cache or a
+    /// directory has nothing to list). Asked once per process, by listing the prefix.
+    fn check_container(&self) -> Result<(), RemoteError> {
+        if !self.opened.multipart {
+            return Ok(());
+        }
+        let checked = self.container.get_or_init(|| {
+            let prefix = self.opened.prefix.clone();
+            self.runtime
+                .block_on(self.opened.store.list_with_delimiter(Some(&prefix)))
+                .map(drop)
+                .map_err(|e| self.failed("list", &prefix, e).to_string())
+        });
+        checked.clone().map_err(|reason| RemoteError::Container { url: self.opened.display.clone(), reason })
     }
 
     async fn fetch_async(&self, store: &Store, lock: &NodeLock) -> Result<Fetched, RemoteError> {
@@ -343,6 +362,7 @@ impl RemoteCache for Remote {
     }
 
     fn fetch(&self, store: &Store, lock: &NodeLock) -> Result<Fetched, aurora_core::remote::RemoteError> {
+        self.check_container()?;
         Ok(self.runtime.block_on(self.fetch_async(store, lock))?)
     }
 

@@ -220,6 +220,27 @@ fn s3_compatible_server() {
 }
 
 #[test]
+fn a_missing_bucket_is_an_error_not_a_miss() {
+    let Some(moto) = aurora_servers_testkit::moto_or_skip("a_missing_bucket_is_an_error_not_a_miss") else { return };
+    let env = |k: &str| match k {
+        "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("testing".to_string()),
+        "AWS_ENDPOINT" => Some(moto.endpoint()),
+        "AWS_ALLOW_HTTP" => Some("true".to_string()),
+        "AWS_REGION" => Some("us-east-1".to_string()),
+        _ => None,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let lock = store.lock_node(&key(1), "test", &mut |_| {}).unwrap();
+    let typo = Remote::open_with_env("s3://no-such-bucket/studies", &env).unwrap();
+    let message = typo.fetch(&store, &lock).unwrap_err().to_string();
+    assert!(message.contains("s3://no-such-bucket/studies") && message.contains("cannot be listed"), "{message}");
+    // The real bucket answers a plain miss.
+    let real = Remote::open_with_env(&format!("s3://{}/studies", moto.bucket()), &env).unwrap();
+    assert!(matches!(real.fetch(&store, &lock).unwrap(), Fetched::Miss));
+}
+
+#[test]
 fn unreachable_server_fails_fast_and_names_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let tmp = tempfile::tempdir().unwrap();
