@@ -55,35 +55,38 @@ fn rewrite_refs(value: &mut Value, prefix: &str) {
     }
 }
 
+/// The schema of a per-entry table of string fields that stays out of every key (`about`, `slurm`).
+fn side_table_schema(description: &str, fields: &[(&str, &str)]) -> Value {
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|(name, what)| (name.to_string(), json!({ "type": "string", "description": what })))
+        .collect();
+    json!({ "type": "object", "description": description, "additionalProperties": false, "properties": properties })
+}
+
 fn about_schema() -> Value {
-    let text = |what: &str| json!({ "type": "string", "description": what });
-    json!({
-        "type": "object",
-        "description": "Where this entry's data comes from (documentation: listed by `aurora plan --inputs`, never part of a key).",
-        "additionalProperties": false,
-        "properties": {
-            "origin": text("The public origin: a data set id, a URL, a paper."),
-            "revision": text("The revision or version of the origin, where known."),
-            "license": text("The licence of the data."),
-            "note": text("Anything else a reader must know, e.g. which shares are chosen here."),
-        },
-    })
+    side_table_schema(
+        "Where this entry's data comes from (documentation: listed by `aurora plan --inputs`, never part of a key).",
+        &[
+            ("origin", "The public origin: a data set id, a URL, a paper."),
+            ("revision", "The revision or version of the origin, where known."),
+            ("license", "The licence of the data."),
+            ("note", "Anything else a reader must know, e.g. which shares are chosen here."),
+        ],
+    )
 }
 
 fn slurm_schema() -> Value {
-    let text = |what: &str| json!({ "type": "string", "description": what });
-    json!({
-        "type": "object",
-        "description": "How `aurora run --executor slurm` submits this entry's nodes (`sbatch --FIELD=VALUE`; defaults from sbatch's own SBATCH_* variables). Never part of a key.",
-        "additionalProperties": false,
-        "properties": {
-            "partition": text("The partition (`sbatch --partition`)."),
-            "account": text("The account charged (`sbatch --account`)."),
-            "time": text("The time limit, e.g. `48:00:00` or `2-00:00:00` (`sbatch --time`)."),
-            "qos": text("The quality of service (`sbatch --qos`)."),
-            "constraint": text("Node features required (`sbatch --constraint`)."),
-        },
-    })
+    side_table_schema(
+        "How `aurora run --executor slurm` submits this entry's nodes (`sbatch --FIELD=VALUE`; defaults from sbatch's own SBATCH_* variables). Never part of a key.",
+        &[
+            ("partition", "The partition (`sbatch --partition`)."),
+            ("account", "The account charged (`sbatch --account`)."),
+            ("time", "The time limit, e.g. `48:00:00` or `2-00:00:00` (`sbatch --time`)."),
+            ("qos", "The quality of service (`sbatch --qos`)."),
+            ("constraint", "Node features required (`sbatch --constraint`)."),
+        ],
+    )
 }
 
 fn disabled_schema() -> Value {
