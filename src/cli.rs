@@ -204,6 +204,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the languages the evaluators know built in and the language packs a manifest loads.
+    Languages {
+        /// The manifest whose `language.pack` entries to list.
+        manifest: Option<PathBuf>,
+        /// Profile to apply (default: experiment.default_profile).
+        #[arg(long, short = 'p', value_name = "NAME")]
+        profile: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the manifest JSON Schema, or write/check all schemas in a directory.
     Schema {
         /// Write `manifest.schema.json` and `plugins/*.schema.json` here.
@@ -389,6 +400,15 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Gc { keep, keep_runs, dry_run } => cmd_gc(&keep, keep_runs, dry_run),
         Command::Plugins { json } => {
             print!("{}", output::plugins(registry(), json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Languages { manifest, profile, json } => {
+            let packs = match &manifest {
+                Some(path) => plan(resolve(path, profile, Vec::new())?)?.languages,
+                None => Vec::new(),
+            };
+            let shown = manifest.as_ref().map(|m| m.display().to_string());
+            print!("{}", output::languages(shown.as_deref(), &packs, json));
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { out, check } => cmd_schema(out.as_deref(), check),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use aurora_core::execute::{Event, NodeReport, NodeStatus, Observer, VerifyOutcome};
+use aurora_core::language::LoadedPack;
 use aurora_core::manifest::display_path;
 use aurora_core::plan::Plan;
 use aurora_core::plugin::{Progress, Registry};
@@ -178,42 +179,93 @@ impl Progress for StderrObserver {
     }
 }
 
+/// `aurora plugins`: every registered plugin with the crate that registered it, because a
+/// binary may link plugin crates from anywhere (a plugin's kind alone no longer says whose it is).
 pub fn plugins(registry: &Registry, json: bool) -> String {
+    let provider = |id: &str| registry.provider(id).expect("a registered plugin has a provider");
     if json {
         let list: Vec<Value> = registry
             .iter()
-            .map(|p| json!({"id": p.id(), "kind": p.kind(), "version": p.version(), "description": p.description()}))
+            .map(|p| {
+                json!({
+                    "id": p.id(),
+                    "kind": p.kind(),
+                    "version": p.version(),
+                    "description": p.description(),
+                    "provider": provider(p.id()),
+                })
+            })
             .collect();
         return format!("{}\n", serde_json::to_string_pretty(&list).expect("serialises"));
     }
     let width = registry.iter().map(|p| p.id().len()).max().unwrap_or(2);
+    let kind_width = registry.iter().map(|p| p.kind().as_str().len()).max().unwrap_or(4);
+    let crate_width = registry.iter().map(|p| provider(p.id()).crate_name.len()).max().unwrap_or(5);
     let mut out = String::new();
     for p in registry.iter() {
-        let _ = writeln!(out, "{:<width$}  {:<9}  v{:<6}  {}", p.id(), p.kind().as_str(), p.version(), p.description());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<kind_width$}  v{:<6}  {:<crate_width$}  {}",
+            p.id(),
+            p.kind().as_str(),
+            p.version(),
+            provider(p.id()).crate_name,
+            p.description()
+        );
     }
-    out.push_str(&language_extensions());
     out
 }
 
-/// Languages that linked crates extend (refusal lexicons for `eval.safety`, cleaning defaults for
-/// sources): registrations that are not plugins but change what plugins do.
-fn language_extensions() -> String {
-    let lexicons = aurora_eval::safety::LexiconClassifier::registered();
-    let defaults = aurora_corpus::defaults::registered();
-    let mut langs: Vec<&str> = lexicons.languages();
-    langs.extend(defaults.iter().map(|d| d.lang));
-    langs.sort_unstable();
-    langs.dedup();
-    let mut out = String::from("\nlanguages extended by linked crates:\n");
-    for lang in langs {
-        let mut parts = Vec::new();
-        if lexicons.languages().contains(&lang) {
-            parts.push("refusal lexicon (eval.safety)".to_string());
+/// `aurora languages`: the languages the safety evaluator knows built in, and the language packs
+/// a manifest loads (with what each contributes and its digest, as the run record names it).
+pub fn languages(manifest: Option<&str>, packs: &[LoadedPack], json: bool) -> String {
+    let builtin = aurora_eval::safety::LexiconClassifier::builtin();
+    if json {
+        let value = json!({
+            "builtin_refusal_lexicons": builtin.languages(),
+            "manifest": manifest,
+            "packs": packs.iter().map(|p| {
+                let mut record = p.record();
+                record["license"] = json!(p.pack.license);
+                record["cleaning_filters"] = json!(p.pack.cleaning.filters);
+                record["refusal_phrases"] = json!(p.pack.refusals.phrases.len());
+                record["corpora"] = json!(p.pack.corpora);
+                record["tasks"] = json!(p.pack.tasks);
+                record
+            }).collect::<Vec<_>>(),
+        });
+        return format!("{}\n", serde_json::to_string_pretty(&value).expect("serialises"));
+    }
+    let mut out = format!("built-in refusal lexicons (eval.safety): {}\n", builtin.languages().join(", "));
+    let Some(manifest) = manifest else {
+        out.push_str("language packs are loaded by manifests: `aurora languages MANIFEST` lists a manifest's\n");
+        return out;
+    };
+    if packs.is_empty() {
+        let _ = writeln!(out, "{manifest} loads no language pack");
+        return out;
+    }
+    let _ = writeln!(out, "language packs loaded by {manifest}:");
+    for p in packs {
+        let pack = &p.pack;
+        let _ = writeln!(
+            out,
+            "  {}  {} ({}), {} from {}, {}",
+            pack.code, pack.name, pack.license, p.entry, p.path, p.digest
+        );
+        let filters: Vec<String> =
+            pack.cleaning.filters.iter().map(|f| serde_json::to_string(f).expect("serialises")).collect();
+        let _ = writeln!(
+            out,
+            "    cleaning defaults: {}",
+            if filters.is_empty() { "none".into() } else { filters.join(", ") }
+        );
+        let _ = writeln!(out, "    refusal phrases: {}", pack.refusals.phrases.len());
+        for (what, shipped) in [("corpus", &pack.corpora), ("task", &pack.tasks)] {
+            for (name, s) in shipped {
+                let _ = writeln!(out, "    {what} {name}: {} ({}) {}", p.file_ref(&s.file), s.plugin, s.description);
+            }
         }
-        for d in defaults.iter().filter(|d| d.lang == lang) {
-            parts.push(format!("cleaning defaults from {} ({} filters)", d.provider, d.filters.len()));
-        }
-        let _ = writeln!(out, "  {lang:<9}  {}", parts.join(", "));
     }
     out
 }
@@ -354,11 +406,21 @@ pub fn book_check(dir: &Path) -> Result<ExitCode> {
     let mut failures = 0;
     for file in &files {
         let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        // A chapter's `# language.toml` block is checked as a pack, and is the pack its later
+        // manifest snippets load.
+        let mut pack = None;
         for (line, block) in toml_blocks(&text) {
             if block.contains("extends") {
                 continue;
             }
-            let manifest = if block.contains("[experiment]") {
+            let manifest = if block.starts_with(PACK_SNIPPET) {
+                pack = Some(block.clone());
+                format!(
+                    "[experiment]\nname = \"snippet\"\nseed = 0\n\n[languages.snippet]\nplugin = \"{}\"\n\
+                     path = \"file:snippet-pack\"\n",
+                    aurora_core::language::PLUGIN_ID
+                )
+            } else if block.contains("[experiment]") {
                 block.clone()
             } else if block.contains("plugin =") {
                 format!("[experiment]\nname = \"snippet\"\nseed = 0\n\n{block}")
@@ -367,7 +429,7 @@ pub fn book_check(dir: &Path) -> Result<ExitCode> {
             };
             let path = scratch.path().join("snippet.toml");
             std::fs::write(&path, &manifest).context("cannot write a snippet")?;
-            create_referenced_files(scratch.path(), &manifest)?;
+            create_referenced_files(scratch.path(), &manifest, pack.as_deref())?;
             checked += 1;
             let resolved = aurora_core::manifest::resolve(&path, &Default::default())
                 .map_err(aurora_core::Error::from)
@@ -382,14 +444,31 @@ pub fn book_check(dir: &Path) -> Result<ExitCode> {
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// The first line of a book snippet that is a language pack's `language.toml`.
+const PACK_SNIPPET: &str = "# language.toml";
+
 /// Sources expand their `file:` globs when planning, so a snippet only validates if its files
-/// exist: create an empty placeholder for each reference (a glob becomes one matching file).
-fn create_referenced_files(dir: &Path, manifest: &str) -> Result<()> {
+/// exist: create an empty placeholder for each reference (a glob becomes one matching file). A
+/// `language.pack` entry's `path` becomes a directory holding `pack` (the chapter's last
+/// `language.toml` snippet) and an empty file for each file it ships.
+fn create_referenced_files(dir: &Path, manifest: &str, pack: Option<&str>) -> Result<()> {
+    for line in manifest.lines().filter(|l| l.trim_start().starts_with("path = \"file:")) {
+        let Some(pack) = pack.filter(|_| manifest.contains(aurora_core::language::PLUGIN_ID)) else { continue };
+        let reference = line.split('"').nth(1).and_then(|r| r.strip_prefix("file:")).unwrap_or_default();
+        let pack_dir = dir.join(reference);
+        std::fs::create_dir_all(&pack_dir).with_context(|| format!("cannot create {}", pack_dir.display()))?;
+        std::fs::write(pack_dir.join(aurora_core::language::PACK_FILE), pack).context("cannot write a pack snippet")?;
+        for shipped in pack.lines().filter(|l| l.trim_start().starts_with("file = ")) {
+            if let Some(file) = shipped.split('"').nth(1) {
+                std::fs::write(pack_dir.join(file), b"").with_context(|| format!("cannot create {file}"))?;
+            }
+        }
+    }
     for reference in manifest.split('"').filter_map(|s| s.strip_prefix("file:")) {
-        if reference.starts_with('/') || reference.contains("..") {
+        let path = dir.join(reference.replace(['*', '?'], "x"));
+        if reference.starts_with('/') || reference.contains("..") || path.is_dir() {
             continue;
         }
-        let path = dir.join(reference.replace(['*', '?'], "x"));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }

@@ -973,10 +973,16 @@ fn plugins_lists_the_registry() {
     let exec = list.as_array().unwrap().iter().find(|e| e["id"] == "exec.command").unwrap();
     assert_eq!(exec["kind"], "exec");
     assert_eq!(exec["version"], "1");
+    // Each plugin names the crate that registered it (a binary may link plugin crates from anywhere).
+    assert_eq!(exec["provider"]["crate"], "aurora-exec");
+    assert_eq!(exec["provider"]["version"], env!("CARGO_PKG_VERSION"));
     let text = p.run_ok(&["plugins"]);
     let (plugins, languages) = text.split_once("\nlanguages extended by linked crates:\n").expect("two sections");
     assert_eq!(plugins.lines().count(), ids.len());
-    assert!(plugins.lines().any(|l| l.starts_with("exec.command ") && l.contains(" exec ")), "{text}");
+    assert!(
+        plugins.lines().any(|l| l.starts_with("exec.command ") && l.contains(" exec ") && l.contains(" aurora-exec ")),
+        "{text}"
+    );
     // The Swahili crate registers no plugin id but shows here, by linking only.
     assert!(
         languages.lines().any(|l| l.trim_start().starts_with("swh_Latn")

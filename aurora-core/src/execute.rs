@@ -675,7 +675,7 @@ pub fn verify_node(
         .into());
     }
     let mut log = Vec::new();
-    let outcome = invoke_plugin(plan, store, node, &digests, &work, &mut log, &NoProgressSink);
+    let outcome = invoke_plugin(plan, store, node, &digests, &work, &mut log, &crate::plugin::NoProgress);
     let result = match outcome {
         Err(e) => Err(Diagnostics::from(Diagnostic::new(format!(
             "re-executing `{id}` failed: {}\n{}",
@@ -695,11 +695,6 @@ pub fn verify_node(
     }
     drop(lock);
     result
-}
-
-struct NoProgressSink;
-impl Progress for NoProgressSink {
-    fn update(&self, _: &str, _: u64, _: u64, _: &str) {}
 }
 
 fn display_manifest(plan: &Plan) -> String {

@@ -7,6 +7,7 @@ pub mod canonical;
 pub mod diagnostic;
 pub mod execute;
 pub mod explain;
+pub mod language;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
@@ -15,6 +16,7 @@ pub mod process;
 pub mod record;
 pub mod remote;
 pub mod schema;
+pub mod testing;
 pub mod validate;
 
 pub use aurora_store::{Digest, Store, StoreError};

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use crate::canonical::{KeyEncoder, canonical_json, derive_seed, digest_json};
 use crate::diagnostic::{Diagnostic, Diagnostics, suggestion};
 use crate::manifest::ResolvedManifest;
-use crate::plugin::{Entry, InputSource, InputSpec, PlanContext, Plugin};
-use crate::validate::{entries, validate};
+use crate::plugin::{InputSource, InputSpec, PlanContext, Plugin};
+use crate::validate::validate;
 
 /// Salt of the node-key encoding. Bump it when the encoding or anything every key depends on changes.
 pub const KEY_SCHEMA_VERSION: &str = "aurora-node-key/1";
@@ -72,6 +72,8 @@ pub struct Plan {
     pub lock: Option<crate::lock::InputsLock>,
     /// Topological order; ties broken by node id, so the order is deterministic.
     pub nodes: Vec<PlannedNode>,
+    /// The language packs the manifest loads (named in the run record).
+    pub languages: Vec<crate::language::LoadedPack>,
     index: HashMap<String, usize>,
 }
 
@@ -121,16 +123,16 @@ pub fn plan(manifest: ResolvedManifest) -> Result<Plan, Diagnostics> {
 pub fn plan_keeping_a_bad_lock(manifest: ResolvedManifest) -> Result<(Plan, Option<Diagnostic>), Diagnostics> {
     validate(&manifest)?;
     let experiment = manifest.experiment()?;
-    let ctx = PlanContext { manifest: &manifest };
+    let ctx = PlanContext::new(&manifest);
     let mut problems = Vec::new();
     let mut specs = Vec::new();
     // Entries whose planning failed: references to them are consequences of errors already
     // reported, not problems of their own.
     let mut failed = BTreeSet::new();
     let mut entry_refs = Vec::new();
-    for (section, name, plugin, config) in entries(&manifest) {
-        let entry = Entry { section: &section, name: &name, config: &config };
-        entry_refs.push(format!("{section}.{name}"));
+    for entry in ctx.entries() {
+        let plugin = entry.plugin;
+        entry_refs.push(entry.reference());
         match plugin.plan(&entry, &ctx) {
             Ok(nodes) => specs.extend(nodes.into_iter().map(|n| (plugin, n))),
             Err(d) => {
@@ -239,7 +241,9 @@ pub fn plan_keeping_a_bad_lock(manifest: ResolvedManifest) -> Result<(Plan, Opti
         Ok(lock) => (lock, None),
         Err(problem) => (None, Some(problem)),
     };
-    let mut plan = Plan { manifest, lock, nodes: ordered, index };
+    let languages = ctx.languages().to_vec();
+    drop(ctx);
+    let mut plan = Plan { manifest, lock, nodes: ordered, languages, index };
     if let Some(used) = plan.lock.as_ref().and_then(|l| crate::lock::digest_of_used(l, &plan)) {
         plan.manifest.digest = crate::canonical::digest_json(
             &serde_json::json!({"manifest": plan.manifest.digest.to_string(), "inputs_lock": used.to_string()}),

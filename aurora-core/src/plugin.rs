@@ -13,51 +13,92 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::language::LoadedPack;
 use crate::manifest::ResolvedManifest;
 
-/// What a plugin is for. The kind is the part of the id before the dot (`source.jsonl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PluginKind {
-    Exec,
-    Source,
-    /// Removes duplicates across sources (e.g. `dedup.exact`).
-    Dedup,
-    Tokenizer,
-    Mixer,
-    Model,
-    Scheduler,
-    #[serde(rename = "train")]
-    Trainer,
-    #[serde(rename = "eval")]
-    Evaluator,
-    Sft,
-    #[serde(rename = "report")]
-    Reporter,
-}
+/// What a plugin is for: the part of its id before the dot (`source` in `source.jsonl`).
+///
+/// Kinds are open: a plugin crate may introduce a kind aurora has never heard of (`text.upper`)
+/// without an edit here. The kinds of the shipped plugins are `exec`, `source`, `dedup`,
+/// `tokenizer`, `mixer`, `model`, `scheduler`, `train`, `eval`, `sft`, `report` and `language`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct PluginKind(&'static str);
 
 impl PluginKind {
+    /// The kind of a plugin id: everything before the first dot (the whole id if there is none).
+    pub fn of_id(id: &'static str) -> PluginKind {
+        PluginKind(id.split_once('.').map_or(id, |(kind, _)| kind))
+    }
     pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::Exec => "exec",
-            PluginKind::Source => "source",
-            PluginKind::Dedup => "dedup",
-            PluginKind::Tokenizer => "tokenizer",
-            PluginKind::Mixer => "mixer",
-            PluginKind::Model => "model",
-            PluginKind::Scheduler => "scheduler",
-            PluginKind::Trainer => "train",
-            PluginKind::Evaluator => "eval",
-            PluginKind::Sft => "sft",
-            PluginKind::Reporter => "report",
-        }
+        self.0
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// What an entry's node holds, as its plugin declares it ([`Plugin::offers`]), so that other
+/// plugins find it by what it is, never by a section name or a node id. Open like [`PluginKind`]:
+/// a plugin crate may offer and look up outputs of its own (`Output::new("alignment")`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Output(&'static str);
+
+impl Output {
+    /// Cleaned documents (what sources produce; tokenization reads them).
+    pub const DOCUMENTS: Output = Output("documents");
+    /// The documents cross-source dedup removes from a source that takes part in it.
+    pub const DEDUP_DROPS: Output = Output("dedup-drops");
+    /// A token store ready to mix (a source that is already tokenized).
+    pub const TOKENS: Output = Output("tokens");
+    /// A tokenizer (`tokenizer.json` and its metadata).
+    pub const TOKENIZER: Output = Output("tokenizer");
+    /// Training samples blended from token stores.
+    pub const MIXTURE: Output = Output("mixture");
+    /// A model checkpoint in Hugging Face format that evaluators load.
+    pub const MODEL: Output = Output("model");
+    /// An evaluation's results (`results.json`).
+    pub const EVALUATION: Output = Output("evaluation");
+
+    pub const fn new(name: &'static str) -> Output {
+        Output(name)
+    }
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// One output of an entry: what it is and which node holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub output: Output,
+    pub node: String,
+    /// A directory inside the node's artifact, where the output is one of several the node holds
+    /// (a stage's token milestones, `milestones/tokens-N`); `None`: the artifact itself.
+    pub subdir: Option<String>,
+}
+
+impl Offer {
+    pub fn new(output: Output, node: impl Into<String>) -> Offer {
+        Offer { output, node: node.into(), subdir: None }
+    }
+    pub fn at(mut self, subdir: impl Into<String>) -> Offer {
+        self.subdir = Some(subdir.into());
+        self
     }
 }
 
 /// One manifest entry (`[SECTION.NAME]` with `plugin = "..."`) handed to a plugin for planning.
+#[derive(Clone, Copy)]
 pub struct Entry<'a> {
     pub section: &'a str,
     pub name: &'a str,
+    /// The plugin the entry names.
+    pub plugin: &'static dyn Plugin,
     /// The entry's table without its `plugin` key, already validated against the plugin's schema.
     pub config: &'a Value,
 }
@@ -71,6 +112,11 @@ impl Entry<'_> {
     pub fn pointer(&self) -> String {
         format!("/{}/{}", self.section, self.name)
     }
+    /// `SECTION.NAME`: how manifests refer to the entry.
+    pub fn reference(&self) -> String {
+        format!("{}.{}", self.section, self.name)
+    }
+
     /// Deserialises the config (validation has already run, so this only fails on plugin bugs
     /// or constraints the schema cannot express; the error is located at the entry).
     pub fn parse<T: DeserializeOwned>(&self, manifest: &ResolvedManifest) -> Result<T, Diagnostic> {
@@ -121,12 +167,91 @@ impl NodeSpec {
     }
 }
 
-/// What planning sees: the resolved manifest, read only.
+/// What planning sees: the resolved manifest, read only, and typed lookups of other entries by
+/// what they offer, so no plugin names another's sections or node ids.
 pub struct PlanContext<'a> {
     pub manifest: &'a ResolvedManifest,
+    entries: Vec<(String, String, &'static dyn Plugin, Value)>,
+    languages: OnceLock<Vec<LoadedPack>>,
+    /// Entries whose offers are being computed: an entry whose offers depend on others' (an
+    /// evaluator's checkpoints) may reach itself again, which then offers nothing.
+    asking: std::sync::Mutex<Vec<String>>,
 }
 
-impl PlanContext<'_> {
+impl<'a> PlanContext<'a> {
+    pub fn new(manifest: &'a ResolvedManifest) -> PlanContext<'a> {
+        PlanContext {
+            manifest,
+            entries: crate::validate::entries(manifest),
+            languages: OnceLock::new(),
+            asking: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every plugin entry of the manifest, in (section, name) order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        self.entries.iter().map(|(section, name, plugin, config)| Entry { section, name, plugin: *plugin, config })
+    }
+
+    /// The entry a `SECTION.NAME` reference names.
+    pub fn entry(&self, reference: &str) -> Option<Entry<'_>> {
+        let (section, name) = reference.split_once('.')?;
+        self.entries().find(|e| e.section == section && e.name == name)
+    }
+
+    /// What `entry` offers of `output` (several offers for a stage's milestones or an
+    /// evaluator's checkpoints).
+    pub fn offers(&self, entry: &Entry<'_>, output: Output) -> Vec<Offer> {
+        let reference = entry.reference();
+        {
+            let mut asking = self.asking.lock().expect("not poisoned");
+            if asking.contains(&reference) {
+                return Vec::new();
+            }
+            asking.push(reference.clone());
+        }
+        let offers = entry.plugin.offers(entry, self);
+        self.asking.lock().expect("not poisoned").retain(|r| *r != reference);
+        offers.into_iter().filter(|o| o.output == output).collect()
+    }
+
+    /// The node holding `entry`'s whole `output` (not one at a subdirectory), if it offers one.
+    pub fn offer(&self, entry: &Entry<'_>, output: Output) -> Option<String> {
+        self.offers(entry, output).into_iter().find(|o| o.subdir.is_none()).map(|o| o.node)
+    }
+
+    /// The node a reference to another entry's `output` reads (`sample = ["sources.web"]`): the
+    /// node the entry offers; for a well-formed reference to an entry that does not exist, its
+    /// would-be node id, which the planner reports with a did-you-mean; `None` when the
+    /// reference is not `SECTION.NAME` or the entry does not offer `output`.
+    pub fn input_of(&self, reference: &str, output: Output) -> Option<String> {
+        match self.entry(reference) {
+            Some(entry) => self.offer(&entry, output),
+            None => self.entry_ref(reference),
+        }
+    }
+
+    /// The entries that offer `output`.
+    pub fn offering(&self, output: Output) -> Vec<Entry<'_>> {
+        self.entries().filter(|e| !self.offers(e, output).is_empty()).collect()
+    }
+
+    /// The language packs the manifest loads (`language.pack` entries), by entry. A pack that
+    /// does not load is left out here; its own entry reports why.
+    pub fn languages(&self) -> &[LoadedPack] {
+        self.languages.get_or_init(|| {
+            self.entries()
+                .filter(|e| e.plugin.id() == crate::language::PLUGIN_ID)
+                .filter_map(|e| crate::language::load(self.manifest, &e).ok())
+                .collect()
+        })
+    }
+
+    /// The pack of the language `code` (FLORES-200, `est_Latn`), if the manifest loads one.
+    pub fn language(&self, code: &str) -> Option<&LoadedPack> {
+        self.languages().iter().find(|p| p.pack.code == code)
+    }
+
     /// Parses a reference to another entry, `SECTION.NAME`, into its node id `SECTION/NAME`.
     /// Whether that node exists is checked by the planner once all nodes are known.
     pub fn entry_ref(&self, reference: &str) -> Option<String> {
@@ -164,6 +289,15 @@ pub struct ExecContext<'a> {
 }
 
 impl ExecContext<'_> {
+    /// The file or artifact directory of input `name`; missing means the plugin planned the node
+    /// without it (a plugin bug), said so in the error.
+    pub fn input(&self, name: &str) -> Result<&Path, PluginError> {
+        self.inputs
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| PluginError::new(format!("{}: input `{name}` is missing (planner bug)", self.node_id)))
+    }
+
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
         serde_json::from_value(self.config.clone())
             .map_err(|e| PluginError::new(format!("config of {} does not parse: {e}", self.node_id)))
@@ -201,13 +335,22 @@ impl std::error::Error for PluginError {}
 pub trait Plugin: dyn_clone::DynClone + Send + Sync + 'static {
     /// `kind.name`, unique in the registry.
     fn id(&self) -> &'static str;
-    fn kind(&self) -> PluginKind;
+    /// The id's prefix; not meant to be overridden (the id and its kind cannot disagree).
+    fn kind(&self) -> PluginKind {
+        PluginKind::of_id(self.id())
+    }
     /// Enters every node key: bump it whenever the plugin's output bytes may change.
     fn version(&self) -> &'static str;
     /// One line for `aurora plugins`.
     fn description(&self) -> &'static str;
     /// JSON Schema of the entry's config (the entry minus `plugin`), usually `schemars::schema_for!`.
     fn config_schema(&self) -> schemars::Schema;
+    /// What the entry's nodes hold for other entries, with the node holding each: how they find
+    /// a source's documents or a stage's model without naming sections or node ids. Cheap and
+    /// infallible: a config that does not parse offers nothing (its own `plan` reports it).
+    fn offers(&self, _entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        Vec::new()
+    }
     /// Turns a validated entry into nodes. Most plugins produce one node with the entry's id.
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics>;
     /// Produces the node's outputs in `ctx.out_dir`.
@@ -251,9 +394,19 @@ impl Default for Resources {
     }
 }
 
-/// An `inventory` registration: a constructor, because statics cannot hold boxed trait objects.
+/// An `inventory` registration: a constructor, because statics cannot hold boxed trait objects,
+/// and the crate that linked it (named in `aurora plugins` and in every run record).
 pub struct Registration {
     pub make: fn() -> Box<dyn Plugin>,
+    pub provider: Provider,
+}
+
+/// The crate a plugin comes from, as Cargo names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Provider {
+    #[serde(rename = "crate")]
+    pub crate_name: &'static str,
+    pub version: &'static str,
 }
 
 inventory::collect!(Registration);
@@ -263,7 +416,13 @@ inventory::collect!(Registration);
 macro_rules! register_plugin {
     ($ty:ty) => {
         $crate::inventory::submit! {
-            $crate::plugin::Registration { make: || Box::new(<$ty as ::core::default::Default>::default()) }
+            $crate::plugin::Registration {
+                make: || Box::new(<$ty as ::core::default::Default>::default()),
+                provider: $crate::plugin::Provider {
+                    crate_name: ::core::env!("CARGO_PKG_NAME"),
+                    version: ::core::env!("CARGO_PKG_VERSION"),
+                },
+            }
         }
     };
 }
@@ -272,25 +431,43 @@ macro_rules! register_plugin {
 /// is a build configuration error no run may proceed with.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| Registry::from_plugins(inventory::iter::<Registration>().map(|r| (r.make)()).collect()))
+    REGISTRY.get_or_init(|| {
+        Registry::from_plugins(inventory::iter::<Registration>().map(|r| ((r.make)(), r.provider)).collect())
+    })
 }
 
 pub struct Registry {
-    plugins: BTreeMap<&'static str, Box<dyn Plugin>>,
+    plugins: BTreeMap<&'static str, (Box<dyn Plugin>, Provider)>,
 }
 
 impl Registry {
-    fn from_plugins(plugins: Vec<Box<dyn Plugin>>) -> Registry {
+    fn from_plugins(plugins: Vec<(Box<dyn Plugin>, Provider)>) -> Registry {
         let mut map = BTreeMap::new();
-        for p in plugins {
+        for (p, provider) in plugins {
             let id = p.id();
-            assert!(map.insert(id, p).is_none(), "two registered plugins share the id `{id}`: rename one of them");
+            if let Some((_, first)) = map.insert(id, (p, provider)) {
+                panic!(
+                    "two registered plugins share the id `{id}` ({} {} and {} {}): rename one of them",
+                    first.crate_name, first.version, provider.crate_name, provider.version
+                );
+            }
         }
         Registry { plugins: map }
     }
 
     pub fn get(&self, id: &str) -> Option<&dyn Plugin> {
-        self.plugins.get(id).map(|p| p.as_ref())
+        self.plugins.get(id).map(|(p, _)| p.as_ref())
+    }
+
+    /// The crate that registered `id`.
+    pub fn provider(&self, id: &str) -> Option<Provider> {
+        self.plugins.get(id).map(|(_, provider)| *provider)
+    }
+
+    /// Every crate that registered a plugin, once each, sorted.
+    pub fn providers(&self) -> Vec<Provider> {
+        let set: std::collections::BTreeSet<Provider> = self.plugins.values().map(|(_, p)| *p).collect();
+        set.into_iter().collect()
     }
 
     pub fn ids(&self) -> Vec<&'static str> {
@@ -298,6 +475,6 @@ impl Registry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &dyn Plugin> {
-        self.plugins.values().map(|p| p.as_ref())
+        self.plugins.values().map(|(p, _)| p.as_ref())
     }
 }

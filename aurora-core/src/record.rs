@@ -42,7 +42,9 @@ pub fn versions() -> Value {
     tools.insert("aurora".to_string(), Value::String(env!("CARGO_PKG_VERSION").to_string()));
     let plugins: serde_json::Map<String, Value> =
         registry().iter().map(|p| (p.id().to_string(), Value::String(p.version().to_string()))).collect();
-    json!({ "tools": tools, "plugins": plugins })
+    // The crates linked into this binary that registered plugins: a third party's extension is
+    // named here with its version, like aurora's own.
+    json!({ "tools": tools, "plugins": plugins, "crates": registry().providers() })
 }
 
 /// The JSON record of one `aurora run`.
@@ -69,6 +71,7 @@ pub fn run_record(
         },
         "git": git_state(&m.project_root),
         "versions": versions(),
+        "languages": plan.languages.iter().map(crate::language::LoadedPack::record).collect::<Vec<_>>(),
         "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH },
         "nodes": nodes,
     })

@@ -164,6 +164,10 @@ pub fn schema_files() -> BTreeMap<String, String> {
     let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).expect("JSON values serialise"));
     let mut files = BTreeMap::new();
     files.insert("manifest.schema.json".to_string(), pretty(&manifest_schema()));
+    // What editors validate a language pack's `language.toml` with.
+    let mut language = schemars::schema_for!(crate::language::LanguagePack).to_value();
+    language["title"] = Value::String("aurora language pack (language.toml)".into());
+    files.insert("language.schema.json".to_string(), pretty(&language));
     for plugin in registry().iter() {
         files.insert(format!("plugins/{}.schema.json", plugin.id()), pretty(&plugin_schema(plugin)));
     }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, quoted_list, suggestion};
-use crate::manifest::tree::escape_pointer;
+use crate::manifest::tree::{SourceMap, escape_pointer};
 use crate::manifest::{Experiment, ResolvedManifest};
 use crate::plugin::{Plugin, registry};
 
@@ -162,6 +162,18 @@ pub fn schema_errors(
     instance: &Value,
     base_pointer: &str,
 ) -> Vec<Diagnostic> {
+    schema_errors_in(&manifest.sources, "the manifest", schema, instance, base_pointer)
+}
+
+/// Validates `instance` (found at `base_pointer` of a file whose origins are `sources`: a
+/// manifest, a language pack) against `schema`; `whole` names the file's root in messages.
+pub fn schema_errors_in(
+    sources: &SourceMap,
+    whole: &str,
+    schema: &Value,
+    instance: &Value,
+    base_pointer: &str,
+) -> Vec<Diagnostic> {
     let validator = match jsonschema::validator_for(schema) {
         Ok(v) => v,
         Err(e) => {
@@ -175,7 +187,7 @@ pub fn schema_errors(
     let mut out = Vec::new();
     for error in validator.iter_errors(instance) {
         let pointer = format!("{base_pointer}{}", error.instance_path().as_str());
-        let place = pointer_to_dotted(&pointer);
+        let place = if pointer.is_empty() { whole.to_string() } else { pointer_to_dotted(&pointer) };
         match error.kind() {
             jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let allowed = allowed_properties(schema, error.schema_path().as_str());
@@ -183,7 +195,7 @@ pub fn schema_errors(
                 for key in unexpected {
                     let key_pointer = format!("{pointer}/{}", escape_pointer(key));
                     let mut d = Diagnostic::new(format!("unknown key `{key}` in `{place}`"))
-                        .at(manifest.sources.key(&key_pointer))
+                        .at(sources.key(&key_pointer))
                         .pointer(key_pointer);
                     if !allowed.is_empty() {
                         d = d.expected(format!("one of {}", quoted_list(&allowed))).help(suggestion(key, &allowed));
@@ -195,7 +207,7 @@ pub fn schema_errors(
                 let key = property.as_str().map(str::to_string).unwrap_or_else(|| property.to_string());
                 out.push(
                     Diagnostic::new(format!("missing key `{key}` in `{place}`"))
-                        .at(manifest.sources.key(&pointer))
+                        .at(sources.key(&pointer))
                         .pointer(pointer)
                         .expected(format!("`{key} = ...`"))
                         .help(format!("add `{key}`; see the schema for its meaning")),
@@ -204,7 +216,7 @@ pub fn schema_errors(
             _ => {
                 let expected = expected_from_schema(schema, error.schema_path().as_str());
                 let mut d = Diagnostic::new(format!("invalid value for `{place}`: {error}"))
-                    .at(manifest.sources.value(&pointer))
+                    .at(sources.value(&pointer))
                     .pointer(pointer);
                 if let Some(expected) = expected {
                     d = d.expected(expected);

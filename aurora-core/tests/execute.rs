@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aurora_core::Store;
 use aurora_core::diagnostic::Diagnostics;
@@ -13,18 +14,30 @@ use aurora_core::manifest::{FILE_PREFIX, ResolveOptions, resolve};
 use aurora_core::plan::{Plan, plan};
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NoProgress, NodeSpec, PlanContext, Plugin, PluginError,
-    PluginKind,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-/// Executions of the test plugin in this process, by node id.
-static EXECUTIONS: std::sync::Mutex<BTreeMap<String, usize>> = std::sync::Mutex::new(BTreeMap::new());
-/// Rendezvous nodes running now, and the most seen at once (other tests' nodes never count).
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-static MAX_RUNNING: AtomicUsize = AtomicUsize::new(0);
-/// Rendezvous nodes that have started (never decremented, so no arrival can be missed).
-static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+/// What the test plugin saw, by the `test` token of its config: each [`Project`] has its own token, so tests never
+/// see each other's counts, whatever `--test-threads` is.
+static SEEN: Mutex<BTreeMap<String, Seen>> = Mutex::new(BTreeMap::new());
+
+/// What the test plugin saw in one test.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Executions by node id.
+    executions: BTreeMap<String, usize>,
+    /// Rendezvous nodes running now, and the most seen at once.
+    running: usize,
+    max_running: usize,
+    /// Rendezvous nodes that have started (never decremented, so no arrival can be missed).
+    arrived: usize,
+}
+
+/// Runs `f` on what the test plugin saw in the test with token `test`.
+fn seen<T>(test: &str, f: impl FnOnce(&mut Seen) -> T) -> T {
+    f(SEEN.lock().unwrap().entry(test.to_owned()).or_default())
+}
 
 /// `exec.concat`: writes `text` followed by the `out.txt` (or the file) of each input.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +46,8 @@ struct Concat;
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ConcatConfig {
+    /// The token of the test's [`Project`], added to every `exec.concat` entry: what [`SEEN`] is keyed by.
+    test: String,
     text: String,
     #[serde(default)]
     inputs: Vec<String>,
@@ -49,9 +64,6 @@ aurora_core::register_plugin!(Concat);
 impl Plugin for Concat {
     fn id(&self) -> &'static str {
         "exec.concat"
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Exec
     }
     fn version(&self) -> &'static str {
         "1"
@@ -84,17 +96,19 @@ impl Plugin for Concat {
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         // The keyed config is the entry's minus `inputs`, which defaults to empty.
         let config: ConcatConfig = ctx.parse()?;
-        *EXECUTIONS.lock().unwrap().entry(ctx.node_id.to_string()).or_default() += 1;
+        seen(&config.test, |s| *s.executions.entry(ctx.node_id.to_string()).or_default() += 1);
         if config.rendezvous > 0 {
-            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
-            MAX_RUNNING.fetch_max(now, Ordering::SeqCst);
-            ARRIVED.fetch_add(1, Ordering::SeqCst);
-            // Bounded wait for the other node to start; the assertion is on MAX_RUNNING.
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while ARRIVED.load(Ordering::SeqCst) < config.rendezvous && std::time::Instant::now() < deadline {
+            seen(&config.test, |s| {
+                s.running += 1;
+                s.max_running = s.max_running.max(s.running);
+                s.arrived += 1;
+            });
+            // Bounded wait for the other node to start; the assertion is on `max_running`.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while seen(&config.test, |s| s.arrived) < config.rendezvous && Instant::now() < deadline {
                 std::thread::yield_now();
             }
-            RUNNING.fetch_sub(1, Ordering::SeqCst);
+            seen(&config.test, |s| s.running -= 1);
         }
         let marker = ctx.resume_dir.join("attempted");
         if config.fail_first_attempt && !marker.exists() {
@@ -112,19 +126,31 @@ impl Plugin for Concat {
     }
 }
 
-fn executions(id: &str) -> usize {
-    EXECUTIONS.lock().unwrap().get(id).copied().unwrap_or(0)
-}
-
 struct Project {
     dir: tempfile::TempDir,
+    /// Unique in this process and never reused: the `test` of every `exec.concat` entry.
+    token: String,
 }
 
 impl Project {
+    /// A project with `manifest`, whose `exec.concat` entries get this project's token as their `test`.
     fn new(manifest: &str) -> Project {
+        static PROJECTS: AtomicUsize = AtomicUsize::new(0);
+        let token = format!("project-{}", PROJECTS.fetch_add(1, Ordering::Relaxed));
+        let plugin = "plugin = \"exec.concat\"\n";
+        assert!(manifest.contains(plugin), "{manifest}");
+        let manifest = manifest.replace(plugin, &format!("{plugin}test = \"{token}\"\n"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("m.toml"), manifest).unwrap();
-        Project { dir }
+        Project { dir, token }
+    }
+    /// How often the test plugin executed node `id` of this project.
+    fn executions(&self, id: &str) -> usize {
+        seen(&self.token, |s| s.executions.get(id).copied().unwrap_or(0))
+    }
+    /// The most rendezvous nodes of this project seen running at once.
+    fn max_running(&self) -> usize {
+        seen(&self.token, |s| s.max_running)
     }
     fn plan(&self) -> Plan {
         plan(resolve(&self.dir.path().join("m.toml"), &ResolveOptions::default()).unwrap()).unwrap()
@@ -191,13 +217,13 @@ fn until_runs_only_ancestors_and_force_reexecutes() {
     let reports = p.run(RunOptions { jobs: 1, until: Some("s/b".into()), ..Default::default() });
     let got: BTreeSet<&str> = reports.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(got, BTreeSet::from(["s/a", "s/b"]));
-    let before = executions("s/a");
+    let before = p.executions("s/a");
     let forced = p.run(RunOptions { jobs: 1, force: BTreeSet::from(["s/a".to_string()]), ..Default::default() });
     let s = statuses(&forced);
     assert_eq!(s["s/a"], NodeStatus::Executed);
     assert_eq!(s["s/b"], NodeStatus::Cached, "same bytes from the forced node: its dependent stays cached");
     assert_eq!(s["s/other"], NodeStatus::Executed);
-    assert_eq!(executions("s/a"), before + 1);
+    assert_eq!(p.executions("s/a"), before + 1);
 }
 
 #[test]
@@ -207,7 +233,7 @@ fn independent_nodes_run_in_parallel_with_jobs() {
     );
     let reports = p.run(RunOptions { jobs: 2, ..Default::default() });
     assert!(reports.iter().all(|r| r.status == NodeStatus::Executed));
-    assert!(MAX_RUNNING.load(Ordering::SeqCst) >= 2, "two independent nodes overlapped");
+    assert!(p.max_running() >= 2, "two independent nodes overlapped");
 }
 
 #[test]
@@ -236,5 +262,5 @@ fn plan_tolerates_missing_inputs_and_run_refuses_them() {
     assert_eq!(reports[1].reason.as_deref(), Some("waits on remote/a"));
     let err = run(&p.plan(), &p.store(), &RunOptions::default(), &Silent, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
-    assert_eq!(executions("remote/a"), 0);
+    assert_eq!(p.executions("remote/a"), 0);
 }

@@ -49,23 +49,12 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
     assert_eq!(ids, sorted, "the registry iterates in id order without duplicates");
 }
 
+/// What `aurora_core::testing::check_plugin` requires (the checks a third-party crate runs on its
+/// own plugins), for every plugin this binary links.
 #[test]
 fn every_plugin_is_well_formed() {
     for plugin in registry().iter() {
-        let id = plugin.id();
-        let (kind, name) = id.split_once('.').unwrap_or_else(|| panic!("`{id}` is not `kind.name`"));
-        assert!(!name.is_empty() && !name.contains('.'), "`{id}`: the name part must be non-empty and dot-free");
-        assert_eq!(kind, plugin.kind().as_str(), "`{id}`: the id's kind prefix must match kind()");
-        assert!(!plugin.version().trim().is_empty(), "`{id}`: version must be non-empty (it enters every key)");
-        assert!(!plugin.description().trim().is_empty(), "`{id}`: description must be non-empty");
-        let schema = plugin.config_schema().to_value();
-        jsonschema::validator_for(&schema)
-            .unwrap_or_else(|e| panic!("`{id}`: its config schema does not compile: {e}"));
-        assert_eq!(
-            schema["additionalProperties"],
-            Value::Bool(false),
-            "`{id}`: configs must reject unknown keys (#[serde(deny_unknown_fields)]) so typos are reported"
-        );
+        aurora_core::testing::check_plugin(plugin);
     }
 }
 

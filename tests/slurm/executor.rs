@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::super::common::*;
-use super::{MANIFEST, project};
+use super::{MANIFEST, project, worker_built};
 
 /// Beside the stage: a step that reads the mixture, and one with sbatch options of its own.
 const EXTRA: &str = r#"
@@ -17,16 +17,6 @@ argv = ["sh", "-c", "cd $AURORA_IN_DATA && ls -R . > $AURORA_OUT/listing.txt"]
 inputs = { data = "mixtures.cap" }
 slurm = { time = "00:10:00" }
 "#;
-
-fn worker_built() -> bool {
-    let worker = std::path::Path::new(env!("CARGO_BIN_EXE_aurora")).with_file_name("aurora-worker");
-    if !worker.is_file() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{} is not built", worker.display());
-        eprintln!("skipping: {} is not built (cargo build -p aurora-worker)", worker.display());
-        return false;
-    }
-    true
-}
 
 /// `aurora ARGS` pointed at the test cluster (its SLURM_CONF), bounded by `limit`.
 fn aurora_on(cluster: &aurora_slurm_testkit::SlurmCluster, p: &Project, args: &[&str]) -> std::process::Command {

@@ -127,8 +127,8 @@ macro_rules! source_config {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub programming_language: Option<String>,
             /// Cleaning filters, applied in order; each records how many documents it removed.
-            /// Without this key, the cleaning defaults a linked language crate registers for
-            /// `lang` apply (none if it registers none); `filters = []` means no filters.
+            /// Without this key, the cleaning defaults of the language pack the manifest loads
+            /// for `lang` apply (none without a pack); `filters = []` means no filters.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schemars(with = "Vec<Filter>")]
             pub filters: Option<Vec<Filter>>,
@@ -167,8 +167,11 @@ macro_rules! source_config {
     };
 }
 
+/// A source takes part in cross-source dedup unless it says `dedup = false`.
+pub const DEDUP_DEFAULT: bool = true;
+
 fn yes() -> bool {
-    true
+    DEDUP_DEFAULT
 }
 
 fn default_text_field() -> String {

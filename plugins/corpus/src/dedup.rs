@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Output, PlanContext, Plugin, PluginError,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -37,31 +37,24 @@ pub struct DedupConfig {}
 pub fn plan_node(entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<NodeSpec, Diagnostics> {
     let mut inputs: BTreeMap<String, InputSpec> = BTreeMap::new();
     let mut problems = Vec::new();
-    let Some(root) = ctx.manifest.value.as_object() else {
-        return Err(Diagnostic::new("the manifest is not a table").into());
-    };
-    for (section, entries) in root {
-        let Some(entries) = entries.as_object() else { continue };
-        for (name, e) in entries {
-            let plugin = e.get("plugin").and_then(Value::as_str).unwrap_or_default();
-            if !crate::SOURCE_PLUGINS.contains(&plugin) || e.get("dedup") == Some(&Value::Bool(false)) {
-                continue;
-            }
-            let pointer = format!("/{section}/{name}");
-            let spec = InputSpec { source: InputSource::Node(format!("{section}/{name}")), pointer: pointer.clone() };
-            if let Some(other) = inputs.insert(name.clone(), spec)
-                && name == entry.name
-            {
-                problems.push(
-                    Diagnostic::new(format!(
-                        "two deduplicated sources are named `{name}` (`{}` and `{section}.{name}`)",
-                        other.pointer.trim_start_matches('/').replace('/', ".")
-                    ))
-                    .at(ctx.manifest.sources.key(&entry.pointer()))
-                    .pointer(entry.pointer())
-                    .help("exact dedup names its outputs by source name; rename one, or set `dedup = false` on one"),
-                );
-            }
+    // Every entry that takes part in dedup, whichever plugin and section: they offer the drop list.
+    for source in ctx.offering(Output::DEDUP_DROPS) {
+        let Some(documents) = ctx.offer(&source, Output::DOCUMENTS) else { continue };
+        let spec = InputSpec { source: InputSource::Node(documents), pointer: source.pointer() };
+        if let Some(other) = inputs.insert(source.name.to_string(), spec)
+            && source.name == entry.name
+        {
+            problems.push(
+                Diagnostic::new(format!(
+                    "two deduplicated sources are named `{}` (`{}` and `{}`)",
+                    source.name,
+                    other.pointer.trim_start_matches('/').replace('/', "."),
+                    source.reference()
+                ))
+                .at(ctx.manifest.sources.key(&entry.pointer()))
+                .pointer(entry.pointer())
+                .help("exact dedup names its outputs by source name; rename one, or set `dedup = false` on one"),
+            );
         }
     }
     if !problems.is_empty() {
@@ -84,9 +77,6 @@ aurora_core::register_plugin!(DedupExact);
 impl Plugin for DedupExact {
     fn id(&self) -> &'static str {
         PLUGIN_ID
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Dedup
     }
     fn version(&self) -> &'static str {
         // 2: also drops training copies of texts held out by any source.

@@ -17,8 +17,8 @@
 //!   "heldout_bytes", "filters": [{"name", "removed"}], "skipped_lines"}` ("bytes" = UTF-8 bytes of
 //!   the texts).
 //!
-//! Without a `filters` key, a source gets the cleaning defaults a linked language crate registers
-//! for its `lang` ([`defaults::LanguageDefaults`]); explicit `filters` always win.
+//! Without a `filters` key, a source gets the cleaning defaults of the language pack the manifest
+//! loads for its `lang` ([`defaults`]); explicit `filters` always win.
 //!
 //! The pipeline of a source: read the files in order (at most `max_documents` documents;
 //! unreadable lines fail or are skipped per `on_error`), apply the filters in order (each counts
@@ -76,19 +76,10 @@ pub mod text;
 use std::path::Path;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
-use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, PlanContext, Plugin, PluginError, PluginKind};
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, PlanContext, Plugin, PluginError};
 
 use config::{Format, InstructionsConfig, JsonlConfig, TextConfig};
 use read::{Emit, ReadError, ReadState};
-
-/// Ids of the source plugins of this crate (the ones `dedup.exact` collects).
-pub const SOURCE_PLUGINS: &[&str] = &[
-    "source.instructions",
-    "source.jsonl",
-    #[cfg(feature = "parquet")]
-    "source.parquet",
-    "source.text",
-];
 
 /// Reads one input file of a source node in the node's format.
 pub(crate) fn read_file(
@@ -123,9 +114,6 @@ impl Plugin for JsonlSource {
     fn id(&self) -> &'static str {
         "source.jsonl"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
-    }
     fn version(&self) -> &'static str {
         SOURCE_VERSION
     }
@@ -134,6 +122,9 @@ impl Plugin for JsonlSource {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(JsonlConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: JsonlConfig = entry.parse(ctx.manifest)?;
@@ -152,9 +143,6 @@ impl Plugin for TextSource {
     fn id(&self) -> &'static str {
         "source.text"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
-    }
     fn version(&self) -> &'static str {
         SOURCE_VERSION
     }
@@ -163,6 +151,9 @@ impl Plugin for TextSource {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(TextConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: TextConfig = entry.parse(ctx.manifest)?;
@@ -181,9 +172,6 @@ impl Plugin for InstructionsSource {
     fn id(&self) -> &'static str {
         "source.instructions"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
-    }
     fn version(&self) -> &'static str {
         SOURCE_VERSION
     }
@@ -192,6 +180,9 @@ impl Plugin for InstructionsSource {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(InstructionsConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: InstructionsConfig = entry.parse(ctx.manifest)?;
@@ -224,9 +215,6 @@ impl Plugin for ParquetSource {
     fn id(&self) -> &'static str {
         "source.parquet"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
-    }
     fn version(&self) -> &'static str {
         SOURCE_VERSION
     }
@@ -235,6 +223,9 @@ impl Plugin for ParquetSource {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(config::ParquetConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: config::ParquetConfig = entry.parse(ctx.manifest)?;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, PluginError, Progress,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, PluginError,
+    Progress,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -61,17 +62,10 @@ pub fn plan(
                 .help("set `lang = \"code\"` for source code, or remove `programming_language`"),
         );
     }
-    let (requested, origin) = match resolve_filters(common.filters.as_deref(), &common.lang) {
+    let (requested, origin) = match resolve_filters(common.filters.as_deref(), &common.lang, ctx) {
         Ok(resolved) => resolved,
-        Err(e) => {
-            let p = format!("{ptr}/lang");
-            problems.push(
-                Diagnostic::new(format!("`{}.{}`: {e}", entry.section, entry.name))
-                    .at(manifest.sources.value(&p))
-                    .pointer(p)
-                    .expected("one crate registering cleaning defaults per language")
-                    .help("remove one of the crates from the binary's dependencies, or add `filters = [...]` to this entry"),
-            );
+        Err(located) => {
+            problems.extend(located);
             (Vec::new(), FilterOrigin::None)
         }
     };
@@ -81,13 +75,13 @@ pub fn plan(
             Ok(_) => {}
             Err(e) => {
                 // A default filter has no place in the manifest: point at `lang`, name the crate.
-                let (p, whose, help) = match origin {
-                    FilterOrigin::Language(provider) => (
+                let (p, whose, help) = match &origin {
+                    FilterOrigin::Language(pack) => (
                         format!("{ptr}/lang"),
-                        format!("default filter {i} (`{}`, registered by `{provider}`)", filter.name()),
+                        format!("default filter {i} (`{}`, from the language pack `{pack}`)", filter.name()),
                         format!(
-                            "give this entry an explicit `filters` list without it, or fix the defaults `{provider}` \
-                             registers for `{}`",
+                            "give this entry an explicit `filters` list without it, or fix the cleaning filters of \
+                             the `{}` pack",
                             common.lang
                         ),
                     ),
@@ -164,10 +158,26 @@ pub fn plan(
     };
     let config = serde_json::to_value(&keyed).expect("the keyed config serialises");
     let mut nodes = vec![NodeSpec::for_entry(entry, config, inputs)];
-    if common.dedup {
+    if takes_part_in_dedup(entry) {
         nodes.push(crate::dedup::plan_node(entry, ctx)?);
     }
     Ok(nodes)
+}
+
+/// What a source entry offers: its documents, and the dedup node's drop list when it takes part
+/// in cross-source dedup (`dedup`, default true: the one rule, used by [`plan`] too).
+pub fn offers(entry: &Entry<'_>) -> Vec<Offer> {
+    let mut offers = vec![Offer::new(Output::DOCUMENTS, entry.node_id())];
+    if takes_part_in_dedup(entry) {
+        offers.push(Offer::new(Output::DEDUP_DROPS, crate::dedup::NODE_ID));
+    }
+    offers
+}
+
+/// Whether a source entry takes part in cross-source exact dedup: its `dedup` setting, default
+/// true (the schema's default).
+pub fn takes_part_in_dedup(entry: &Entry<'_>) -> bool {
+    entry.config.get("dedup").and_then(serde_json::Value::as_bool).unwrap_or(crate::config::DEDUP_DEFAULT)
 }
 
 /// Expands one `file:` pattern relative to the project root into sorted `file:REL` references;

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 #[test]
 fn registered_plugins_are_exactly_these() {
     let ids = aurora_core::plugin::registry().ids();
-    let mut expected = vec!["dedup.exact", "source.instructions", "source.jsonl", "source.text"];
+    // `language.pack` is aurora-core's own.
+    let mut expected = vec!["dedup.exact", "language.pack", "source.instructions", "source.jsonl", "source.text"];
     if cfg!(feature = "parquet") {
         expected.push("source.parquet");
         expected.sort();

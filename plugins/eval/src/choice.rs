@@ -26,7 +26,7 @@ use std::path::Path;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, PlanContext, Plugin, PluginError,
 };
 use aurora_worker_api::{Job, LoglikJob, LoglikRequest, LoglikResult};
 use serde::{Deserialize, Serialize};
@@ -70,9 +70,6 @@ impl Plugin for EvalChoice {
     fn id(&self) -> &'static str {
         "eval.choice"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Evaluator
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -81,6 +78,9 @@ impl Plugin for EvalChoice {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(ChoiceConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        schedule::offers::<ChoiceConfig>(entry, ctx)
     }
 
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
@@ -115,7 +115,7 @@ impl Plugin for EvalChoice {
         let node: NodeConfig<Settings> = NodeConfig::from_ctx(ctx)?;
         let mut tasks = Vec::new();
         for (input, task) in &node.settings.tasks {
-            let items = read_task(schedule::input(ctx, input)?).map_err(|e| PluginError::new(e.to_string()))?;
+            let items = read_task(ctx.input(input)?).map_err(|e| PluginError::new(e.to_string()))?;
             tasks.push((task.clone(), items));
         }
         let (requests, index) = build_requests(&tasks, node.settings.shots, node.settings.shot_seed)

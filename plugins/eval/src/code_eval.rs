@@ -30,7 +30,7 @@ use std::time::Duration;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, PlanContext, Plugin, PluginError,
 };
 use aurora_worker_api::{GenerateRequest, GenerateResult, Sampling};
 use schemars::JsonSchema;
@@ -160,9 +160,6 @@ impl Plugin for EvalCode {
     fn id(&self) -> &'static str {
         "eval.code"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Evaluator
-    }
     fn version(&self) -> &'static str {
         "2"
     }
@@ -171,6 +168,9 @@ impl Plugin for EvalCode {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(CodeConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        schedule::offers::<CodeConfig>(entry, ctx)
     }
 
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
@@ -240,7 +240,7 @@ impl Plugin for EvalCode {
         let limits = s.limits.limits();
         // Fail before the (expensive) generation when the sandbox cannot run at all.
         sandbox::run_python("pass", &limits).map_err(|e| PluginError::new(format!("{}: {e}", ctx.node_id)))?;
-        let path = schedule::input(ctx, PROBLEMS_INPUT)?;
+        let path = ctx.input(PROBLEMS_INPUT)?;
         let problems = code::load_problems(path, s.format).map_err(|e| PluginError::new(e.to_string()))?;
         let requests: Vec<GenerateRequest> =
             problems.iter().map(|p| GenerateRequest { prompt: code::prompt(p), n: s.n }).collect();

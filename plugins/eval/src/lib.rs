@@ -5,8 +5,8 @@
 //! - `eval.perplexity` ([`perplexity`]): bits per byte and token perplexity per language;
 //! - `eval.choice` ([`choice`]): multiple-choice tasks, `acc` and `acc_norm`;
 //! - `eval.code` ([`code_eval`]): HumanEval/MBPP pass@k, completions run in the [`sandbox`];
-//! - `eval.safety` ([`safety`]): attack success and over-refusal; language crates add refusal
-//!   lexicons with [`register_refusal_lexicon!`].
+//! - `eval.safety` ([`safety`]): attack success and over-refusal; language packs add refusal
+//!   phrases.
 
 pub mod choice;
 pub mod code;
@@ -18,6 +18,3 @@ pub mod safety;
 pub mod sandbox;
 pub mod schedule;
 mod worker;
-
-/// Re-exported for [`register_refusal_lexicon!`].
-pub use inventory;

@@ -22,7 +22,7 @@ use std::path::Path;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
 };
 use aurora_worker_api::{Job, PerplexityJob, PerplexityResult};
 use serde::{Deserialize, Serialize};
@@ -74,9 +74,6 @@ impl Plugin for EvalPerplexity {
     fn id(&self) -> &'static str {
         "eval.perplexity"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Evaluator
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -85,6 +82,9 @@ impl Plugin for EvalPerplexity {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(PerplexityConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        schedule::offers::<PerplexityConfig>(entry, ctx)
     }
 
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
@@ -101,7 +101,7 @@ impl Plugin for EvalPerplexity {
         }
         for (i, reference) in config.sources.iter().enumerate() {
             let pointer = format!("{}/sources/{i}", entry.pointer());
-            match ctx.entry_ref(reference) {
+            match ctx.input_of(reference, Output::DOCUMENTS) {
                 Some(id) => {
                     inputs.insert(
                         format!("{SOURCE_INPUT}{reference}"),
@@ -109,10 +109,10 @@ impl Plugin for EvalPerplexity {
                     );
                 }
                 None => problems.push(
-                    Diagnostic::new(format!("source \"{reference}\" is not `SECTION.NAME`"))
+                    Diagnostic::new(format!("source \"{reference}\" is not a source entry"))
                         .at(ctx.manifest.sources.value(&pointer))
                         .pointer(pointer)
-                        .expected("a source entry, e.g. \"sources.eng_web\""),
+                        .expected("`SECTION.NAME` of an entry that provides documents, e.g. \"sources.eng_web\""),
                 ),
             }
         }

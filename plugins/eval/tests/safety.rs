@@ -12,7 +12,7 @@ use aurora_worker_api::GenerateResult;
 use common::{Project, SAMPLE, shared};
 
 fn classifier() -> LexiconClassifier {
-    LexiconClassifier::registered()
+    LexiconClassifier::builtin()
 }
 
 #[test]

@@ -5,6 +5,12 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use aurora_eval::sandbox::{Limits, SandboxError, Status, find_python3, isolation, run_python};
+use aurora_process_testkit::Skip;
+
+/// How to get the namespaces the sandbox uses (`unshare` of PID and network namespaces).
+const NAMESPACES_HOW: &str = "run as root, or allow unprivileged user namespaces (`sysctl \
+    kernel.unprivileged_userns_clone=1`; on Ubuntu also `kernel.apparmor_restrict_unprivileged_userns=0`; in a \
+    container, a seccomp profile that permits `unshare`)";
 
 fn limits() -> Limits {
     Limits {
@@ -92,7 +98,11 @@ fn a_fork_bomb_is_contained_and_leaves_no_process() {
 fn a_detached_daemon_does_not_outlive_the_run() {
     let iso = isolation();
     if !iso.namespaces.no_network() && iso.pids_cgroup.is_none() {
-        eprintln!("skipped: neither namespaces nor a pids cgroup here ({iso}); a setsid daemon escapes");
+        Skip::new(format!(
+            "neither namespaces nor a pids cgroup here ({iso}), so a setsid daemon escapes: {NAMESPACES_HOW}; or \
+             delegate the pids controller to this process's cgroup"
+        ))
+        .report();
         return;
     }
     let marker = marker("daemon");
@@ -152,7 +162,7 @@ fn writing_a_1_gb_file_is_stopped_at_the_file_size_limit() {
 fn the_network_is_unreachable_when_namespaces_are_available() {
     let iso = isolation();
     if !iso.namespaces.no_network() {
-        eprintln!("skipped: no network namespace here ({iso})");
+        Skip::new(format!("no network namespace here ({iso}): {NAMESPACES_HOW}")).report();
         return;
     }
     // A listener the program could reach if it shared our network.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError,
 };
 use aurora_core::process::{SpawnError, spawn_guarded};
 use schemars::JsonSchema;
@@ -58,9 +58,6 @@ pub fn input_env_var(name: &str) -> String {
 impl Plugin for ExecCommand {
     fn id(&self) -> &'static str {
         "exec.command"
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Exec
     }
     fn version(&self) -> &'static str {
         "1"

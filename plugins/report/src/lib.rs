@@ -19,12 +19,11 @@ use std::path::{Path, PathBuf};
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Output, PlanContext, Plugin, PluginError,
 };
-use aurora_eval::schedule::{Schedule, checkpoints};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub use analysis::{Report, Threshold};
 pub use data::ReportError;
@@ -72,32 +71,17 @@ pub struct HtmlReport;
 
 aurora_core::register_plugin!(HtmlReport);
 
-/// The evaluation node ids of evaluator entry `SECTION.NAME`, by the evaluators' own schedule
-/// (`aurora_eval::schedule`): `SECTION/NAME/LABEL` for each checkpoint in its `on`, and for each
-/// token milestone with `milestones = true`. `None` if the manifest has no such entry. A schedule
-/// that does not resolve gives no ids: the evaluator's own planning reports it.
+/// The evaluation node ids of evaluator entry `SECTION.NAME`, as the evaluator offers them (one
+/// per checkpoint of its schedule). `None` if the manifest has no such entry; a schedule that
+/// does not resolve gives no ids (the evaluator's own planning reports it).
 pub fn eval_node_ids(ctx: &PlanContext<'_>, reference: &str) -> Option<Vec<String>> {
-    let (section, name) = reference.split_once('.')?;
-    let mut config = ctx.manifest.value.get(section)?.get(name)?.as_object()?.clone();
-    config.remove("plugin");
-    let config = Value::Object(config);
-    let on: Vec<String> = config
-        .get("on")
-        .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let milestones = config.get("milestones").and_then(Value::as_bool).unwrap_or(false);
-    let entry = Entry { section, name, config: &config };
-    let checkpoints = checkpoints(&entry, ctx, &Schedule { on: &on, milestones }).unwrap_or_default();
-    Some(checkpoints.into_iter().map(|c| format!("{section}/{name}/{}", c.label)).collect())
+    let entry = ctx.entry(reference)?;
+    Some(ctx.offers(&entry, Output::EVALUATION).into_iter().map(|o| o.node).collect())
 }
 
 impl Plugin for HtmlReport {
     fn id(&self) -> &'static str {
         "report.html"
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Reporter
     }
     fn version(&self) -> &'static str {
         "1"

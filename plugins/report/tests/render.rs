@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use aurora_core::Diagnostics;
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, Output, PlanContext, PluginError};
 use aurora_report::{EVAL_PREFIX, MIXTURE_PREFIX, ReportConfig, STAGE_PREFIX, Threshold, load, write_report};
 use serde_json::{Value, json};
 
@@ -284,7 +286,54 @@ fn fixture_with_stage(dir: &Path) -> BTreeMap<String, PathBuf> {
     inputs
 }
 
-/// The report reads the evaluation nodes the evaluators' own schedule plans (milestones included).
+/// A model producer of another crate, in a section of its own: evaluators and the report find
+/// its checkpoints (and milestones) through what it offers, not through its section's name.
+#[derive(Debug, Clone, Default)]
+struct TestModel;
+aurora_core::register_plugin!(TestModel);
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TestModelConfig {
+    #[serde(default)]
+    milestones: Vec<u64>,
+}
+
+impl aurora_core::plugin::Plugin for TestModel {
+    fn id(&self) -> &'static str {
+        "model.test"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "test plugin"
+    }
+    fn config_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(TestModelConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        let mut config: TestModelConfig = serde_json::from_value(entry.config.clone()).unwrap();
+        config.milestones.sort_unstable();
+        std::iter::once(Offer::new(Output::MODEL, entry.node_id()))
+            .chain(
+                config
+                    .milestones
+                    .iter()
+                    .map(|t| Offer::new(Output::MODEL, entry.node_id()).at(format!("m/tokens-{t}"))),
+            )
+            .collect()
+    }
+    fn plan(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
+        Ok(vec![NodeSpec::for_entry(entry, json!({}), BTreeMap::new())])
+    }
+    fn execute(&self, _ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
+        Ok(ExecOutcome::default())
+    }
+}
+
+/// The report reads the evaluation nodes the evaluators offer (one per checkpoint of their
+/// schedule, milestones included).
 #[test]
 fn eval_node_ids_follow_the_evaluators_schedule() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,29 +343,32 @@ fn eval_node_ids_follow_the_evaluators_schedule() {
 name = "r"
 seed = 1
 
-[stages.cap]
-plugin = "train.tch"
+[checkpoints.cap]
+plugin = "model.test"
 milestones = [2000, 1000]
 
-[sft.safety]
-plugin = "sft.instructions"
+[tuned.safety]
+plugin = "model.test"
 
 [evals.bpb]
 plugin = "eval.perplexity"
-on = ["stages.cap", "sft.safety"]
+on = ["checkpoints.cap", "tuned.safety"]
 milestones = true
 
-[evals.code]
-plugin = "eval.code"
-on = ["stages.cap"]
+[evals.choice]
+plugin = "eval.choice"
+on = ["checkpoints.cap"]
+tasks = { "eng_Latn.x" = "file:x.jsonl" }
 "#;
     std::fs::write(&manifest, text).unwrap();
     let resolved = aurora_core::manifest::resolve(&manifest, &Default::default()).unwrap();
-    let ctx = aurora_core::plugin::PlanContext { manifest: &resolved };
+    let ctx = PlanContext::new(&resolved);
     assert_eq!(
         aurora_report::eval_node_ids(&ctx, "evals.bpb").unwrap(),
         ["evals/bpb/cap", "evals/bpb/cap@tokens-1000", "evals/bpb/cap@tokens-2000", "evals/bpb/safety"]
     );
-    assert_eq!(aurora_report::eval_node_ids(&ctx, "evals.code").unwrap(), ["evals/code/cap"]);
+    assert_eq!(aurora_report::eval_node_ids(&ctx, "evals.choice").unwrap(), ["evals/choice/cap"]);
     assert_eq!(aurora_report::eval_node_ids(&ctx, "evals.nope"), None);
+    // Not an evaluator: it offers no evaluations.
+    assert_eq!(aurora_report::eval_node_ids(&ctx, "tuned.safety").unwrap(), Vec::<String>::new());
 }

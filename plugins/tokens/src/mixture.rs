@@ -31,11 +31,11 @@ use std::path::{Path, PathBuf};
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics, suggestion};
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::shuffle::{epoch_seed, permutation};
 use crate::store::{TokenStore, plan_encode};
@@ -92,35 +92,26 @@ struct Keyed {
     max_repetition: f64,
 }
 
-/// Whether a source entry takes part in cross-source exact dedup (so its token store reads
-/// `dedup/exact`): its plugin has a `dedup` setting (every aurora-corpus text source does) and the
-/// entry's value, else that setting's schema default, else `true`, is true.
-pub fn source_dedups(manifest_value: &Value, source: &str) -> bool {
-    let entry = &manifest_value["sources"][source];
-    let Some(plugin) = entry["plugin"].as_str().and_then(|id| aurora_core::plugin::registry().get(id)) else {
-        return false;
-    };
-    let schema = plugin.config_schema();
-    let Some(setting) = schema.as_value().get("properties").and_then(|p| p.get("dedup")) else {
-        return false;
-    };
-    entry["dedup"].as_bool().or_else(|| setting.get("default").and_then(Value::as_bool)).unwrap_or(true)
+/// The entry a mixture's weights name `source`: an entry of any section that offers documents or
+/// a token store (the first in manifest order if several share the name).
+pub fn source_entry<'c>(ctx: &'c PlanContext<'_>, source: &str) -> Option<Entry<'c>> {
+    ctx.entries().find(|e| {
+        e.name == source && (ctx.offer(e, Output::DOCUMENTS).is_some() || ctx.offer(e, Output::TOKENS).is_some())
+    })
 }
 
-/// Whether a source entry is already tokenized (`source.megatron`).
-pub fn source_is_tokenized(manifest_value: &Value, source: &str) -> bool {
-    manifest_value["sources"][source]["plugin"].as_str() == Some("source.megatron")
+/// The node holding the token store a mixture reads for `source` (an entry name) under the
+/// tokenizer entry `tokenizer`: the source's own token store if it offers one (already
+/// tokenized), else the shared `tokens/TOKENIZER/SOURCE` node the mixture plans. Trainers take
+/// these nodes as inputs. `None` when no entry of that name offers documents or tokens.
+pub fn store_node_id(ctx: &PlanContext<'_>, tokenizer: &Entry<'_>, source: &str) -> Option<String> {
+    let entry = source_entry(ctx, source)?;
+    Some(ctx.offer(&entry, Output::TOKENS).unwrap_or_else(|| crate::store::node_id(tokenizer.name, source)))
 }
 
-/// The node holding the token store a mixture reads for `source` (an entry name) under
-/// `tokenizer` (a `[tokenizers.NAME]` name): the `source.megatron` entry itself, else the shared
-/// `tokens/TOKENIZER/SOURCE` node the mixture plans. Trainers take these nodes as inputs.
-pub fn store_node_id(manifest_value: &Value, tokenizer: &str, source: &str) -> String {
-    if source_is_tokenized(manifest_value, source) {
-        format!("sources/{source}")
-    } else {
-        crate::store::node_id(tokenizer, source)
-    }
+/// The tokenizer entry a mixture's `tokenizer = "SECTION.NAME"` names, if it offers a tokenizer.
+pub fn tokenizer_entry<'c>(ctx: &'c PlanContext<'_>, reference: &str) -> Option<Entry<'c>> {
+    ctx.entry(reference).filter(|e| ctx.offer(e, Output::TOKENIZER).is_some())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -131,9 +122,6 @@ impl Plugin for MixerBlend {
     fn id(&self) -> &'static str {
         "mixer.blend"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Mixer
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -143,6 +131,9 @@ impl Plugin for MixerBlend {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(BlendConfig)
     }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        vec![Offer::new(Output::MIXTURE, entry.node_id())]
+    }
 
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: BlendConfig = entry.parse(ctx.manifest)?;
@@ -150,29 +141,18 @@ impl Plugin for MixerBlend {
         let mut problems = Vec::new();
 
         let tok_pointer = format!("{}/tokenizer", entry.pointer());
-        let tokenizers: Vec<&str> = manifest.value["tokenizers"]
-            .as_object()
-            .map(|t| t.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        let tokenizer = match config.tokenizer.split_once('.') {
-            Some(("tokenizers", name)) if tokenizers.contains(&name) => Some(name.to_string()),
-            _ => {
-                let given = config.tokenizer.strip_prefix("tokenizers.").unwrap_or(&config.tokenizer);
-                let close = suggestion(given, &tokenizers);
-                problems.push(
-                    Diagnostic::new(format!("`tokenizer` = \"{}\" is not a tokenizer entry", config.tokenizer))
-                        .at(manifest.sources.value(&tok_pointer))
-                        .pointer(tok_pointer.clone())
-                        .expected("\"tokenizers.NAME\" of a `[tokenizers.NAME]` entry")
-                        .help(if close.starts_with("did you mean") {
-                            close.replace("did you mean `", "did you mean `tokenizers.")
-                        } else {
-                            close
-                        }),
-                );
-                None
-            }
-        };
+        let tokenizer = tokenizer_entry(ctx, &config.tokenizer);
+        if tokenizer.is_none() {
+            let tokenizers: Vec<String> = ctx.offering(Output::TOKENIZER).iter().map(Entry::reference).collect();
+            let tokenizers: Vec<&str> = tokenizers.iter().map(String::as_str).collect();
+            problems.push(
+                Diagnostic::new(format!("`tokenizer` = \"{}\" is not a tokenizer entry", config.tokenizer))
+                    .at(manifest.sources.value(&tok_pointer))
+                    .pointer(tok_pointer.clone())
+                    .expected("\"SECTION.NAME\" of an entry that provides a tokenizer, e.g. \"tokenizers.gpt2\"")
+                    .help(suggestion(&config.tokenizer, &tokenizers)),
+            );
+        }
 
         let weights_pointer = format!("{}/weights", entry.pointer());
         if config.weights.is_empty() {
@@ -183,16 +163,19 @@ impl Plugin for MixerBlend {
                     .expected("at least one `SOURCE = WEIGHT`, e.g. `weights = { eng_web = 0.6, fin_web = 0.4 }`"),
             );
         }
-        let sources: Vec<&str> =
-            manifest.value["sources"].as_object().map(|t| t.keys().map(String::as_str).collect()).unwrap_or_default();
         for (name, &w) in &config.weights {
             let pointer = format!("{weights_pointer}/{name}");
-            if !sources.contains(&name.as_str()) {
+            if source_entry(ctx, name).is_none() {
+                let sources: Vec<&str> = ctx
+                    .entries()
+                    .filter(|e| ctx.offer(e, Output::DOCUMENTS).is_some() || ctx.offer(e, Output::TOKENS).is_some())
+                    .map(|e| e.name)
+                    .collect();
                 problems.push(
                     Diagnostic::new(format!("unknown source `{name}` in the weights of mixture `{}`", entry.name))
                         .at(manifest.sources.key(&pointer))
                         .pointer(pointer.clone())
-                        .expected("the name of a `[sources.NAME]` entry")
+                        .expected("the name of a source entry (one that provides documents or a token store)")
                         .help(suggestion(name, &sources)),
                 );
             }
@@ -229,16 +212,25 @@ impl Plugin for MixerBlend {
         let tokenizer = tokenizer.expect("checked above");
 
         let mut nodes = Vec::new();
+        let tokenizer_node = ctx.offer(&tokenizer, Output::TOKENIZER).expect("tokenizer_entry checked the offer");
         let mut inputs = BTreeMap::from([(
             "tokenizer".to_string(),
-            InputSpec { source: InputSource::Node(format!("tokenizers/{tokenizer}")), pointer: tok_pointer },
+            InputSpec { source: InputSource::Node(tokenizer_node.clone()), pointer: tok_pointer },
         )]);
         for name in config.sources() {
             let pointer = format!("{weights_pointer}/{name}");
-            let store = store_node_id(&manifest.value, &tokenizer, name);
-            if !source_is_tokenized(&manifest.value, name) {
-                nodes.push(plan_encode(&tokenizer, name, source_dedups(&manifest.value, name), &pointer));
-            }
+            let source = source_entry(ctx, name).expect("checked above");
+            let store = match ctx.offer(&source, Output::TOKENS) {
+                Some(tokens) => tokens,
+                None => {
+                    let documents = ctx.offer(&source, Output::DOCUMENTS).expect("source_entry checked the offer");
+                    let drops = ctx.offer(&source, Output::DEDUP_DROPS);
+                    let encode = plan_encode(&tokenizer, &tokenizer_node, name, documents, drops, &pointer);
+                    let id = encode.id.clone();
+                    nodes.push(encode);
+                    id
+                }
+            };
             inputs.insert(format!("{STORE_PREFIX}{name}"), InputSpec { source: InputSource::Node(store), pointer });
         }
         let keyed = Keyed {
@@ -253,7 +245,7 @@ impl Plugin for MixerBlend {
 
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let keyed: Keyed = ctx.parse()?;
-        let tok_dir = ctx.inputs.get("tokenizer").ok_or_else(|| PluginError::new("input `tokenizer` is missing"))?;
+        let tok_dir = ctx.input("tokenizer")?;
         let meta_path = tok_dir.join("tokenizer.meta.json");
         let meta: TokenizerMeta = std::fs::read_to_string(&meta_path)
             .map_err(|e| e.to_string())
@@ -261,11 +253,8 @@ impl Plugin for MixerBlend {
             .map_err(|e| PluginError::new(format!("{}: {e}", meta_path.display())))?;
         let mut stores = BTreeMap::new();
         for name in keyed.weights.keys() {
-            let dir = ctx
-                .inputs
-                .get(&format!("{STORE_PREFIX}{name}"))
-                .ok_or_else(|| PluginError::new(format!("input `{STORE_PREFIX}{name}` is missing")))?;
-            stores.insert(name.clone(), dir.clone());
+            let dir = ctx.input(&format!("{STORE_PREFIX}{name}"))?;
+            stores.insert(name.clone(), dir.to_path_buf());
         }
         let spec = MixtureSpec {
             weights: keyed.weights,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
 };
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -61,9 +61,6 @@ impl Plugin for SourceMegatron {
     fn id(&self) -> &'static str {
         "source.megatron"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -72,6 +69,9 @@ impl Plugin for SourceMegatron {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(MegatronSourceConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        vec![Offer::new(Output::TOKENS, entry.node_id())]
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: MegatronSourceConfig = entry.parse(ctx.manifest)?;
@@ -108,8 +108,8 @@ impl Plugin for SourceMegatron {
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let keyed: Keyed = ctx.parse()?;
-        let idx = ctx.inputs.get("idx").ok_or_else(|| PluginError::new("input `idx` is missing"))?;
-        let bin = ctx.inputs.get("bin").ok_or_else(|| PluginError::new("input `bin` is missing"))?;
+        let idx = ctx.input("idx")?;
+        let bin = ctx.input("bin")?;
         let ds = IndexedDataset::open_files(idx, bin).map_err(|e| PluginError::new(e.to_string()))?;
         if let Some(position) = first_token_at_or_above(ds.all_tokens(), keyed.vocab_size) {
             let token = ds.all_tokens().get(position as usize);

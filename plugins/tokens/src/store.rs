@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError,
 };
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -236,9 +236,9 @@ pub fn write_info(out_dir: &Path, info: &TokenStoreInfo) -> Result<(), PluginErr
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncodeConfig {
-    /// The source entry's name (selects its drop list in `dedup/exact`).
+    /// The source entry's name (selects its drop list in the dedup node's artifact).
     pub source: String,
-    /// Whether `dedup/exact` is an input (the source entry's `dedup`).
+    /// Whether the dedup drop list is an input (the source takes part in cross-source dedup).
     pub dedup: bool,
 }
 
@@ -247,27 +247,28 @@ pub fn node_id(tokenizer: &str, source: &str) -> String {
     format!("tokens/{tokenizer}/{source}")
 }
 
-/// Plans `tokens/<tokenizer>/<source>` for a text source: inputs are the tokenizer artifact, the
-/// source's documents artifact and, when the source entry has `dedup` (default true), `dedup/exact`.
-pub fn plan_encode(tokenizer: &str, source: &str, dedup: bool, pointer: &str) -> NodeSpec {
+/// Plans `tokens/<tokenizer>/<source>` for a text source: inputs are the tokenizer's node, the
+/// source's documents and, when the source takes part in cross-source dedup, the node holding
+/// its drop list (nodes as the entries offer them).
+pub fn plan_encode(
+    tokenizer: &Entry<'_>,
+    tokenizer_node: &str,
+    source: &str,
+    documents: String,
+    drops: Option<String>,
+    pointer: &str,
+) -> NodeSpec {
+    let input = |node: String| InputSpec { source: InputSource::Node(node), pointer: pointer.to_string() };
     let mut inputs = BTreeMap::from([
-        (
-            "tokenizer".to_string(),
-            InputSpec { source: InputSource::Node(format!("tokenizers/{tokenizer}")), pointer: pointer.to_string() },
-        ),
-        (
-            "documents".to_string(),
-            InputSpec { source: InputSource::Node(format!("sources/{source}")), pointer: pointer.to_string() },
-        ),
+        ("tokenizer".to_string(), input(tokenizer_node.to_string())),
+        ("documents".to_string(), input(documents)),
     ]);
-    if dedup {
-        inputs.insert(
-            "dedup".to_string(),
-            InputSpec { source: InputSource::Node("dedup/exact".to_string()), pointer: pointer.to_string() },
-        );
+    let dedup = drops.is_some();
+    if let Some(drops) = drops {
+        inputs.insert("dedup".to_string(), input(drops));
     }
     NodeSpec {
-        id: node_id(tokenizer, source),
+        id: node_id(tokenizer.name, source),
         plugin: Some("tokenizer.encode"),
         config: serde_json::to_value(EncodeConfig { source: source.to_string(), dedup }).expect("serialises"),
         inputs,
@@ -282,9 +283,6 @@ aurora_core::register_plugin!(TokensEncode);
 impl Plugin for TokensEncode {
     fn id(&self) -> &'static str {
         "tokenizer.encode"
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Tokenizer
     }
     fn version(&self) -> &'static str {
         "1"

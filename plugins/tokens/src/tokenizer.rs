@@ -10,7 +10,7 @@ use std::path::Path;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics, quoted_list};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -126,9 +126,6 @@ impl Plugin for TokenizerFile {
     fn id(&self) -> &'static str {
         "tokenizer.file"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Tokenizer
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -137,6 +134,9 @@ impl Plugin for TokenizerFile {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(FileConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        vec![Offer::new(Output::TOKENIZER, entry.node_id())]
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: FileConfig = entry.parse(ctx.manifest)?;
@@ -160,7 +160,7 @@ impl Plugin for TokenizerFile {
             eod: String,
         }
         let keyed: Keyed = ctx.parse()?;
-        let path = ctx.inputs.get("tokenizer").ok_or_else(|| PluginError::new("input `tokenizer` is missing"))?;
+        let path = ctx.input("tokenizer")?;
         let bytes = std::fs::read(path).map_err(|e| PluginError::new(format!("{}: {e}", path.display())))?;
         let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| {
             PluginError::new(format!(
@@ -232,9 +232,6 @@ impl Plugin for TokenizerBpe {
     fn id(&self) -> &'static str {
         "tokenizer.bpe"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Tokenizer
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -244,13 +241,16 @@ impl Plugin for TokenizerBpe {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(BpeConfig)
     }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        vec![Offer::new(Output::TOKENIZER, entry.node_id())]
+    }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: BpeConfig = entry.parse(ctx.manifest)?;
         let mut problems = Vec::new();
         let mut inputs = BTreeMap::new();
         for (i, reference) in config.sample.iter().enumerate() {
             let pointer = format!("{}/sample/{i}", entry.pointer());
-            match ctx.entry_ref(reference) {
+            match ctx.input_of(reference, Output::DOCUMENTS) {
                 Some(id) => {
                     inputs.insert(
                         format!("{SAMPLE_PREFIX}{reference}"),
@@ -261,7 +261,7 @@ impl Plugin for TokenizerBpe {
                     Diagnostic::new(format!("`sample` entry \"{reference}\" is not a reference to a source"))
                         .at(ctx.manifest.sources.value(&pointer))
                         .pointer(pointer)
-                        .expected("\"sources.NAME\" of a text source entry"),
+                        .expected("\"SECTION.NAME\" of an entry that provides documents, e.g. \"sources.eng_web\""),
                 ),
             }
         }

@@ -11,8 +11,8 @@ use aurora_core::execute::{NodeReport, NodeStatus, RunOptions, Silent};
 use aurora_core::manifest::{ResolveOptions, resolve};
 use aurora_core::plan::{Plan, plan};
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NoProgress, NodeSpec, PlanContext, Plugin, PluginError,
-    PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NoProgress, NodeSpec, Offer, Output, PlanContext, Plugin,
+    PluginError,
 };
 use aurora_core::{Digest, Store};
 use aurora_tokens::loader::MixtureReader;
@@ -47,9 +47,6 @@ impl Plugin for TestDocs {
     fn id(&self) -> &'static str {
         "source.testdocs"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -58,6 +55,13 @@ impl Plugin for TestDocs {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(TestDocsConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        let mut offers = vec![Offer::new(Output::DOCUMENTS, entry.node_id())];
+        if entry.config.get("dedup") != Some(&json!(false)) {
+            offers.push(Offer::new(Output::DEDUP_DROPS, "dedup/exact"));
+        }
+        offers
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let c: TestDocsConfig = entry.parse(ctx.manifest)?;
@@ -74,13 +78,12 @@ impl Plugin for TestDocs {
         if c.dedup {
             // As aurora-corpus does: every deduplicated source plans the identical `dedup/exact`.
             let mut inputs = BTreeMap::new();
-            for (name, e) in ctx.manifest.value["sources"].as_object().unwrap() {
-                if e["plugin"] == "source.testdocs" && e["dedup"] != json!(false) {
-                    inputs.insert(
-                        name.clone(),
-                        InputSpec { source: InputSource::Node(format!("sources/{name}")), pointer: entry.pointer() },
-                    );
-                }
+            for source in ctx.offering(Output::DEDUP_DROPS) {
+                let documents = ctx.offer(&source, Output::DOCUMENTS).unwrap();
+                inputs.insert(
+                    source.name.to_string(),
+                    InputSpec { source: InputSource::Node(documents), pointer: entry.pointer() },
+                );
             }
             nodes.push(NodeSpec {
                 id: "dedup/exact".into(),
@@ -116,9 +119,6 @@ aurora_core::register_plugin!(TestDedup);
 impl Plugin for TestDedup {
     fn id(&self) -> &'static str {
         "dedup.exact"
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Source
     }
     fn version(&self) -> &'static str {
         "1"
@@ -165,9 +165,6 @@ aurora_core::register_plugin!(TestTrainer);
 impl Plugin for TestTrainer {
     fn id(&self) -> &'static str {
         "trainer.testlayout"
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Trainer
     }
     fn version(&self) -> &'static str {
         "1"

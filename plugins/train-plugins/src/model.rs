@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::ResolvedManifest;
-use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, PlanContext, Plugin, PluginError, PluginKind};
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, PlanContext, Plugin, PluginError};
 use aurora_train::{ConfigError, GptBigCodeConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -173,9 +173,6 @@ aurora_core::register_plugin!(ModelGptBigCode);
 impl Plugin for ModelGptBigCode {
     fn id(&self) -> &'static str {
         PLUGIN_ID
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Model
     }
     fn version(&self) -> &'static str {
         "1"

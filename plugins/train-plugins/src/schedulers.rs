@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::marker::PhantomData;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
-use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, PlanContext, Plugin, PluginError, PluginKind};
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, PlanContext, Plugin, PluginError};
 use aurora_train::schedule::{DecayShape, Schedule};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -152,9 +152,6 @@ fn table_steps(schedule: &Schedule) -> Vec<u64> {
 impl<C: ScheduleConfig> Plugin for Scheduler<C> {
     fn id(&self) -> &'static str {
         C::ID
-    }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Scheduler
     }
     fn version(&self) -> &'static str {
         "1"

@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, PlanContext, Plugin, PluginError, PluginKind,
+    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
     Resources,
 };
-use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id};
+use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id, tokenizer_entry};
 pub use aurora_train::Layout;
 use aurora_train::optimizer::AdamWConfig;
 use aurora_train::schedule::StageSchedule;
@@ -182,6 +182,18 @@ pub struct SftConfig {
 
 fn default_template() -> String {
     DEFAULT_PROMPT_TEMPLATE.into()
+}
+
+/// A stage offers its final model and, at `milestones/tokens-N`, each token milestone's.
+fn model_offers(entry: &Entry<'_>, milestones: &[u64]) -> Vec<Offer> {
+    let mut tokens = milestones.to_vec();
+    tokens.sort_unstable();
+    tokens.dedup();
+    std::iter::once(Offer::new(Output::MODEL, entry.node_id()))
+        .chain(
+            tokens.into_iter().map(|t| Offer::new(Output::MODEL, entry.node_id()).at(format!("milestones/tokens-{t}"))),
+        )
+        .collect()
 }
 
 /// Where the weights come from, as keyed (the directory is an input).
@@ -511,9 +523,6 @@ impl Plugin for TrainTch {
     fn id(&self) -> &'static str {
         TRAIN_ID
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Trainer
-    }
     fn version(&self) -> &'static str {
         // 2: milestones carry tokenizer.json. 3: tokens_total counts init stages' tokens.
         "3"
@@ -523,6 +532,10 @@ impl Plugin for TrainTch {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(TrainConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        let milestones = serde_json::from_value::<TrainConfig>(entry.config.clone()).map(|c| c.training.milestones);
+        model_offers(entry, &milestones.unwrap_or_default())
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: TrainConfig = entry.parse(ctx.manifest)?;
@@ -574,15 +587,18 @@ impl Plugin for TrainTch {
                             format!("set vocab_size = {size} (or more) in the model, or train a smaller tokenizer"),
                         );
                     }
-                    let tokenizer_name = blend.tokenizer.strip_prefix("tokenizers.").unwrap_or(&blend.tokenizer);
                     inputs.insert("mixture".into(), node_input(r.node_id(), p.at("data")));
-                    if let Some(tokenizer) = ctx.entry_ref(&blend.tokenizer) {
-                        inputs.insert("tokenizer".into(), node_input(tokenizer, p.at("data")));
-                    }
-                    for source in blend.sources() {
-                        let store = store_node_id(&ctx.manifest.value, tokenizer_name, source);
-                        inputs.insert(format!("{STORE_PREFIX}{source}"), node_input(store, p.at("data")));
-                        sources.push(source.to_string());
+                    // A mixture whose tokenizer or sources do not resolve is reported by its entry.
+                    if let Some(tokenizer) = tokenizer_entry(ctx, &blend.tokenizer)
+                        && let Some(tokenizer_node) = ctx.offer(&tokenizer, Output::TOKENIZER)
+                    {
+                        inputs.insert("tokenizer".into(), node_input(tokenizer_node, p.at("data")));
+                        for source in blend.sources() {
+                            if let Some(store) = store_node_id(ctx, &tokenizer, source) {
+                                inputs.insert(format!("{STORE_PREFIX}{source}"), node_input(store, p.at("data")));
+                            }
+                            sources.push(source.to_string());
+                        }
                     }
                 }
             }
@@ -660,9 +676,6 @@ impl Plugin for SftInstructions {
     fn id(&self) -> &'static str {
         SFT_ID
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Sft
-    }
     fn version(&self) -> &'static str {
         // 2: tokens_total counts the init stages' tokens.
         "2"
@@ -672,6 +685,10 @@ impl Plugin for SftInstructions {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(SftConfig)
+    }
+    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
+        let milestones = serde_json::from_value::<SftConfig>(entry.config.clone()).map(|c| c.training.milestones);
+        model_offers(entry, &milestones.unwrap_or_default())
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: SftConfig = entry.parse(ctx.manifest)?;

@@ -6,10 +6,13 @@
 //!   process that created it, so that a later start removes directories left by test processes that were killed.
 //! - [`Unavailable`]: why a kit could not start what a test needs.
 //! - [`which`], [`tail`], [`in_ci`], [`keep_requested`]: small helpers every kit needs.
+//! - [`Skip`], [`OrSkip`], [`skip_or_fail`]: the one rule for a test whose prerequisite (real data, a built binary,
+//!   namespaces, an external tool) is missing: on a developer's machine it is skipped with the reason on stderr;
+//!   where `CI=true` it fails. [`shared_data`] applies it to the real test data beside the repository.
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -133,6 +136,152 @@ pub fn in_ci() -> bool {
     std::env::var("CI").map(|v| v.eq_ignore_ascii_case("true") || v == "1").unwrap_or(false)
 }
 
+/// Environment variable naming the directory of real test data; default: [`shared_data_dir`].
+pub const SHARED_DATA_ENV: &str = "AURORA_SHARED_DATA";
+
+/// Why a test cannot run on this machine, and how to get what it lacks.
+///
+/// [`Skip::report`] applies the rule: where `CI=true` (see [`in_ci`]) a missing prerequisite fails the test, since
+/// CI provides everything; elsewhere the test is skipped with `SKIP <test>: <reason>` on stderr. A test that cannot
+/// check anything on this machine by design ([`Skip::not_applicable`]: root bypasses the permissions a test would
+/// check) is skipped with its reason in CI too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    reason: String,
+    fails_in_ci: bool,
+}
+
+impl Skip {
+    /// A missing prerequisite; `reason` says what is missing and how to get it.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), fails_in_ci: true }
+    }
+
+    /// A missing prerequisite: `"<what> is missing: <how>"`, with `how` saying how to get it.
+    pub fn missing(what: impl fmt::Display, how: impl fmt::Display) -> Self {
+        Self::new(format!("{what} is missing: {how}"))
+    }
+
+    /// Nothing to check on this machine by design (not a missing prerequisite): skipped in CI too.
+    pub fn not_applicable(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), fails_in_ci: false }
+    }
+
+    /// What is missing and how to get it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Applies the rule to the running test (named after its thread, as libtest names it): panics where `CI=true`
+    /// (unless [`Skip::not_applicable`]), else prints `SKIP <test>: <reason>` on stderr. The caller then returns.
+    #[track_caller]
+    pub fn report(&self) {
+        self.report_for(&current_test());
+    }
+
+    /// [`Skip::report`] naming `test`.
+    #[track_caller]
+    pub fn report_for(&self, test: &str) {
+        match self.verdict(in_ci(), test) {
+            // Straight to stderr, not `eprintln!`: libtest captures that for passing tests, which would hide the skip
+            // unless run with `--nocapture`.
+            Ok(line) => {
+                let _ = writeln!(io::stderr().lock(), "{line}");
+            }
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// The line to print (`Ok`) or the failure (`Err`) for `test`.
+    fn verdict(&self, ci: bool, test: &str) -> Result<String, String> {
+        if ci && self.fails_in_ci {
+            Err(format!("{test}: CI=true but {}", self.reason))
+        } else {
+            Ok(format!("SKIP {test}: {}", self.reason))
+        }
+    }
+}
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Skip {}
+
+impl From<Unavailable> for Skip {
+    fn from(e: Unavailable) -> Self {
+        Self::new(e.to_string())
+    }
+}
+
+/// `Result<T, Skip>` (or an error that converts into one) to `Option<T>`, applying the rule of [`Skip::report`] on
+/// the error: `let Some(x) = need_x().or_skip() else { return };`.
+pub trait OrSkip<T> {
+    fn or_skip(self) -> Option<T>;
+}
+
+impl<T, E: Into<Skip>> OrSkip<T> for Result<T, E> {
+    #[track_caller]
+    fn or_skip(self) -> Option<T> {
+        match self {
+            Ok(t) => Some(t),
+            Err(e) => {
+                e.into().report();
+                None
+            }
+        }
+    }
+}
+
+/// The rule of [`Skip::report`] for `test`, whose prerequisite is missing for `reason`: kits that start what tests
+/// need (`aurora-servers-testkit`, `aurora-slurm-testkit`) call it with their [`Unavailable`].
+#[track_caller]
+pub fn skip_or_fail(test: &str, reason: impl fmt::Display) {
+    Skip::new(reason.to_string()).report_for(test);
+}
+
+/// The running test's name: libtest runs every test on a thread named after it.
+pub fn current_test() -> String {
+    match thread::current().name() {
+        Some(name) if name != "main" => name.to_owned(),
+        _ => "this test".to_owned(),
+    }
+}
+
+/// The directory of real test data (see its `SOURCES.md`): [`SHARED_DATA_ENV`] if set, else `../shared/data` beside
+/// the repository.
+pub fn shared_data_dir() -> PathBuf {
+    match std::env::var_os(SHARED_DATA_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        // testkit/process -> the repository -> beside it.
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(3).unwrap_or(Path::new("/")).join("shared/data"),
+    }
+}
+
+/// `path` under [`shared_data_dir`] (`""`: the directory itself) when it exists; otherwise applies the rule of
+/// [`Skip::report`] (fails where `CI=true`, which always has the data) and returns `None`.
+#[track_caller]
+pub fn shared_data(path: &str) -> Option<PathBuf> {
+    shared_data_in(&shared_data_dir(), path).or_skip()
+}
+
+fn shared_data_in(root: &Path, path: &str) -> Result<PathBuf, Skip> {
+    let full = if path.is_empty() { root.to_owned() } else { root.join(path) };
+    if full.exists() {
+        Ok(full)
+    } else {
+        Err(Skip::missing(
+            full.display(),
+            format!(
+                "the real test data lives in ../shared/data beside the repository (see its SOURCES.md); put a copy \
+                 there or point {SHARED_DATA_ENV} at one"
+            ),
+        ))
+    }
+}
+
 /// Whether the environment variable `var` asks to keep a kit's directory after drop: set, non-empty and not `0`.
 pub fn keep_requested(var: &str) -> bool {
     std::env::var_os(var).is_some_and(|v| !v.is_empty() && v != "0")
@@ -192,6 +341,48 @@ mod tests {
         let e = Unavailable::new("test server", "nginx not found");
         assert_eq!(e.to_string(), "test server unavailable: nginx not found");
         assert_eq!(e.reason(), "nginx not found");
+    }
+
+    #[test]
+    fn a_missing_prerequisite_is_skipped_with_its_reason_and_fails_in_ci() {
+        let skip = Skip::missing("/data/x", "get it");
+        assert_eq!(skip.reason(), "/data/x is missing: get it");
+        assert_eq!(skip.verdict(false, "t"), Ok("SKIP t: /data/x is missing: get it".to_owned()));
+        assert_eq!(skip.verdict(true, "t"), Err("t: CI=true but /data/x is missing: get it".to_owned()));
+        let unavailable = Skip::from(Unavailable::new("test server", "nginx not found"));
+        assert_eq!(
+            unavailable.verdict(true, "t"),
+            Err("t: CI=true but test server unavailable: nginx not found".into())
+        );
+    }
+
+    #[test]
+    fn what_does_not_apply_is_skipped_in_ci_too() {
+        let skip = Skip::not_applicable("running as root");
+        assert_eq!(skip.verdict(true, "t"), Ok("SKIP t: running as root".to_owned()));
+        assert_eq!(skip.verdict(false, "t"), Ok("SKIP t: running as root".to_owned()));
+    }
+
+    #[test]
+    fn the_current_test_is_named_after_its_thread() {
+        assert_eq!(current_test(), "tests::the_current_test_is_named_after_its_thread");
+        let unnamed = thread::spawn(current_test).join().unwrap();
+        assert_eq!(unnamed, "this test");
+    }
+
+    #[test]
+    fn shared_data_is_beside_the_repository_and_missing_paths_name_the_remedy() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+        if std::env::var_os(SHARED_DATA_ENV).is_none() {
+            assert_eq!(shared_data_dir(), repo.parent().unwrap().join("shared/data"));
+        }
+        let root = repo.join("testkit");
+        assert_eq!(shared_data_in(&root, ""), Ok(root.clone()));
+        assert_eq!(shared_data_in(&root, "process"), Ok(root.join("process")));
+        let skip = shared_data_in(&root, "no-such-data").unwrap_err();
+        assert!(skip.reason().starts_with(&format!("{} is missing: ", root.join("no-such-data").display())), "{skip}");
+        assert!(skip.reason().contains(SHARED_DATA_ENV), "{skip}");
+        assert!(skip.verdict(true, "t").is_err());
     }
 
     #[test]

@@ -12,18 +12,13 @@ use aurora_core::plugin::{ExecContext, ExecOutcome, InputSource, NoProgress, Plu
 use serde_json::Value;
 use tempfile::TempDir;
 
-pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
 pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/data/sample");
 
-/// `Some(dir)` when the shared data directory exists; otherwise prints why the test is skipped.
+/// `Some(dir)` when `sub` of the real test data (`../shared/data`) exists; otherwise the test is skipped with the
+/// reason, or fails where `CI=true`.
+#[track_caller]
 pub fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(SHARED).join(sub);
-    if dir.exists() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (shared test data not available)", dir.display());
-        None
-    }
+    aurora_process_testkit::shared_data(sub)
 }
 
 /// A temporary project: a directory with `aurora.toml` and data files.

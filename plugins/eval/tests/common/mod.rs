@@ -7,27 +7,22 @@
 use aurora_eval as _;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aurora_core::diagnostic::Diagnostics;
 use aurora_core::manifest::{ResolveOptions, resolve};
 use aurora_core::plan::{Plan, plan};
-use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, PlanContext, Plugin, PluginError, PluginKind};
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError};
 use serde_json::Value;
 use tempfile::TempDir;
 
-pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
 pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/data/sample");
 
-/// `Some(dir)` when the shared data directory exists; otherwise prints why the test is skipped.
+/// `Some(dir)` when `sub` of the real test data (`../shared/data`) exists; otherwise the test is skipped with the
+/// reason, or fails where `CI=true`.
+#[track_caller]
 pub fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(SHARED).join(sub);
-    if dir.exists() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (shared test data not available)", dir.display());
-        None
-    }
+    aurora_process_testkit::shared_data(sub)
 }
 
 /// A stand-in for a training stage: any config (e.g. `milestones = [...]`), one node, no inputs.
@@ -39,9 +34,6 @@ impl Plugin for StubStage {
     fn id(&self) -> &'static str {
         "trainer.stub"
     }
-    fn kind(&self) -> PluginKind {
-        PluginKind::Trainer
-    }
     fn version(&self) -> &'static str {
         "1"
     }
@@ -50,6 +42,49 @@ impl Plugin for StubStage {
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::json_schema!({ "type": "object" })
+    }
+    /// Its model and, like a stage, each of its `milestones` at `milestones/tokens-N`.
+    fn offers(&self, entry: &Entry<'_>, _: &PlanContext<'_>) -> Vec<Offer> {
+        let mut tokens: Vec<u64> = entry
+            .config
+            .get("milestones")
+            .and_then(Value::as_array)
+            .map_or(Vec::new(), |m| m.iter().filter_map(Value::as_u64).collect());
+        tokens.sort_unstable();
+        std::iter::once(Offer::new(Output::MODEL, entry.node_id()))
+            .chain(
+                tokens.iter().map(|t| Offer::new(Output::MODEL, entry.node_id()).at(format!("milestones/tokens-{t}"))),
+            )
+            .collect()
+    }
+    fn plan(&self, entry: &Entry<'_>, _: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
+        Ok(vec![NodeSpec::for_entry(entry, entry.config.clone(), BTreeMap::new())])
+    }
+    fn execute(&self, _: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
+        Err(PluginError::new("stub"))
+    }
+}
+
+/// A stand-in for a source: it offers documents.
+#[derive(Debug, Clone, Default)]
+pub struct StubSource;
+aurora_core::register_plugin!(StubSource);
+
+impl Plugin for StubSource {
+    fn id(&self) -> &'static str {
+        "source.stub"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "test stand-in for a documents-producing source"
+    }
+    fn config_schema(&self) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object" })
+    }
+    fn offers(&self, entry: &Entry<'_>, _: &PlanContext<'_>) -> Vec<Offer> {
+        vec![Offer::new(Output::DOCUMENTS, entry.node_id())]
     }
     fn plan(&self, entry: &Entry<'_>, _: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         Ok(vec![NodeSpec::for_entry(entry, entry.config.clone(), BTreeMap::new())])
@@ -80,7 +115,7 @@ plugin = "trainer.stub"
 plugin = "trainer.stub"
 
 [sources.eng_web]
-plugin = "trainer.stub"
+plugin = "source.stub"
 "#;
 
 impl Project {

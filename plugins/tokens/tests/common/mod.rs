@@ -7,19 +7,15 @@ use std::path::{Path, PathBuf};
 use aurora_core::plugin::{ExecContext, ExecOutcome, NoProgress, Plugin, PluginError, registry};
 use serde_json::{Value, json};
 
-/// `/work/shared/data` (real data for tests), or `None` (and a printed reason) when absent.
+/// `../shared/data` (real data for tests), or `None` when absent: skipped with the reason, failed where `CI=true`.
+#[track_caller]
 pub fn shared_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} is absent (the real test data lives beside the repository)", dir.display());
-        None
-    }
+    aurora_process_testkit::shared_data("")
 }
 
+#[track_caller]
 pub fn gpt2_tokenizer_json() -> Option<PathBuf> {
-    shared_data().map(|d| d.join("tokenizer/gpt2_tokenizer.json"))
+    aurora_process_testkit::shared_data("tokenizer/gpt2_tokenizer.json")
 }
 
 /// The shipped sample corpus.
