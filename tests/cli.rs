@@ -977,17 +977,9 @@ fn plugins_lists_the_registry() {
     assert_eq!(exec["provider"]["crate"], "aurora-exec");
     assert_eq!(exec["provider"]["version"], env!("CARGO_PKG_VERSION"));
     let text = p.run_ok(&["plugins"]);
-    let (plugins, languages) = text.split_once("\nlanguages extended by linked crates:\n").expect("two sections");
-    assert_eq!(plugins.lines().count(), ids.len());
+    assert_eq!(text.lines().count(), ids.len(), "one line per plugin:\n{text}");
     assert!(
-        plugins.lines().any(|l| l.starts_with("exec.command ") && l.contains(" exec ") && l.contains(" aurora-exec ")),
-        "{text}"
-    );
-    // The Swahili crate registers no plugin id but shows here, by linking only.
-    assert!(
-        languages.lines().any(|l| l.trim_start().starts_with("swh_Latn")
-            && l.contains("refusal lexicon")
-            && l.contains("cleaning defaults from aurora-lang-swahili")),
+        text.lines().any(|l| l.starts_with("exec.command ") && l.contains(" exec ") && l.contains(" aurora-exec ")),
         "{text}"
     );
 }

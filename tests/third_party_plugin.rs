@@ -6,6 +6,10 @@
 //! target dir, whose lock `cargo test` holds while tests run); that dir persists, so only the
 //! first run compiles aurora's dependency tree (minutes).
 
+// Linking the aurora library links every built-in plugin: this test's registry is the aurora
+// binary's, which the fixture's binary must list plus its own plugin.
+use aurora as _;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,15 +26,24 @@ fn target_dir() -> PathBuf {
 /// workspace's Cargo.lock beside it (the versions aurora is tested with; nothing to download),
 /// so nothing is written into the source tree.
 fn copy_fixture(to: &Path) {
-    let from = workspace().join("tests/fixtures/third-party-plugin");
-    let root = workspace().display().to_string();
-    for rel in ["Cargo.toml", "src/lib.rs", "src/main.rs", "tests/conformance.rs"] {
-        let text = std::fs::read_to_string(from.join(rel)).unwrap();
-        let text =
-            if rel == "Cargo.toml" { text.replace("path = \"../../..", &format!("path = \"{root}")) } else { text };
-        std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
-        std::fs::write(to.join(rel), text).unwrap();
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let name = entry.file_name();
+            if name == "target" || name == "Cargo.lock" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &to.join(&name));
+            } else {
+                std::fs::copy(entry.path(), to.join(&name)).unwrap();
+            }
+        }
     }
+    copy_dir(&workspace().join("tests/fixtures/third-party-plugin"), to);
+    let manifest = std::fs::read_to_string(to.join("Cargo.toml")).unwrap();
+    let root = workspace().display().to_string();
+    std::fs::write(to.join("Cargo.toml"), manifest.replace("path = \"../../..", &format!("path = \"{root}"))).unwrap();
     std::fs::copy(workspace().join("Cargo.lock"), to.join("Cargo.lock")).unwrap();
 }
 
@@ -39,6 +52,14 @@ fn cargo(dir: &Path, args: &[&str]) {
     let target = target_dir();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args).arg("--offline").arg("--manifest-path").arg(&manifest).arg("--target-dir").arg(&target);
+    // What cargo set for this test process describes aurora's package, not the fixture's.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let ours = ["OUT_DIR", "CARGO_PKG_", "CARGO_BIN_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_TARGET_TMPDIR"];
+        if ours.iter().any(|p| key.starts_with(p)) {
+            cmd.env_remove(&*key);
+        }
+    }
     eprintln!("running {cmd:?}");
     let started = std::time::Instant::now();
     let status = cmd.status().unwrap();

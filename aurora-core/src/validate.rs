@@ -130,7 +130,7 @@ fn validate_entry(
                 .pointer(plugin_pointer)
                 .expected(format!("a registered plugin: {}", quoted_list(&ids)))
                 .help(format!(
-                    "{} (a plugin from another crate must be linked into the `aurora` binary)",
+                    "{} (a plugin from another crate must be linked into the binary: see `aurora plugins`)",
                     suggestion(plugin_id, &ids)
                 )),
         ];

@@ -25,6 +25,7 @@ fn registry_has_exactly_these_plugins_sorted_and_unique() {
             "eval.perplexity",
             "eval.safety",
             "exec.command",
+            "language.pack",
             "mixer.blend",
             "model.gptbigcode",
             "report.html",

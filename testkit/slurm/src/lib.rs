@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use aurora_process_testkit::{
-    forget_owner, in_ci, keep_requested, owner_alive, spawn_tied, sweep_stale_dirs, tail, which, write_owner,
+    forget_owner, keep_requested, owner_alive, spawn_tied, sweep_stale_dirs, tail, which, write_owner,
 };
 
 const DIR_PREFIX: &str = "aurora-slurm-";
@@ -81,10 +81,7 @@ pub fn start_or_skip(test: &str) -> Option<SlurmCluster> {
     match SlurmCluster::start() {
         Ok(cluster) => Some(cluster),
         Err(e) => {
-            if in_ci() {
-                panic!("{test}: CI=true but {e}");
-            }
-            eprintln!("skipping {test}: {}", e.reason());
+            aurora_process_testkit::skip_or_fail(test, e);
             None
         }
     }
