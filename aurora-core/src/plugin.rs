@@ -231,6 +231,24 @@ impl<'a> PlanContext<'a> {
         }
     }
 
+    /// The input a `file:` reference in an entry's `field` (at `pointer`) declares, or a located
+    /// error saying it must be one (`what`: "a JSON Lines task file", ...).
+    pub fn file_input(
+        &self,
+        reference: &str,
+        pointer: String,
+        field: &str,
+        what: &str,
+    ) -> Result<InputSpec, Diagnostic> {
+        if reference.starts_with(crate::manifest::FILE_PREFIX) {
+            return Ok(InputSpec { source: InputSource::Path(reference.to_string()), pointer });
+        }
+        Err(Diagnostic::new(format!("`{field}` = \"{reference}\" is not a file reference"))
+            .at(self.manifest.sources.value(&pointer))
+            .pointer(pointer)
+            .expected(format!("\"file:PATH\" of {what} (relative to the manifest)")))
+    }
+
     /// The entries that offer `output`.
     pub fn offering(&self, output: Output) -> Vec<Entry<'_>> {
         self.entries().filter(|e| !self.offers(e, output).is_empty()).collect()
@@ -296,6 +314,13 @@ impl ExecContext<'_> {
             .get(name)
             .map(PathBuf::as_path)
             .ok_or_else(|| PluginError::new(format!("{}: input `{name}` is missing (planner bug)", self.node_id)))
+    }
+
+    /// The resume directory, created (it exists only once a plugin asks for it).
+    pub fn resume_dir_created(&self) -> Result<&Path, PluginError> {
+        std::fs::create_dir_all(self.resume_dir)
+            .map_err(|e| PluginError::new(format!("cannot create {}: {e}", self.resume_dir.display())))?;
+        Ok(self.resume_dir)
     }
 
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, PluginError> {

@@ -23,11 +23,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aurora_core::diagnostic::{Diagnostic, Diagnostics};
-use aurora_core::manifest::FILE_PREFIX;
-use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, PlanContext, Plugin, PluginError,
-};
+use aurora_core::diagnostic::Diagnostics;
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, PlanContext, Plugin, PluginError};
 use aurora_worker_api::{Job, LoglikJob, LoglikRequest, LoglikResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -90,18 +87,16 @@ impl Plugin for EvalChoice {
         let mut tasks = BTreeMap::new();
         for (task, reference) in &config.tasks {
             let pointer = format!("{}/tasks/{task}", entry.pointer());
-            if !reference.starts_with(FILE_PREFIX) {
-                problems.push(
-                    Diagnostic::new(format!("task `{task}` = \"{reference}\" is not a file reference"))
-                        .at(ctx.manifest.sources.value(&pointer))
-                        .pointer(pointer)
-                        .expected("\"file:PATH\" of a JSON Lines task file (relative to the manifest)"),
-                );
-                continue;
-            }
+            let input = match ctx.file_input(reference, pointer, &format!("tasks.{task}"), "a JSON Lines task file") {
+                Ok(input) => input,
+                Err(d) => {
+                    problems.push(d);
+                    continue;
+                }
+            };
             let name = format!("{TASK_INPUT}{task}");
             tasks.insert(name.clone(), task.clone());
-            inputs.insert(name, InputSpec { source: InputSource::Path(reference.clone()), pointer });
+            inputs.insert(name, input);
         }
         if !problems.is_empty() {
             return Err(Diagnostics(problems));
@@ -120,7 +115,7 @@ impl Plugin for EvalChoice {
         }
         let (requests, index) = build_requests(&tasks, node.settings.shots, node.settings.shot_seed)
             .map_err(|e| PluginError::new(format!("{}: {e}", ctx.node_id)))?;
-        let scratch = schedule::scratch(ctx)?;
+        let scratch = ctx.resume_dir_created()?.to_path_buf();
         let requests_path = scratch.join("requests.jsonl");
         schedule::write_jsonl(&requests_path, &requests)?;
         let model = node.model_ref(ctx)?;

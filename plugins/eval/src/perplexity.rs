@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
-use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
 };
@@ -119,18 +118,16 @@ impl Plugin for EvalPerplexity {
         let mut file_langs = BTreeMap::new();
         for (lang, reference) in &config.files {
             let pointer = format!("{}/files/{lang}", entry.pointer());
-            if !reference.starts_with(FILE_PREFIX) {
-                problems.push(
-                    Diagnostic::new(format!("files.{lang} = \"{reference}\" is not a file reference"))
-                        .at(ctx.manifest.sources.value(&pointer))
-                        .pointer(pointer)
-                        .expected("\"file:PATH\" (relative to the manifest)"),
-                );
-                continue;
-            }
+            let input = match ctx.file_input(reference, pointer, &format!("files.{lang}"), "a text file") {
+                Ok(input) => input,
+                Err(d) => {
+                    problems.push(d);
+                    continue;
+                }
+            };
             let name = format!("{FILE_INPUT}{lang}");
             file_langs.insert(name.clone(), lang.clone());
-            inputs.insert(name, InputSpec { source: InputSource::Path(reference.clone()), pointer });
+            inputs.insert(name, input);
         }
         if !problems.is_empty() {
             return Err(Diagnostics(problems));
@@ -141,7 +138,7 @@ impl Plugin for EvalPerplexity {
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let node: NodeConfig<Settings> = NodeConfig::from_ctx(ctx)?;
         let documents = collect_documents(ctx.inputs, &node.settings.file_langs)?;
-        let scratch = schedule::scratch(ctx)?;
+        let scratch = ctx.resume_dir_created()?.to_path_buf();
         let requests = scratch.join("documents.jsonl");
         schedule::write_jsonl(&requests, documents.iter().map(|d| json!({ "text": d.text })))?;
         let model = node.model_ref(ctx)?;

@@ -33,12 +33,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aurora_core::diagnostic::{Diagnostic, Diagnostics};
+use aurora_core::diagnostic::Diagnostics;
 use aurora_core::language::LoadedPack;
-use aurora_core::manifest::FILE_PREFIX;
-use aurora_core::plugin::{
-    Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, PlanContext, Plugin, PluginError,
-};
+use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, PlanContext, Plugin, PluginError};
 use aurora_worker_api::{GenerateRequest, GenerateResult, Sampling};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -125,15 +122,9 @@ impl Plugin for EvalSafety {
         for (name, reference) in files {
             let Some(reference) = reference else { continue };
             let pointer = format!("{}/{name}", entry.pointer());
-            if reference.starts_with(FILE_PREFIX) {
-                inputs.insert(name.to_string(), InputSpec { source: InputSource::Path(reference.clone()), pointer });
-            } else {
-                problems.push(
-                    Diagnostic::new(format!("`{name}` = \"{reference}\" is not a file reference"))
-                        .at(ctx.manifest.sources.value(&pointer))
-                        .pointer(pointer)
-                        .expected("\"file:PATH\" of a .csv, .json or .jsonl file (relative to the manifest)"),
-                );
+            match ctx.file_input(reference, pointer, name, "a .csv, .json or .jsonl file") {
+                Ok(input) => drop(inputs.insert(name.to_string(), input)),
+                Err(d) => problems.push(d),
             }
         }
         if !problems.is_empty() {

@@ -328,7 +328,7 @@ impl<T: serde::de::DeserializeOwned> NodeConfig<T> {
         requests: &[GenerateRequest],
         sampling: &Sampling,
     ) -> Result<(Vec<GenerateResult>, Option<u64>), PluginError> {
-        let requests_path = scratch(ctx)?.join("requests.jsonl");
+        let requests_path = ctx.resume_dir_created()?.join("requests.jsonl");
         write_jsonl(&requests_path, requests)?;
         let model = self.model_ref(ctx)?;
         let tokens_total = tokens_total(&model.dir)?;
@@ -451,11 +451,4 @@ pub fn read_worker_output<T: serde::de::DeserializeOwned>(path: &Path, expected:
         )));
     }
     Ok(records)
-}
-
-/// The scratch directory of a node's worker requests (kept out of the artifact).
-pub fn scratch(ctx: &ExecContext<'_>) -> Result<PathBuf, PluginError> {
-    std::fs::create_dir_all(ctx.resume_dir)
-        .map_err(|e| PluginError::new(format!("cannot create {}: {e}", ctx.resume_dir.display())))?;
-    Ok(ctx.resume_dir.to_path_buf())
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics, quoted_list};
-use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
 };
@@ -141,17 +140,8 @@ impl Plugin for TokenizerFile {
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: FileConfig = entry.parse(ctx.manifest)?;
         let pointer = format!("{}/path", entry.pointer());
-        if !config.path.starts_with(FILE_PREFIX) {
-            return Err(Diagnostic::new(format!("`path` = \"{}\" is not a file reference", config.path))
-                .at(ctx.manifest.sources.value(&pointer))
-                .pointer(pointer)
-                .expected("\"file:PATH\" of a tokenizer.json, relative to the manifest")
-                .into());
-        }
-        let inputs = BTreeMap::from([(
-            "tokenizer".to_string(),
-            InputSpec { source: InputSource::Path(config.path.clone()), pointer },
-        )]);
+        let input = ctx.file_input(&config.path, pointer, "path", "a tokenizer.json")?;
+        let inputs = BTreeMap::from([("tokenizer".to_string(), input)]);
         Ok(vec![NodeSpec::for_entry(entry, json!({ "eod": config.eod }), inputs)])
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {

@@ -966,9 +966,7 @@ fn render_examples(ctx: &mut ExecContext<'_>, template: &str, files: &[PathBuf])
         let responses = read("{output}")?;
         examples.extend(prompts.into_iter().zip(responses));
     }
-    std::fs::create_dir_all(ctx.resume_dir)
-        .map_err(|e| PluginError::new(format!("cannot create {}: {e}", ctx.resume_dir.display())))?;
-    let path = ctx.resume_dir.join("examples.jsonl");
+    let path = ctx.resume_dir_created()?.join("examples.jsonl");
     let mut text = String::new();
     for (prompt, response) in &examples {
         text.push_str(&json!({ "prompt": prompt, "response": response }).to_string());

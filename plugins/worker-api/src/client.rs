@@ -69,9 +69,7 @@ pub fn run(job: &Job, ctx: &mut ExecContext<'_>) -> Result<Map<String, Value>, P
 
 /// Writes `job` as `job.json` into the node's resume directory.
 fn write_job(job: &Job, ctx: &ExecContext<'_>) -> Result<PathBuf, PluginError> {
-    std::fs::create_dir_all(ctx.resume_dir)
-        .map_err(|e| PluginError::new(format!("cannot create {}: {e}", ctx.resume_dir.display())))?;
-    let job_path = ctx.resume_dir.join("job.json");
+    let job_path = ctx.resume_dir_created()?.join("job.json");
     let text = serde_json::to_string_pretty(job).expect("jobs serialise");
     std::fs::write(&job_path, text)
         .map_err(|e| PluginError::new(format!("cannot write {}: {e}", job_path.display())))?;
