@@ -13,8 +13,9 @@
 //!
 //! Documents of one language (from any number of sources and files) are pooled:
 //! `bpb.<lang>` = sum of NLL (nats) / ln 2 / sum of UTF-8 bytes, `ppl.<lang>` = exp(sum of NLL /
-//! sum of scored tokens). Lower is better. The worker scores every token of a document after its
-//! first (`PerplexityResult`); the bytes are the whole document's.
+//! sum of scored tokens). Lower is better. As lm-evaluation-harness's rolling log-likelihood
+//! does, the worker puts the end-of-text token before each document, so every token of the
+//! document is predicted and scored (`PerplexityResult`), and the bytes are all of its bytes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,7 +75,9 @@ impl Plugin for EvalPerplexity {
         "eval.perplexity"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: documents are scored after the end-of-text token (every token, as
+        // lm-evaluation-harness's rolling log-likelihood), not from their second token.
+        "2"
     }
     fn description(&self) -> &'static str {
         "Bits per byte and token perplexity per language on held-out splits and text files"
@@ -147,6 +150,7 @@ impl Plugin for EvalPerplexity {
             node: ctx.node_id.to_string(),
             model,
             documents: requests,
+            prefix_end_of_text: true,
             stride: node.settings.stride,
             batch_size: node.runtime.batch_size,
             out_dir: ctx.out_dir.to_path_buf(),

@@ -393,6 +393,7 @@ fn perplexity_of_a_short_document_is_one_forward() {
         node: "evals/bpb".into(),
         model: model_ref(dir.path()),
         documents,
+        prefix_end_of_text: false,
         stride: 16,
         batch_size: 2,
         out_dir: dir.path().join("out"),
@@ -405,6 +406,16 @@ fn perplexity_of_a_short_document_is_one_forward() {
     assert_eq!(results[0].bytes, text.len() as u64);
     assert!((results[0].nll + logprob).abs() < 1e-4, "{} vs {}", results[0].nll, -logprob);
     assert_eq!(results[1], PerplexityResult { nll: 0.0, tokens: 0, bytes: 1 });
+
+    // With the end-of-text prefix every token is scored, the first one after end-of-text.
+    let prefixed = PerplexityJob { prefix_end_of_text: true, out_dir: dir.path().join("eot"), ..job };
+    run_perplexity(&prefixed, &mut ignore).unwrap();
+    let results: Vec<PerplexityResult> = read_jsonl(&dir.path().join("eot/perplexity.jsonl"));
+    let eot = session.loaded.config.eos_token_id;
+    let (logprob, _) = reference_loglik(&session, &[eot], &tokens);
+    assert_eq!(results[0].tokens, tokens.len() as u64);
+    assert!((results[0].nll + logprob).abs() < 1e-4, "{} vs {}", results[0].nll, -logprob);
+    assert_eq!(results[1].tokens, 1, "a one-token document is scored too");
 }
 
 #[test]
@@ -419,6 +430,7 @@ fn perplexity_of_a_long_document_scores_every_token_once() {
         node: "evals/bpb".into(),
         model: model_ref(dir.path()),
         documents,
+        prefix_end_of_text: false,
         stride: N_POSITIONS as u64,
         batch_size: 3,
         out_dir: dir.path().join("out"),
@@ -504,6 +516,7 @@ fn request_errors_name_the_file_line_and_expected_fields() {
         node: "evals/bpb".into(),
         model: model_ref(dir.path()),
         documents: documents.clone(),
+        prefix_end_of_text: true,
         stride: 8,
         batch_size: 1,
         out_dir: dir.path().join("out"),
@@ -546,6 +559,56 @@ fn model_errors_name_what_to_fix() {
     infer::byte_tokenizer().save(small.path().join(infer::TOKENIZER_FILE), false).unwrap();
     let err = Session::load("evals/x", &model_ref(small.path())).unwrap_err();
     assert!(err.to_string().contains("the tokenizer has 257 tokens but the model's vocab_size is 200"), "{err}");
+}
+
+/// `eval.perplexity`'s convention on real text: with the end-of-text prefix, the total NLL of
+/// the FLORES-200 devtest (the first 40 Finnish sentences, GPT-2's tokenizer) is what plain
+/// unsharded forwards of `[EOT] + document` give, summed over every token of every document:
+/// the sum Hugging Face `transformers` computes for lm-evaluation-harness's rolling
+/// log-likelihood when each document fits one window.
+#[test]
+fn flores_perplexity_with_the_end_of_text_prefix_matches_plain_forwards() {
+    let Some(tokenizer) = aurora_process_testkit::shared_data("tokenizer/gpt2_tokenizer.json") else { return };
+    let Some(flores) = aurora_process_testkit::shared_data("flores200/fin_Latn.devtest") else { return };
+    deterministic();
+    let dir = tempfile::tempdir().unwrap();
+    let n_positions = 160;
+    let cfg = GptBigCodeConfig {
+        bos_token_id: 50256,
+        eos_token_id: 50256,
+        initializer_range: 0.3,
+        ..GptBigCodeConfig::tiny(1, 16, 2, 50257, n_positions)
+    };
+    save_model(dir.path(), &cfg);
+    std::fs::copy(tokenizer, dir.path().join(infer::TOKENIZER_FILE)).unwrap();
+    let session = Session::load("evals/bpb", &model_ref(dir.path())).unwrap();
+    let text = std::fs::read_to_string(flores).unwrap();
+    let lines: Vec<&str> = text.lines().take(40).collect();
+    let documents = write_jsonl(dir.path(), "docs.jsonl", &lines.iter().map(|l| json!({"text": l})).collect::<Vec<_>>());
+    let job = PerplexityJob {
+        node: "evals/bpb".into(),
+        model: model_ref(dir.path()),
+        documents,
+        prefix_end_of_text: true,
+        stride: 64,
+        batch_size: 4,
+        out_dir: dir.path().join("out"),
+    };
+    let metrics = run_perplexity(&job, &mut ignore).unwrap();
+    let results: Vec<PerplexityResult> = read_jsonl(&dir.path().join("out/perplexity.jsonl"));
+    let (mut expected_nll, mut expected_tokens) = (0.0, 0);
+    for (line, result) in lines.iter().zip(&results) {
+        let tokens = ids(&session, line);
+        assert!(tokens.len() < n_positions as usize, "each sentence fits one window");
+        assert_eq!(result.tokens, tokens.len() as u64, "every token is scored: {line}");
+        assert_eq!(result.bytes, line.len() as u64);
+        expected_nll -= reference_loglik(&session, &[50256], &tokens).0;
+        expected_tokens += tokens.len() as u64;
+    }
+    let total: f64 = results.iter().map(|r| r.nll).sum();
+    assert!((total - expected_nll).abs() <= 1e-6 * expected_nll.abs(), "{total} vs {expected_nll}");
+    assert_eq!(metrics["tokens"], expected_tokens);
+    assert_eq!(metrics["windows"], lines.len(), "one window per sentence");
 }
 
 #[test]

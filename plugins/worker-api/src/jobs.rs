@@ -156,6 +156,10 @@ pub struct PerplexityJob {
     pub node: String,
     pub model: ModelRef,
     pub documents: PathBuf,
+    /// Put the end-of-text token before each document, as lm-evaluation-harness's rolling
+    /// log-likelihood does, so that the document's first token is predicted too: every token
+    /// (and so every byte) of the document is scored. Without it the first token is context only.
+    pub prefix_end_of_text: bool,
     pub stride: u64,
     pub batch_size: u64,
     pub out_dir: PathBuf,
@@ -163,7 +167,8 @@ pub struct PerplexityJob {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PerplexityResult {
-    /// Summed negative log-likelihood (nats) of every token after the first.
+    /// Summed negative log-likelihood (nats) of every scored token: all of the document's with
+    /// `prefix_end_of_text`, else all after the first.
     pub nll: f64,
     /// Tokens scored.
     pub tokens: u64,

@@ -23,6 +23,7 @@ fn job(dir: &Path) -> Job {
         node: "evals/ppl".into(),
         model: ModelRef { dir: dir.join("model"), device: "cpu".into(), precision: Precision::Fp32, threads: 1 },
         documents: dir.join("docs.jsonl"),
+        prefix_end_of_text: true,
         stride: 64,
         batch_size: 2,
         out_dir: dir.join("out"),

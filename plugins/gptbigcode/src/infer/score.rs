@@ -166,7 +166,8 @@ pub fn run_loglik(job: &LoglikJob, events: &mut dyn FnMut(Event)) -> Result<Map<
     Ok(metrics)
 }
 
-/// Runs a [`PerplexityJob`] with [`perplexity_windows`].
+/// Runs a [`PerplexityJob`] with [`perplexity_windows`] over each document's tokens (after the
+/// end-of-text token with `prefix_end_of_text`).
 pub fn run_perplexity(job: &PerplexityJob, events: &mut dyn FnMut(Event)) -> Result<Map<String, Value>, InferError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -186,12 +187,16 @@ pub fn run_perplexity(job: &PerplexityJob, events: &mut dyn FnMut(Event)) -> Res
     let mut windows = Vec::new();
     let mut owner = Vec::new();
     for (d, (line, doc)) in documents.iter().enumerate() {
-        let tokens = session.encode(&doc.text).map_err(|message| InferError::Tokenize {
+        let mut tokens = Vec::new();
+        if job.prefix_end_of_text {
+            tokens.push(session.loaded.config.eos_token_id);
+        }
+        tokens.extend(session.encode(&doc.text).map_err(|message| InferError::Tokenize {
             path: job.documents.clone(),
             line: *line,
             field: "text",
             message,
-        })?;
+        })?);
         for w in perplexity_windows(&tokens, n_positions as usize, job.stride as usize) {
             windows.push(w);
             owner.push(d);
