@@ -418,8 +418,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// What planning warns about (on stderr: stdout stays the plan, or its JSON).
+fn print_warnings(plan: &Plan) {
+    for warning in &plan.warnings {
+        eprint!("{warning}");
+    }
+}
+
 fn cmd_plan(args: &ManifestArgs, json: bool) -> Result<ExitCode> {
     let plan = plan(args.resolve()?)?;
+    print_warnings(&plan);
     let store = open_store(&plan.manifest.project_root)?;
     let reports = execute::status(&plan, &store)?;
     print!("{}", output::plan_report(&plan, &reports, json, None));
@@ -465,6 +473,7 @@ fn cmd_run(args: &ManifestArgs, options: &RunOptions, json: bool) -> Result<Exit
     let started = SystemTime::now();
     let clock = Instant::now();
     let plan = plan(args.resolve()?)?;
+    print_warnings(&plan);
     let store = open_store(&plan.manifest.project_root)?;
     let observer = output::StderrObserver::new(!json);
     let reports = execute::run(&plan, &store, options, &observer, &observer)?;

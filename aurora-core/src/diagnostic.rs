@@ -61,11 +61,25 @@ pub struct Diagnostic {
     pub pointer: Option<String>,
     pub expected: Option<String>,
     pub help: Option<String>,
+    /// A warning does not stop anything; it is shown as `warning:`.
+    pub is_warning: bool,
 }
 
 impl Diagnostic {
     pub fn new(message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), origin: None, pointer: None, expected: None, help: None }
+        Diagnostic {
+            message: message.into(),
+            origin: None,
+            pointer: None,
+            expected: None,
+            help: None,
+            is_warning: false,
+        }
+    }
+    /// The same diagnostic as a warning.
+    pub fn warning(mut self) -> Self {
+        self.is_warning = true;
+        self
     }
     pub fn at(mut self, origin: Option<Origin>) -> Self {
         self.origin = origin;
@@ -87,7 +101,7 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "{}: {}", if self.is_warning { "warning" } else { "error" }, self.message)?;
         // rustc's layout: the gutter is as wide as the line number.
         let mut pad = " ".to_string();
         match &self.origin {

@@ -17,6 +17,7 @@ pub mod record;
 pub mod remote;
 pub mod schema;
 pub mod testing;
+pub mod units;
 pub mod validate;
 
 pub use aurora_store::{Digest, Store, StoreError};

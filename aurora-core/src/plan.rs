@@ -74,6 +74,8 @@ pub struct Plan {
     pub nodes: Vec<PlannedNode>,
     /// The language packs the manifest loads (named in the run record).
     pub languages: Vec<crate::language::LoadedPack>,
+    /// What planning warns about without failing (see [`PlanContext::warn`]).
+    pub warnings: Vec<Diagnostic>,
     index: HashMap<String, usize>,
 }
 
@@ -242,8 +244,9 @@ pub fn plan_keeping_a_bad_lock(manifest: ResolvedManifest) -> Result<(Plan, Opti
         Err(problem) => (None, Some(problem)),
     };
     let languages = ctx.languages().to_vec();
+    let warnings = ctx.warnings();
     drop(ctx);
-    let mut plan = Plan { manifest, lock, nodes: ordered, languages, index };
+    let mut plan = Plan { manifest, lock, nodes: ordered, languages, warnings, index };
     if let Some(used) = plan.lock.as_ref().and_then(|l| crate::lock::digest_of_used(l, &plan)) {
         plan.manifest.digest = crate::canonical::digest_json(
             &serde_json::json!({"manifest": plan.manifest.digest.to_string(), "inputs_lock": used.to_string()}),

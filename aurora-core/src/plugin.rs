@@ -80,11 +80,19 @@ pub struct Offer {
     /// A directory inside the node's artifact, where the output is one of several the node holds
     /// (a stage's token milestones, `milestones/tokens-N`); `None`: the artifact itself.
     pub subdir: Option<String>,
+    /// At most how many bytes of text the output holds, where the offering plugin can tell
+    /// without reading it (file sizes, compressed frames' declared sizes, Parquet metadata):
+    /// lets a mixture warn at plan time that a share cannot be met.
+    pub text_bytes: Option<u64>,
 }
 
 impl Offer {
     pub fn new(output: Output, node: impl Into<String>) -> Offer {
-        Offer { output, node: node.into(), subdir: None }
+        Offer { output, node: node.into(), subdir: None, text_bytes: None }
+    }
+    pub fn with_text_bytes(mut self, bytes: Option<u64>) -> Offer {
+        self.text_bytes = bytes;
+        self
     }
     pub fn at(mut self, subdir: impl Into<String>) -> Offer {
         self.subdir = Some(subdir.into());
@@ -176,6 +184,10 @@ pub struct PlanContext<'a> {
     /// Entries whose offers are being computed: an entry whose offers depend on others' (an
     /// evaluator's checkpoints) may reach itself again, which then offers nothing.
     asking: std::sync::Mutex<Vec<String>>,
+    /// Each entry's offers, computed once (a source's may stat its files).
+    offered: std::sync::Mutex<std::collections::HashMap<String, Vec<Offer>>>,
+    /// What planning found worth saying that does not stop it (`aurora plan` prints them).
+    warnings: std::sync::Mutex<Vec<Diagnostic>>,
 }
 
 impl<'a> PlanContext<'a> {
@@ -185,6 +197,8 @@ impl<'a> PlanContext<'a> {
             entries: crate::validate::entries(manifest),
             languages: OnceLock::new(),
             asking: std::sync::Mutex::new(Vec::new()),
+            offered: std::sync::Mutex::new(std::collections::HashMap::new()),
+            warnings: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -203,6 +217,10 @@ impl<'a> PlanContext<'a> {
     /// evaluator's checkpoints).
     pub fn offers(&self, entry: &Entry<'_>, output: Output) -> Vec<Offer> {
         let reference = entry.reference();
+        let of = |offers: &[Offer]| offers.iter().filter(|o| o.output == output).cloned().collect();
+        if let Some(offers) = self.offered.lock().expect("not poisoned").get(&reference) {
+            return of(offers);
+        }
         {
             let mut asking = self.asking.lock().expect("not poisoned");
             if asking.contains(&reference) {
@@ -212,7 +230,20 @@ impl<'a> PlanContext<'a> {
         }
         let offers = entry.plugin.offers(entry, self);
         self.asking.lock().expect("not poisoned").retain(|r| *r != reference);
-        offers.into_iter().filter(|o| o.output == output).collect()
+        let wanted = of(&offers);
+        self.offered.lock().expect("not poisoned").insert(reference, offers);
+        wanted
+    }
+
+    /// Records a warning: something the user should know before running that does not stop
+    /// planning (a mixture share its sources cannot hold).
+    pub fn warn(&self, warning: Diagnostic) {
+        self.warnings.lock().expect("not poisoned").push(warning.warning());
+    }
+
+    /// The warnings recorded so far, in the order they were recorded.
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        self.warnings.lock().expect("not poisoned").clone()
     }
 
     /// The node holding `entry`'s whole `output` (not one at a subdirectory), if it offers one.

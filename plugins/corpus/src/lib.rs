@@ -70,6 +70,7 @@ pub mod filters;
 #[cfg(feature = "parquet")]
 pub mod parquet;
 pub mod read;
+pub mod size;
 pub mod source;
 pub mod text;
 
@@ -123,8 +124,8 @@ impl Plugin for JsonlSource {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(JsonlConfig)
     }
-    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry)
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry, ctx, None)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: JsonlConfig = entry.parse(ctx.manifest)?;
@@ -152,8 +153,8 @@ impl Plugin for TextSource {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(TextConfig)
     }
-    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry)
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry, ctx, None)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: TextConfig = entry.parse(ctx.manifest)?;
@@ -181,8 +182,8 @@ impl Plugin for InstructionsSource {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(InstructionsConfig)
     }
-    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry)
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        source::offers(entry, ctx, None)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: InstructionsConfig = entry.parse(ctx.manifest)?;
@@ -224,8 +225,9 @@ impl Plugin for ParquetSource {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(config::ParquetConfig)
     }
-    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry)
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        let column = entry.config.get("text_column").and_then(serde_json::Value::as_str).unwrap_or("text");
+        source::offers(entry, ctx, Some(column))
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: config::ParquetConfig = entry.parse(ctx.manifest)?;

@@ -164,10 +164,24 @@ pub fn plan(
     Ok(nodes)
 }
 
-/// What a source entry offers: its documents, and the dedup node's drop list when it takes part
-/// in cross-source dedup (`dedup`, default true: the one rule, used by [`plan`] too).
-pub fn offers(entry: &Entry<'_>) -> Vec<Offer> {
-    let mut offers = vec![Offer::new(Output::DOCUMENTS, entry.node_id())];
+/// What a source entry offers: its documents (with an upper bound of their text bytes where the
+/// files tell it, see [`crate::size`]), and the dedup node's drop list when it takes part in
+/// cross-source dedup (`dedup`, default true: the one rule, used by [`plan`] too).
+/// `parquet_column`: the text column, for Parquet sources.
+pub fn offers(entry: &Entry<'_>, ctx: &PlanContext<'_>, parquet_column: Option<&str>) -> Vec<Offer> {
+    let root = &ctx.manifest.project_root;
+    let patterns = entry.config.get("files").and_then(serde_json::Value::as_array);
+    let files: Option<Vec<PathBuf>> = patterns.map(|patterns| {
+        patterns
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .filter_map(|p| expand(root, p).ok())
+            .flatten()
+            .map(|f| ctx.manifest.input_path(&f))
+            .collect()
+    });
+    let text_bytes = files.and_then(|files| crate::size::text_bytes(&files, parquet_column));
+    let mut offers = vec![Offer::new(Output::DOCUMENTS, entry.node_id()).with_text_bytes(text_bytes)];
     if takes_part_in_dedup(entry) {
         offers.push(Offer::new(Output::DEDUP_DROPS, crate::dedup::NODE_ID));
     }

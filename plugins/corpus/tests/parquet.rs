@@ -77,3 +77,19 @@ fn wrong_column_and_non_parquet_files_are_errors() {
     let err = run(&p.plan(&manifest("\"file:bad.parquet\"", ""))).err().unwrap();
     assert!(err.message.contains("bad.parquet: not a readable Parquet file"), "{}", err.message);
 }
+
+/// `aurora plan`'s bound of a Parquet source's text comes from the row groups' metadata of its
+/// text column: at least the text's bytes, and not the other columns'.
+#[test]
+fn the_text_bound_comes_from_the_text_columns_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<String> = (0..500).map(|i| format!("document {i} with some words in it")).collect();
+    let texts: Vec<Option<&str>> = rows.iter().map(|r| Some(r.as_str())).collect();
+    let path = dir.path().join("a.parquet");
+    write_parquet(&path, &texts, 100, Compression::SNAPPY);
+    let text: u64 = rows.iter().map(|r| r.len() as u64).sum();
+    let bound = aurora_corpus::size::text_bytes(std::slice::from_ref(&path), Some("text")).unwrap();
+    assert!(bound >= text, "{bound} < {text}");
+    assert!(bound < 2 * text, "{bound}: the bound is the text column's, near its size");
+    assert_eq!(aurora_corpus::size::text_bytes(&[path], Some("body")), None, "no such column: unknown");
+}

@@ -40,6 +40,7 @@ use serde_json::json;
 use crate::shuffle::{epoch_seed, permutation};
 use crate::store::{TokenStore, plan_encode};
 use crate::tokenizer::TokenizerMeta;
+use aurora_core::units::si;
 
 pub const BLEND_MAGIC: &[u8; 8] = b"AURBLEND";
 pub const BLEND_VERSION: u64 = 1;
@@ -112,6 +113,52 @@ pub fn store_node_id(ctx: &PlanContext<'_>, tokenizer: &Entry<'_>, source: &str)
 /// The tokenizer entry a mixture's `tokenizer = "SECTION.NAME"` names, if it offers a tokenizer.
 pub fn tokenizer_entry<'c>(ctx: &'c PlanContext<'_>, reference: &str) -> Option<Entry<'c>> {
     ctx.entry(reference).filter(|e| ctx.offer(e, Output::TOKENIZER).is_some())
+}
+
+/// `1.000 M`, `156`: an SI count to put before a unit word.
+fn count(value: f64) -> String {
+    si(value).trim_end().to_string()
+}
+
+/// Warns, at plan time, of each source whose share of the mixture its files cannot hold even at
+/// one token per byte (a byte-level tokenizer's most: every token is at least one byte) and
+/// `max_repetition` passes. Only sources that offer a bound of their text bytes are checked;
+/// the exact check runs when the mixture is built, after tokenization.
+fn warn_of_short_sources(ctx: &PlanContext<'_>, entry: &Entry<'_>, config: &BlendConfig) {
+    let total: f64 = config.sources().map(|name| config.weights[name]).sum();
+    for name in config.sources() {
+        let Some(source) = source_entry(ctx, name) else { continue };
+        let Some(bytes) = ctx.offers(&source, Output::DOCUMENTS).iter().find_map(|o| o.text_bytes) else {
+            continue;
+        };
+        let share = config.tokens as f64 * config.weights[name] / total;
+        let most = bytes as f64 * config.max_repetition;
+        if share > most {
+            let pointer = format!("{}/weights/{name}", entry.pointer());
+            ctx.warn(
+                Diagnostic::new(format!(
+                    "mixture `{}` asks `{name}` for {} tokens ({:.1}% of {} tokens), but its files hold at most {} \
+                     bytes of text, so at most {} tokens at one token per byte: {:.3e} passes over it, above \
+                     max_repetition = {}",
+                    entry.name,
+                    count(share),
+                    100.0 * config.weights[name] / total,
+                    count(config.tokens as f64),
+                    count(bytes as f64),
+                    count(bytes as f64),
+                    share / bytes as f64,
+                    config.max_repetition
+                ))
+                .at(ctx.manifest.sources.value(&pointer))
+                .pointer(pointer)
+                .help(format!(
+                    "building the mixture will fail after `{}` is tokenized: add data to `{name}`, lower its weight or \
+                     `tokens`, or raise `max_repetition`",
+                    source.reference()
+                )),
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -233,6 +280,7 @@ impl Plugin for MixerBlend {
             };
             inputs.insert(format!("{STORE_PREFIX}{name}"), InputSpec { source: InputSource::Node(store), pointer });
         }
+        warn_of_short_sources(ctx, entry, &config);
         let keyed = Keyed {
             weights: config.sources().map(|name| (name.to_string(), config.weights[name])).collect(),
             tokens: config.tokens,

@@ -219,11 +219,4 @@ impl Plugin for ModelGptBigCode {
     }
 }
 
-/// A count with an SI prefix: `1.5 M`, `15.5 G`.
-pub fn si(value: f64) -> String {
-    const PREFIXES: [(f64, &str); 6] = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
-    match PREFIXES.iter().find(|(scale, _)| value >= *scale) {
-        Some((scale, prefix)) => format!("{:.3} {prefix}", value / scale),
-        None => format!("{value:.0} "),
-    }
-}
+pub use aurora_core::units::si;
