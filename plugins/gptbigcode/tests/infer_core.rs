@@ -584,7 +584,8 @@ fn flores_perplexity_with_the_end_of_text_prefix_matches_plain_forwards() {
     let session = Session::load("evals/bpb", &model_ref(dir.path())).unwrap();
     let text = std::fs::read_to_string(flores).unwrap();
     let lines: Vec<&str> = text.lines().take(40).collect();
-    let documents = write_jsonl(dir.path(), "docs.jsonl", &lines.iter().map(|l| json!({"text": l})).collect::<Vec<_>>());
+    let documents =
+        write_jsonl(dir.path(), "docs.jsonl", &lines.iter().map(|l| json!({"text": l})).collect::<Vec<_>>());
     let job = PerplexityJob {
         node: "evals/bpb".into(),
         model: model_ref(dir.path()),
