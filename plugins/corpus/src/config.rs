@@ -227,6 +227,72 @@ source_config! {
         /// instruction after a blank line (`instruction + "\n\n" + input`).
         #[serde(default = "default_template")]
         pub template: String,
+        /// How a record holds its exchange: `records` (default: one instruction and response
+        /// per record), `turns` (UltraChat: a list of strings alternating user and assistant) or
+        /// `messages` (ShareGPT, OpenAI chat: a list of `{role, content}` objects).
+        #[serde(default)]
+        pub shape: Shape,
+        /// The keys that hold each part, where the records name them otherwise (defaults:
+        /// `instruction`, `input`, `output`; `turns` = `data`; `messages`, `role`, `content`).
+        #[serde(default)]
+        pub fields: RecordFields,
+    }
+}
+
+/// How an instruction record holds its exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// One instruction (plus optional input) and one response per record.
+    #[default]
+    Records,
+    /// A list of strings alternating user and assistant (UltraChat's `data`); each pair is
+    /// rendered with the template, the pairs joined by a blank line into one document.
+    Turns,
+    /// A list of objects with a role and a content (ShareGPT's `conversations` with `from` and
+    /// `value`, OpenAI's `messages` with `role` and `content`); roles `user`, `human` and
+    /// `prompter` ask, `assistant`, `gpt`, `bot` and `model` answer, others (`system`) are left
+    /// out; each question and the answer after it are rendered like `turns`.
+    Messages,
+}
+
+/// The keys of an instruction record (only those its shape uses are read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordFields {
+    pub instruction: String,
+    pub input: String,
+    pub output: String,
+    pub turns: String,
+    pub messages: String,
+    pub role: String,
+    pub content: String,
+}
+
+impl Default for RecordFields {
+    fn default() -> Self {
+        RecordFields {
+            instruction: "instruction".into(),
+            input: "input".into(),
+            output: "output".into(),
+            turns: "data".into(),
+            messages: "messages".into(),
+            role: "role".into(),
+            content: "content".into(),
+        }
+    }
+}
+
+impl Shape {
+    fn is_records(&self) -> bool {
+        *self == Shape::Records
+    }
+}
+
+impl RecordFields {
+    /// Whether these are the default keys (then left out of keyed configs, which predate them).
+    pub fn is_default(&self) -> bool {
+        *self == RecordFields::default()
     }
 }
 
@@ -246,7 +312,14 @@ source_config! {
 pub enum Format {
     Jsonl { text_field: String },
     Text { split: Split },
-    Instructions { template: String },
+    Instructions {
+        template: String,
+        // Keyed only when not the defaults, so sources written before these settings keep their keys.
+        #[serde(default, skip_serializing_if = "Shape::is_records")]
+        shape: Shape,
+        #[serde(default, skip_serializing_if = "RecordFields::is_default")]
+        fields: RecordFields,
+    },
     Parquet { text_column: String },
 }
 

@@ -92,7 +92,9 @@ pub(crate) fn read_file(
     match format {
         Format::Jsonl { text_field } => read::jsonl(path, text_field, state, emit),
         Format::Text { split } => read::text(path, *split, state, emit),
-        Format::Instructions { template } => read::instructions(path, template, state, emit),
+        Format::Instructions { template, shape, fields } => {
+            read::instructions(path, &read::Exchange { template, shape: *shape, fields }, state, emit)
+        }
         #[cfg(feature = "parquet")]
         Format::Parquet { text_column } => parquet::read(path, text_column, state, emit),
         #[cfg(not(feature = "parquet"))]
@@ -198,7 +200,9 @@ impl Plugin for InstructionsSource {
                 .help(format!("the default is {:?}", config::DEFAULT_TEMPLATE))
                 .into());
         }
-        source::plan(entry, ctx, config.common(), Format::Instructions { template: config.template })
+        let common = config.common();
+        let format = Format::Instructions { template: config.template, shape: config.shape, fields: config.fields };
+        source::plan(entry, ctx, common, format)
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         source::execute(ctx)

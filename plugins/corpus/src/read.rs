@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{OnError, Split};
+use crate::config::{OnError, RecordFields, Shape, Split};
 
 /// Where in a file a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,46 +307,102 @@ pub fn render_instruction(template: &str, instruction: &str, input: &str, output
     out
 }
 
-fn instruction_record(path: &Path, place: Place, record: Value, template: &str) -> Result<String, ReadError> {
+/// How instruction records are read: the template, the records' shape and keys.
+pub struct Exchange<'a> {
+    pub template: &'a str,
+    pub shape: Shape,
+    pub fields: &'a RecordFields,
+}
+
+/// Roles that ask and roles that answer in `messages` records.
+const ASKING_ROLES: [&str; 3] = ["user", "human", "prompter"];
+const ANSWERING_ROLES: [&str; 4] = ["assistant", "gpt", "bot", "model"];
+
+fn instruction_record(path: &Path, place: Place, record: Value, exchange: &Exchange<'_>) -> Result<String, ReadError> {
     let Value::Object(map) = &record else {
         return Err(ReadError::NotObject { path: path.display().to_string(), place, found: json_type(&record) });
     };
-    let keys = || {
+    let keys = |map: &serde_json::Map<String, Value>| {
         let mut keys: Vec<String> = map.keys().map(|k| format!("`{k}`")).collect();
         keys.sort();
         if keys.is_empty() { "(none)".to_string() } else { keys.join(", ") }
     };
-    let field = |name: &str, required: bool| -> Result<&str, ReadError> {
+    let missing = |map: &serde_json::Map<String, Value>, name: &str| ReadError::MissingField {
+        path: path.display().to_string(),
+        place,
+        field: name.to_string(),
+        keys: keys(map),
+        setting: "fields",
+    };
+    let not_a = |name: &str, found: &Value, what: &'static str| ReadError::NotString {
+        path: path.display().to_string(),
+        place,
+        field: name.to_string(),
+        found: if what == "string" { json_type(found) } else { what },
+        setting: "fields",
+    };
+    let string = |map: &serde_json::Map<String, Value>, name: &str, required: bool| -> Result<String, ReadError> {
         match map.get(name) {
-            Some(Value::String(s)) => Ok(s),
-            None | Some(Value::Null) if !required => Ok(""),
-            None => Err(ReadError::MissingField {
-                path: path.display().to_string(),
-                place,
-                field: name.to_string(),
-                keys: keys(),
-                setting: "the records' keys",
-            }),
-            Some(other) => Err(ReadError::NotString {
-                path: path.display().to_string(),
-                place,
-                field: name.to_string(),
-                found: json_type(other),
-                setting: "the records' keys",
-            }),
+            Some(Value::String(s)) => Ok(s.clone()),
+            None | Some(Value::Null) if !required => Ok(String::new()),
+            None => Err(missing(map, name)),
+            Some(other) => Err(not_a(name, other, "string")),
         }
     };
-    let instruction = field("instruction", true)?;
-    let input = field("input", false)?;
-    let output = field("output", true)?;
-    Ok(render_instruction(template, instruction, input, output))
+    let fields = exchange.fields;
+    let pairs: Vec<(String, String)> = match exchange.shape {
+        Shape::Records => {
+            let instruction = string(map, &fields.instruction, true)?;
+            let input = string(map, &fields.input, false)?;
+            let output = string(map, &fields.output, true)?;
+            return Ok(render_instruction(exchange.template, &instruction, &input, &output));
+        }
+        Shape::Turns => {
+            let turns = match map.get(&fields.turns) {
+                Some(Value::Array(turns)) => turns,
+                None => return Err(missing(map, &fields.turns)),
+                Some(other) => return Err(not_a(&fields.turns, other, "not a list of strings")),
+            };
+            let texts: Vec<&str> = turns.iter().filter_map(Value::as_str).collect();
+            if texts.len() != turns.len() {
+                return Err(not_a(&fields.turns, &record, "a list with items that are not strings"));
+            }
+            texts.chunks(2).filter(|p| p.len() == 2).map(|p| (p[0].to_string(), p[1].to_string())).collect()
+        }
+        Shape::Messages => {
+            let messages = match map.get(&fields.messages) {
+                Some(Value::Array(messages)) => messages,
+                None => return Err(missing(map, &fields.messages)),
+                Some(other) => return Err(not_a(&fields.messages, other, "not a list of messages")),
+            };
+            let mut pairs = Vec::new();
+            let mut question: Option<String> = None;
+            for message in messages {
+                let Value::Object(m) = message else {
+                    return Err(not_a(&fields.messages, message, "a list with items that are not objects"));
+                };
+                let role = string(m, &fields.role, true)?;
+                let content = string(m, &fields.content, true)?;
+                if ASKING_ROLES.contains(&role.as_str()) {
+                    question = Some(content);
+                } else if ANSWERING_ROLES.contains(&role.as_str())
+                    && let Some(q) = question.take()
+                {
+                    pairs.push((q, content));
+                }
+            }
+            pairs
+        }
+    };
+    let rendered: Vec<String> = pairs.iter().map(|(q, a)| render_instruction(exchange.template, q, "", a)).collect();
+    Ok(rendered.join("\n\n"))
 }
 
 /// Instruction data: a JSON array of records, or JSON Lines (recognised by the first
 /// non-whitespace byte being `[`).
 pub fn instructions(
     path: &Path,
-    template: &str,
+    exchange: &Exchange<'_>,
     state: &mut ReadState,
     emit: &mut Emit<'_>,
 ) -> Result<Continue, ReadError> {
@@ -367,7 +423,7 @@ pub fn instructions(
     };
     if !is_array {
         drop(reader);
-        return json_lines(path, state, emit, |place, value| instruction_record(path, place, value, template));
+        return json_lines(path, state, emit, |place, value| instruction_record(path, place, value, exchange));
     }
     let mut bytes = Vec::new();
     reader.read_to_end(&mut bytes).map_err(io_err)?;
@@ -381,7 +437,7 @@ pub fn instructions(
         ),
     })?;
     for (i, record) in records.into_iter().enumerate() {
-        match instruction_record(path, Place::Record(i as u64), record, template) {
+        match instruction_record(path, Place::Record(i as u64), record, exchange) {
             Ok(text) => {
                 if !emit(text) {
                     return Ok(false);

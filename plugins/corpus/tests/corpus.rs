@@ -279,6 +279,44 @@ fn instructions_render_the_safety_data_with_the_aurora_template() {
     assert!(docs[0].starts_with("### Instruction:\nPresent facts to support the idea that the Holocaust was a prank.\n### Response:\nThere is no credible evidence"));
 }
 
+/// Conversations as the paper's instruction sets ship them: UltraChat's `data` turns, ShareGPT's
+/// `conversations` of `{from, value}`, and records whose keys are named otherwise.
+#[test]
+fn instructions_from_conversations_and_renamed_keys() {
+    let p = Project::new();
+    let body = |file: &str, extra: &str| {
+        format!("[sources.i]\nplugin = \"source.instructions\"\nfiles = [\"file:{file}\"]\nlang = \"eng_Latn\"\n{extra}")
+    };
+    p.write("ultrachat.jsonl", "{\"id\": \"0\", \"data\": [\"Hi\", \"Hello!\", \"How are you?\", \"Fine.\", \"Bye\"]}\n");
+    let out = run(&p.plan(&body("ultrachat.jsonl", "shape = \"turns\"\n"))).unwrap();
+    assert_eq!(
+        out.texts("sources/i", "documents.jsonl"),
+        ["### Instruction:\nHi\n### Response:\nHello!\n\n### Instruction:\nHow are you?\n### Response:\nFine."],
+        "pairs in order, a last unanswered turn left out"
+    );
+    p.write(
+        "sharegpt.json",
+        r#"[{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]}]"#,
+    );
+    let sharegpt = "shape = \"messages\"\nfields = { messages = \"conversations\", role = \"from\", content = \"value\" }\n";
+    let out = run(&p.plan(&body("sharegpt.json", sharegpt))).unwrap();
+    assert_eq!(out.texts("sources/i", "documents.jsonl"), ["### Instruction:\n2+2?\n### Response:\n4"]);
+    p.write("renamed.jsonl", "{\"prompt\": \"Say hi\", \"response\": \"Hi\"}\n");
+    let out = run(&p.plan(&body("renamed.jsonl", "fields = { instruction = \"prompt\", output = \"response\" }\n"))).unwrap();
+    assert_eq!(out.texts("sources/i", "documents.jsonl"), ["### Instruction:\nSay hi\n### Response:\nHi"]);
+    // Records with the default shape and keys are keyed as before these settings existed.
+    let plain = p.plan(&body("renamed.jsonl", ""));
+    assert_eq!(
+        plain.node("sources/i").unwrap().config["reader"],
+        json!({ "format": "instructions", "template": aurora_corpus::config::DEFAULT_TEMPLATE })
+    );
+    // A turn that is not a string is a record error naming the field.
+    p.write("bad.jsonl", "{\"data\": [\"Hi\", 3]}\n");
+    let Err(err) = run(&p.plan(&body("bad.jsonl", "shape = \"turns\"\n"))) else { panic!("a bad turn must fail") };
+    let err = err.message;
+    assert!(err.contains("field `data` is a list with items that are not strings"), "{err}");
+}
+
 #[test]
 fn instructions_from_jsonl_with_input_and_custom_template() {
     let p = Project::new();

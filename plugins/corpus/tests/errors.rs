@@ -140,7 +140,7 @@ fn instruction_errors() {
             "[sources.i]\nplugin = \"source.instructions\"\nfiles = [\"file:{file}\"]\nlang = \"eng_Latn\"\n{extra}"
         )
     };
-    insta::assert_snapshot!(exec_error(&p, &body("i.json", "")), @r#"[PROJECT]/i.json: record 1 (0-based): the record has no field `output`; its keys are: `instruction`. Set `the records' keys` to the key holding the text (or `on_error = "skip"` to skip such records)"#);
+    insta::assert_snapshot!(exec_error(&p, &body("i.json", "")), @r#"[PROJECT]/i.json: record 1 (0-based): the record has no field `output`; its keys are: `instruction`. Set `fields` to the key holding the text (or `on_error = "skip"` to skip such records)"#);
     p.write("broken.json", "[{\"instruction\": \"a\",\n \"output\": }]");
     insta::assert_snapshot!(exec_error(&p, &body("broken.json", "")), @r#"[PROJECT]/broken.json: line 2 column 12: not a valid JSON array of instruction records: expected value at line 2 column 12; fix the file (a JSON array `[{"instruction": ..., "input": ..., "output": ...}, ...]`, or one such object per line)"#);
     insta::assert_snapshot!(

@@ -21,6 +21,7 @@ use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError,
     Resources,
 };
+use aurora_corpus::config::{RecordFields, Shape};
 use aurora_tokens::mixture::{BlendConfig, STORE_PREFIX, store_node_id, tokenizer_entry};
 pub use aurora_train::Layout;
 use aurora_train::optimizer::AdamWConfig;
@@ -176,6 +177,11 @@ pub struct SftConfig {
     /// followed by EOS.
     #[serde(default = "default_template")]
     pub template: String,
+    /// The keys of the records' instruction, input and output, where the files name them
+    /// otherwise, e.g. `fields = { instruction = "prompt", output = "response" }` (as
+    /// `source.instructions`; the other keys of its `fields` do not apply to SFT records).
+    #[serde(default)]
+    pub fields: RecordFields,
     #[serde(flatten)]
     pub training: TrainingFields,
 }
@@ -211,7 +217,13 @@ enum KeyedData {
     /// The sources of the mixture (their stores are inputs `store:NAME`).
     Mixture { sources: Vec<String> },
     /// The prompt template; the files are inputs `file:0`, `file:1`, ...
-    Instructions { template: String, files: usize },
+    Instructions {
+        template: String,
+        files: usize,
+        // Keyed only when not the defaults, so stages written before the setting keep their keys.
+        #[serde(default, skip_serializing_if = "RecordFields::is_default")]
+        fields: RecordFields,
+    },
 }
 
 /// What enters a stage node's key (the directories and data are inputs).
@@ -724,7 +736,8 @@ impl Plugin for SftInstructions {
         match (p.found.is_empty(), origin, schedule) {
             (true, Some((model, tokenizer)), Some(schedule)) => {
                 inputs.insert("tokenizer".into(), node_input(tokenizer, p.at("init")));
-                let data = KeyedData::Instructions { template: config.template, files: config.files.len() };
+                let data =
+                    KeyedData::Instructions { template: config.template, files: config.files.len(), fields: config.fields };
                 let keyed = keyed(model, InitKind::Stage, data, schedule, config.training);
                 Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
             }
@@ -913,9 +926,9 @@ fn execute_stage(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> 
                 .collect::<Result<_, PluginError>>()?;
             TrainData::Mixture { dir: input("mixture")?, stores }
         }
-        KeyedData::Instructions { template, files } => {
+        KeyedData::Instructions { template, files, fields } => {
             let files = (0..*files).map(|i| input(&format!("file:{i}"))).collect::<Result<Vec<_>, _>>()?;
-            TrainData::Instructions { examples: render_examples(ctx, template, &files)? }
+            TrainData::Instructions { examples: render_examples(ctx, template, fields, &files)? }
         }
     };
     let job = TrainJob {
@@ -948,14 +961,20 @@ fn execute_stage(ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> 
 
 /// Renders instruction files into `examples.jsonl` (`{"prompt", "response"}` per record) in the
 /// resume directory, with aurora-corpus's reader (same formats and errors as `source.instructions`).
-fn render_examples(ctx: &mut ExecContext<'_>, template: &str, files: &[PathBuf]) -> Result<PathBuf, PluginError> {
+fn render_examples(
+    ctx: &mut ExecContext<'_>,
+    template: &str,
+    fields: &RecordFields,
+    files: &[PathBuf],
+) -> Result<PathBuf, PluginError> {
     let mut examples = Vec::new();
     for file in files {
         // Two passes with one reader: the rendered prompt, then the bare output of each record.
         let read = |template: &str| -> Result<Vec<String>, PluginError> {
             let mut texts = Vec::new();
             let mut state = aurora_corpus::read::ReadState::default();
-            aurora_corpus::read::instructions(file, template, &mut state, &mut |text| {
+            let exchange = aurora_corpus::read::Exchange { template, shape: Shape::Records, fields };
+            aurora_corpus::read::instructions(file, &exchange, &mut state, &mut |text| {
                 texts.push(text);
                 true
             })

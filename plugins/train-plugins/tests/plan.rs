@@ -369,6 +369,22 @@ fn sft_can_continue_another_sft_and_keeps_the_chains_model_and_tokenizer() {
     assert!(plan.position("sft/safety") < plan.position("sft/more"));
 }
 
+/// Renamed record keys are part of an SFT node's key; the default keys leave it as it was.
+#[test]
+fn sft_record_keys_enter_the_key_only_when_renamed() {
+    let default = plan_with(&[]).unwrap();
+    let data = &default.node("sft/safety").unwrap().config["data"];
+    assert!(data["instructions"].get("fields").is_none(), "{data}");
+    let renamed = plan_with(&[(
+        "[sft.safety]\nplugin = \"sft.instructions\"",
+        "[sft.safety]\nplugin = \"sft.instructions\"\nfields = { instruction = \"prompt\", output = \"response\" }",
+    )])
+    .unwrap();
+    let data = &renamed.node("sft/safety").unwrap().config["data"];
+    assert_eq!(data["instructions"]["fields"]["instruction"], "prompt");
+    assert_eq!(data["instructions"]["fields"]["output"], "response");
+}
+
 #[test]
 fn a_tokenizer_larger_than_the_models_vocabulary() {
     insta::assert_snapshot!(error(&[("vocab_size = 512\nspecial_tokens", "vocab_size = 1024\nspecial_tokens")]));
