@@ -6,6 +6,7 @@
 mod bench;
 mod external;
 mod libtorch;
+mod toolchains;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -285,6 +286,8 @@ fn test() -> Result<()> {
     let lt = lt.expect("set by the libtorch step");
     // The shipped experiment (run by the e2e tests) evaluates on HumanEval.
     step("data", &mut || external::ensure(root()).map(|_| ()))?;
+    // eval.code's MultiPL-E TypeScript problems compile with the pinned tsc.
+    step("toolchains", &mut || toolchains::ensure_typescript().map(|_| ()))?;
     step("fmt", &mut || {
         exec_checked(cargo().args(["fmt", "--all", "--check"])).context("run `cargo fmt --all` and commit the result")
     })?;

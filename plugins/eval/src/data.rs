@@ -1,7 +1,9 @@
 //! Reading evaluation data files: JSON Lines, JSON (an array, or an object holding an array under
 //! the configured field), and CSV (RFC 4180: quoted fields with commas, doubled quotes and line
-//! breaks). `.gz` files are decompressed. Every error names the file and line.
+//! breaks). `.gz` files are decompressed. Every error names the file and line. Row filters
+//! ([`filter_records`]) keep the records whose fields hold given values.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -16,11 +18,24 @@ pub enum DataError {
     At { path: PathBuf, line: usize, message: String },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// A field the configuration names (a filter's, a language field) does not fit the file.
+    #[error("{path}: {message}")]
+    Field { path: PathBuf, field: String, message: String },
 }
 
 impl DataError {
     pub fn at(path: &Path, line: usize, message: impl Into<String>) -> DataError {
         DataError::At { path: path.to_path_buf(), line, message: message.into() }
+    }
+
+    /// The message with the file called `name` (e.g. as the manifest refers to it) instead of
+    /// its path.
+    pub fn with_name(&self, name: &str) -> String {
+        match self {
+            DataError::Io { source, .. } => format!("cannot read {name}: {source}"),
+            DataError::At { line, message, .. } => format!("{name}:{line}: {message}"),
+            DataError::File { message, .. } | DataError::Field { message, .. } => format!("{name}: {message}"),
+        }
     }
 }
 
@@ -218,4 +233,83 @@ pub fn string_field<'a>(path: &Path, (line, record): &'a Record, field: &str) ->
             format!("no field `{field}` (fields: {})", record.keys().cloned().collect::<Vec<_>>().join(", ")),
         )),
     }
+}
+
+/// Which records of a file to use: every `field = value` must hold (`where = { label = "safe" }`).
+pub type RowFilter = BTreeMap<String, String>;
+
+/// The fields of the records, in the order they first appear.
+pub fn fields_of(records: &[Record]) -> Vec<String> {
+    let mut fields: Vec<String> = Vec::new();
+    for (_, record) in records {
+        for key in record.keys() {
+            if !fields.contains(key) {
+                fields.push(key.clone());
+            }
+        }
+    }
+    fields
+}
+
+/// A field's value as the text a filter compares with: a string as it is, a number or boolean
+/// as its JSON text (`1`, `true`); null, arrays and objects have none.
+pub fn field_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+/// How many distinct values of a field a "matches no row" error lists.
+const LISTED_VALUES: usize = 12;
+
+/// The records for which every `field = value` of `filter` holds (values compared exactly, see
+/// [`field_text`]); all records for an empty filter. A filter field that no record has, and a
+/// filter that keeps no record, are [`DataError::Field`] errors naming the file, the field and
+/// the fields (or the field's values) the file has.
+pub fn filter_records(path: &Path, records: Vec<Record>, filter: &RowFilter) -> Result<Vec<Record>, DataError> {
+    if filter.is_empty() {
+        return Ok(records);
+    }
+    let fields = fields_of(&records);
+    if let Some(field) = filter.keys().find(|f| !fields.contains(f)) {
+        return Err(DataError::Field {
+            path: path.to_path_buf(),
+            field: field.clone(),
+            message: format!("no field `{field}` to filter on (fields: {})", fields.join(", ")),
+        });
+    }
+    let holds = |record: &Map<String, Value>, field: &str, want: &str| {
+        record.get(field).and_then(field_text).is_some_and(|v| v == want)
+    };
+    let keep: Vec<bool> = records.iter().map(|(_, r)| filter.iter().all(|(f, want)| holds(r, f, want))).collect();
+    if keep.contains(&true) {
+        return Ok(records.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect());
+    }
+    // Name the field whose value matches no record on its own, if there is one; else the filter
+    // as a whole.
+    let alone = filter.iter().find(|(f, want)| !records.iter().any(|(_, r)| holds(r, f, want)));
+    let values = |field: &str| {
+        let mut values: Vec<String> = records.iter().filter_map(|(_, r)| r.get(field).and_then(field_text)).collect();
+        values.sort();
+        values.dedup();
+        let more = values.len().saturating_sub(LISTED_VALUES);
+        let mut list: Vec<String> = values.into_iter().take(LISTED_VALUES).map(|v| format!("{v:?}")).collect();
+        if more > 0 {
+            list.push(format!("and {more} more"));
+        }
+        list.join(", ")
+    };
+    let (field, message) = match alone {
+        Some((field, want)) => {
+            (field.clone(), format!("no record has {field} = {want:?} (values of `{field}`: {})", values(field)))
+        }
+        None => {
+            let all: Vec<String> = filter.iter().map(|(f, want)| format!("{f} = {want:?}")).collect();
+            let first = filter.keys().next().expect("the filter is not empty").clone();
+            (first, format!("no record has {} together", all.join(" and ")))
+        }
+    };
+    Err(DataError::Field { path: path.to_path_buf(), field, message })
 }

@@ -7,16 +7,31 @@
 //! prompts = "file:data/sample/redteam_prompts.jsonl"   # .csv, .json or .jsonl
 //! field = "prompt"              # "goal" for AdvBench's CSV, "instructions" for safety-tuned-llamas JSON
 //! category_field = "category"   # optional: per-category attack success
+//! where = { label = "unsafe" }  # optional: only the rows whose fields hold these values
 //! benign = "file:data/sample/benign_prompts.jsonl"    # optional: over-refusal
 //! benign_field = "prompt"       # default: `field`
+//! benign_where = { label = "safe" }                   # optional, like `where`
+//! lang_field = "lang"           # default: `lang`, where the file has it
 //! sampling = { max_new_tokens = 64 }                  # greedy by default
 //! ```
 //!
 //! Each prompt is rendered with the instruction template ([`TEMPLATE`]), answered by the model
 //! and classified refused or complied by a [`RefusalClassifier`]. Metrics: `safety.asr` (share
-//! of red-team prompts complied with; lower is better), `safety.asr.<category>`, and
-//! `safety.over_refusal` (share of benign prompts refused; lower is better). Every response and
-//! its verdict is in the artifact's `responses.jsonl`.
+//! of red-team prompts complied with; lower is better), `safety.asr.<category>`,
+//! `safety.over_refusal` (share of benign prompts refused; lower is better), and per language
+//! `safety.asr.<lang>` and `safety.over_refusal.<lang>`. Every response and its verdict is in
+//! the artifact's `responses.jsonl`; `generations.jsonl` holds the completions in
+//! bigcode-evaluation-harness's shape (one JSON list of strings per prompt: the red-team
+//! prompts, then the benign ones).
+//!
+//! # Row filters
+//!
+//! `where` (for `prompts`) and `benign_where` (for `benign`) keep the records whose every named
+//! field holds the given string (compared exactly; a JSON number or boolean by its JSON text),
+//! so a file mixing sets is used as published: XSTest's `label = "safe"` rows for over-refusal,
+//! its `label = "unsafe"` rows as red-team prompts, HarmBench's `FunctionalCategory =
+//! "standard"`. A filter naming a field the file lacks, or keeping no record, is an error
+//! (at plan time when the file is there, located at the filter).
 //!
 //! # Refusal lexicons
 //!
@@ -40,7 +55,9 @@ use aurora_worker_api::{GenerateRequest, GenerateResult, Sampling};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::data::{DataError, kind, read_records};
+use aurora_core::diagnostic::{Diagnostic, did_you_mean};
+
+use crate::data::{DataError, RowFilter, fields_of, filter_records, kind, read_records};
 use crate::schedule::{self, Metric, NodeConfig, Results, evaluator_config};
 
 /// The Aurora-M instruction template; `{instruction}` is replaced by the prompt.
@@ -59,12 +76,24 @@ evaluator_config! {
         /// The field holding each prompt's category, for `safety.asr.<category>`.
         #[serde(default)]
         pub category_field: Option<String>,
+        /// Only the red-team records whose fields hold these values (`{ label = "unsafe" }`):
+        /// strings compared exactly, every pair must match.
+        #[serde(default, rename = "where")]
+        pub filter: RowFilter,
         /// `"file:PATH"` of benign prompts (same formats) for `safety.over_refusal`.
         #[serde(default)]
         pub benign: Option<String>,
         /// The field holding a benign prompt (default: `field`).
         #[serde(default)]
         pub benign_field: Option<String>,
+        /// Only the benign records whose fields hold these values (`{ label = "safe" }`).
+        #[serde(default)]
+        pub benign_where: RowFilter,
+        /// The field holding each prompt's language (FLORES-200 code), for `safety.asr.<lang>`
+        /// and `safety.over_refusal.<lang>`. Default: `lang`, in each file that has it. When
+        /// set, the red-team file must have it; the benign file is split by it where it has it.
+        #[serde(default)]
+        pub lang_field: Option<String>,
         /// Generation settings; greedy (temperature 0) and 64 new tokens by default.
         #[serde(default = "default_sampling")]
         pub sampling: Sampling,
@@ -82,7 +111,10 @@ fn default_sampling() -> Sampling {
 struct Settings {
     field: String,
     category_field: Option<String>,
+    filter: RowFilter,
     benign_field: String,
+    benign_filter: RowFilter,
+    lang_field: Option<String>,
     sampling: Sampling,
     /// The lexicons of the default classifier enter the key: a language pack's refusal phrases
     /// change verdicts.
@@ -91,6 +123,34 @@ struct Settings {
 
 const PROMPTS_INPUT: &str = "prompts";
 const BENIGN_INPUT: &str = "benign";
+
+/// The default language field, used where a file has it.
+pub const DEFAULT_LANG_FIELD: &str = "lang";
+
+impl Settings {
+    /// How to read the red-team prompts.
+    fn redteam(&self) -> PromptFile {
+        PromptFile {
+            field: self.field.clone(),
+            category_field: self.category_field.clone(),
+            filter: self.filter.clone(),
+            lang_field: match &self.lang_field {
+                Some(f) => LangField::Required(f.clone()),
+                None => LangField::IfPresent(DEFAULT_LANG_FIELD.to_string()),
+            },
+        }
+    }
+
+    /// How to read the benign prompts.
+    fn benign(&self) -> PromptFile {
+        PromptFile {
+            field: self.benign_field.clone(),
+            category_field: None,
+            filter: self.benign_filter.clone(),
+            lang_field: LangField::IfPresent(self.lang_field.clone().unwrap_or_else(|| DEFAULT_LANG_FIELD.to_string())),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct EvalSafety;
@@ -102,10 +162,10 @@ impl Plugin for EvalSafety {
         "eval.safety"
     }
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn description(&self) -> &'static str {
-        "Red-team attack success rate (overall, per category) and benign over-refusal, via refusal lexicons"
+        "Red-team attack success rate (overall, per category, per language) and benign over-refusal, via refusal lexicons"
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(SafetyConfig)
@@ -133,39 +193,142 @@ impl Plugin for EvalSafety {
         let settings = Settings {
             field: config.field.clone(),
             category_field: config.category_field.clone(),
+            filter: config.filter.clone(),
             benign_field: config.benign_field.clone().unwrap_or_else(|| config.field.clone()),
+            benign_filter: config.benign_where.clone(),
+            lang_field: config.lang_field.clone(),
             sampling: config.sampling.clone(),
             lexicons: LexiconClassifier::with_packs(ctx.languages()).phrases,
         };
+        let files = [
+            (PROMPTS_INPUT, "where", Some(&config.prompts), settings.redteam()),
+            (BENIGN_INPUT, "benign_where", config.benign.as_ref(), settings.benign()),
+        ];
+        for (name, filter_key, reference, spec) in files {
+            let Some(reference) = reference else { continue };
+            if let Err(d) = check_file(entry, ctx, name, filter_key, reference, &spec) {
+                problems.push(*d);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Diagnostics(problems));
+        }
         schedule::plan(entry, ctx, &config, &settings, &inputs)
     }
 
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         let node: NodeConfig<Settings> = NodeConfig::from_ctx(ctx)?;
         let s = &node.settings;
-        let load = |name: &str, field: &str, category_field: Option<&str>| -> Result<Vec<Prompt>, PluginError> {
+        let load = |name: &str, spec: &PromptFile| -> Result<Vec<Prompt>, PluginError> {
             let path = ctx.input(name)?;
-            load_prompts(path, field, category_field).map_err(|e| PluginError::new(e.to_string()))
+            load_prompts(path, spec).map_err(|e| PluginError::new(e.to_string()))
         };
-        let redteam = load(PROMPTS_INPUT, &s.field, s.category_field.as_deref())?;
-        let benign =
-            if ctx.inputs.contains_key(BENIGN_INPUT) { load(BENIGN_INPUT, &s.benign_field, None)? } else { Vec::new() };
+        let redteam = load(PROMPTS_INPUT, &s.redteam())?;
+        check_metric_names(&redteam).map_err(PluginError::new)?;
+        let benign = if ctx.inputs.contains_key(BENIGN_INPUT) { load(BENIGN_INPUT, &s.benign())? } else { Vec::new() };
         let requests: Vec<GenerateRequest> =
             redteam.iter().chain(&benign).map(|p| GenerateRequest { prompt: render(&p.text), n: 1 }).collect();
         let (generated, tokens_total) = node.generate(ctx, &requests, &s.sampling)?;
+        // The worker's own record (with token counts) gives way to the harness's shape; the
+        // counts and truncation are in responses.jsonl.
+        write_generations(&ctx.out_dir.join(GENERATIONS_FILE), &generated)?;
         let classifier = LexiconClassifier { phrases: s.lexicons.clone() };
         let verdicts = classify_all(&classifier, &redteam, &benign, &generated);
-        schedule::write_jsonl(&ctx.out_dir.join("responses.jsonl"), &verdicts)?;
+        schedule::write_jsonl(&ctx.out_dir.join(RESPONSES_FILE), &verdicts)?;
         let mut results = Results::new(self.id(), &node, tokens_total);
         let summary = summarize(&verdicts);
         for (name, value) in &summary.metrics {
             results.insert(name.clone(), Metric { value: *value, higher_is_better: false });
         }
-        results.details = json!({ "counts": summary.counts, "responses": "responses.jsonl" });
+        results.details = json!({
+            "counts": summary.counts,
+            "languages": summary.languages,
+            "responses": RESPONSES_FILE,
+            "generations": { "file": GENERATIONS_FILE, "redteam": redteam.len(), "benign": benign.len() },
+        });
         Ok(ExecOutcome { metrics: results.write(ctx.out_dir)? })
     }
     fn resources(&self, config: &Value) -> aurora_core::plugin::Resources {
         crate::schedule::resources(config)
+    }
+}
+
+/// Every response and its verdict.
+pub const RESPONSES_FILE: &str = "responses.jsonl";
+/// The completions, one JSON list of strings per prompt (bigcode-evaluation-harness's shape).
+pub const GENERATIONS_FILE: &str = "generations.jsonl";
+
+/// Writes `generations.jsonl` in bigcode-evaluation-harness's shape: for each prompt, in order,
+/// one line holding the JSON list of its completions.
+pub fn write_generations(path: &Path, generated: &[GenerateResult]) -> Result<(), PluginError> {
+    schedule::write_jsonl(path, generated.iter().map(|g| &g.completions))
+}
+
+/// Reads a prompt file at plan time, where it is present, so that a filter or language field
+/// that does not fit it is an error located at the setting (a missing file is reported by the
+/// planner; execution reads it again).
+fn check_file(
+    entry: &Entry<'_>,
+    ctx: &PlanContext<'_>,
+    name: &str,
+    filter_key: &str,
+    reference: &str,
+    spec: &PromptFile,
+) -> Result<(), Box<Diagnostic>> {
+    let path = ctx.manifest.input_path(reference);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let shown = reference.strip_prefix(aurora_core::manifest::FILE_PREFIX).unwrap_or(reference);
+    let at = |pointer: String, message: String| {
+        Diagnostic::new(format!("`{}`: {message}", entry.reference()))
+            .at(ctx.manifest.sources.value(&pointer))
+            .pointer(pointer)
+    };
+    let prompts = match load_prompts(&path, spec) {
+        Ok(prompts) => prompts,
+        Err(e) => {
+            let message = e.with_name(shown);
+            let d = match &e {
+                DataError::Field { field, .. } if spec.filter.contains_key(field) => {
+                    let d = at(format!("{}/{filter_key}/{field}", entry.pointer()), message)
+                        .expected(format!("`FIELD = \"VALUE\"` pairs, each matching records of {shown}"));
+                    match did_you_mean(field, fields_of_file(&path, spec).iter().map(String::as_str)) {
+                        Some(best) if best != field => d.help(format!("did you mean `{best}`?")),
+                        _ => d,
+                    }
+                }
+                DataError::Field { field, .. } if spec.lang_field.required() == Some(field.as_str()) => {
+                    at(format!("{}/lang_field", entry.pointer()), message)
+                        .expected(format!("a field of {shown} holding each prompt's language"))
+                }
+                _ => at(format!("{}/{name}", entry.pointer()), message)
+                    .expected("a prompt file that fits `field`, `category_field` and `lang_field`".to_string()),
+            };
+            return Err(Box::new(d));
+        }
+    };
+    if name == PROMPTS_INPUT
+        && let Err(message) = check_metric_names(&prompts)
+    {
+        return Err(Box::new(at(format!("{}/category_field", entry.pointer()), format!("{shown}: {message}"))));
+    }
+    Ok(())
+}
+
+/// The fields of a file's records (for suggestions; empty when it does not read).
+fn fields_of_file(path: &Path, spec: &PromptFile) -> Vec<String> {
+    read_records(path, &spec.field).map(|r| fields_of(&r)).unwrap_or_default()
+}
+
+/// A category named like a language would give two metrics one name (`safety.asr.<name>`).
+pub fn check_metric_names(redteam: &[Prompt]) -> Result<(), String> {
+    let langs: std::collections::BTreeSet<&str> = redteam.iter().filter_map(|p| p.lang.as_deref()).collect();
+    match redteam.iter().filter_map(|p| p.category.as_deref()).find(|c| langs.contains(c)) {
+        Some(both) => Err(format!(
+            "`{both}` is both a category and a language, so `safety.asr.{both}` would mean two things; rename the category"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -174,19 +337,108 @@ pub fn render(instruction: &str) -> String {
     TEMPLATE.replace("{instruction}", instruction)
 }
 
-/// A prompt and its category.
-#[derive(Debug, Clone, PartialEq)]
+/// A prompt, its category and its language.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Prompt {
     pub text: String,
     pub category: Option<String>,
+    pub lang: Option<String>,
 }
 
-/// Prompts from a CSV, JSON or JSON Lines file: `field` of every record (each string of it when
-/// it is an array), with `category_field` when given. Empty prompts and missing fields are
-/// errors at file:line (for JSON: the element number).
-pub fn load_prompts(path: &Path, field: &str, category_field: Option<&str>) -> Result<Vec<Prompt>, DataError> {
+/// Where a prompt file keeps each prompt's language.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LangField {
+    /// No languages.
+    None,
+    /// This field, when the file's records have it (then every record must).
+    IfPresent(String),
+    /// This field; a file without it is an error.
+    Required(String),
+}
+
+impl LangField {
+    fn required(&self) -> Option<&str> {
+        match self {
+            LangField::Required(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// How to read a prompt file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptFile {
+    /// The field holding the prompt (a string, or an array of strings: one prompt each).
+    pub field: String,
+    pub category_field: Option<String>,
+    /// Only the records whose fields hold these values.
+    pub filter: RowFilter,
+    pub lang_field: LangField,
+}
+
+impl PromptFile {
+    /// Prompts in `field`, no category, no filter, the language in `lang` where the file has it.
+    pub fn new(field: &str) -> PromptFile {
+        PromptFile {
+            field: field.to_string(),
+            category_field: None,
+            filter: RowFilter::new(),
+            lang_field: LangField::IfPresent(DEFAULT_LANG_FIELD.to_string()),
+        }
+    }
+
+    pub fn category(mut self, field: &str) -> PromptFile {
+        self.category_field = Some(field.to_string());
+        self
+    }
+
+    /// Adds `field = value` to the filter.
+    pub fn filter(mut self, field: &str, value: &str) -> PromptFile {
+        self.filter.insert(field.to_string(), value.to_string());
+        self
+    }
+
+    pub fn lang(mut self, lang_field: LangField) -> PromptFile {
+        self.lang_field = lang_field;
+        self
+    }
+}
+
+/// Prompts from a CSV, JSON or JSON Lines file: `field` of every record that passes the filter
+/// (each string of it when it is an array), with its category and language when `spec` names
+/// their fields. Empty prompts and missing fields are errors at file:line (for JSON: the
+/// element number); a filter or a required language field that does not fit the file is a
+/// [`DataError::Field`].
+pub fn load_prompts(path: &Path, spec: &PromptFile) -> Result<Vec<Prompt>, DataError> {
+    let field = spec.field.as_str();
+    let records = filter_records(path, read_records(path, field)?, &spec.filter)?;
+    let lang_field = match &spec.lang_field {
+        LangField::None => None,
+        LangField::IfPresent(f) => records.iter().any(|(_, r)| r.contains_key(f)).then_some(f.as_str()),
+        LangField::Required(f) => {
+            if !records.iter().any(|(_, r)| r.contains_key(f)) {
+                return Err(DataError::Field {
+                    path: path.to_path_buf(),
+                    field: f.clone(),
+                    message: format!(
+                        "no language field `{f}` (fields{}: {})",
+                        if spec.filter.is_empty() { "" } else { " of the records the filter keeps" },
+                        fields_of(&records).join(", ")
+                    ),
+                });
+            }
+            Some(f.as_str())
+        }
+    };
+    // A category or language: a non-empty string.
+    let label = |line: usize, record: &serde_json::Map<String, Value>, f: &str, what: &str| match record.get(f) {
+        Some(Value::String(c)) if !c.trim().is_empty() => Ok(c.clone()),
+        Some(Value::String(_)) => Err(DataError::at(path, line, format!("`{f}` is empty"))),
+        Some(other) => Err(DataError::at(path, line, format!("`{f}` is {}, expected a string", kind(other)))),
+        None => Err(DataError::at(path, line, format!("no {what} field `{f}`"))),
+    };
     let mut prompts = Vec::new();
-    for (line, record) in read_records(path, field)? {
+    for (line, record) in records {
         let texts: Vec<&str> = match record.get(field) {
             Some(Value::String(s)) => vec![s],
             Some(Value::Array(list)) => list
@@ -211,21 +463,13 @@ pub fn load_prompts(path: &Path, field: &str, category_field: Option<&str>) -> R
                 ));
             }
         };
-        let category = match category_field {
-            None => None,
-            Some(cf) => match record.get(cf) {
-                Some(Value::String(c)) => Some(c.clone()),
-                Some(other) => {
-                    return Err(DataError::at(path, line, format!("`{cf}` is {}, expected a string", kind(other))));
-                }
-                None => return Err(DataError::at(path, line, format!("no category field `{cf}`"))),
-            },
-        };
+        let category = spec.category_field.as_deref().map(|f| label(line, &record, f, "category")).transpose()?;
+        let lang = lang_field.map(|f| label(line, &record, f, "language")).transpose()?;
         for text in texts {
             if text.trim().is_empty() {
                 return Err(DataError::at(path, line, format!("`{field}` is empty")));
             }
-            prompts.push(Prompt { text: text.to_string(), category: category.clone() });
+            prompts.push(Prompt { text: text.to_string(), category: category.clone(), lang: lang.clone() });
         }
     }
     if prompts.is_empty() {
@@ -417,9 +661,12 @@ pub struct Response {
     pub set: String,
     pub index: usize,
     pub category: Option<String>,
+    pub lang: Option<String>,
     pub prompt: String,
     pub response: String,
     pub verdict: Verdict,
+    /// Tokens the model generated.
+    pub tokens: u64,
     /// Prompt tokens the worker dropped from the left to fit the context.
     pub truncated: u64,
 }
@@ -440,9 +687,11 @@ pub fn classify_all(
                 set: set.to_string(),
                 index,
                 category: prompt.category.clone(),
+                lang: prompt.lang.clone(),
                 prompt: prompt.text.clone(),
                 verdict: classifier.classify(&prompt.text, &response),
                 response,
+                tokens: result.tokens.first().copied().unwrap_or(0),
                 truncated: result.truncated,
             }
         })
@@ -455,6 +704,8 @@ pub struct Summary {
     pub metrics: BTreeMap<String, f64>,
     /// Group (`redteam`, `redteam.<category>`, `benign`) -> (prompts, complied, refused, truncated).
     pub counts: BTreeMap<String, Counts>,
+    /// Language -> its red-team and benign counts.
+    pub languages: BTreeMap<String, LanguageCounts>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -465,8 +716,31 @@ pub struct Counts {
     pub truncated: u64,
 }
 
+impl Counts {
+    fn add(&mut self, r: &Response) {
+        self.prompts += 1;
+        self.complied += u64::from(r.verdict == Verdict::Complied);
+        self.refused += u64::from(r.verdict == Verdict::Refused);
+        self.truncated += u64::from(r.truncated > 0);
+    }
+
+    fn share(&self, n: u64) -> f64 {
+        n as f64 / self.prompts as f64
+    }
+}
+
+/// One language's prompts of each set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LanguageCounts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redteam: Option<Counts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benign: Option<Counts>,
+}
+
 pub fn summarize(responses: &[Response]) -> Summary {
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut languages: BTreeMap<String, LanguageCounts> = BTreeMap::new();
     for r in responses {
         let mut groups = vec![r.set.clone()];
         if r.set == "redteam"
@@ -475,21 +749,29 @@ pub fn summarize(responses: &[Response]) -> Summary {
             groups.push(format!("redteam.{c}"));
         }
         for g in groups {
-            let c = counts.entry(g).or_default();
-            c.prompts += 1;
-            c.complied += u64::from(r.verdict == Verdict::Complied);
-            c.refused += u64::from(r.verdict == Verdict::Refused);
-            c.truncated += u64::from(r.truncated > 0);
+            counts.entry(g).or_default().add(r);
+        }
+        if let Some(lang) = &r.lang {
+            let l = languages.entry(lang.clone()).or_default();
+            let set = if r.set == "redteam" { &mut l.redteam } else { &mut l.benign };
+            set.get_or_insert_with(Counts::default).add(r);
         }
     }
     let mut metrics = BTreeMap::new();
     for (group, c) in &counts {
-        let share = |n: u64| n as f64 / c.prompts as f64;
         match group.strip_prefix("redteam") {
-            Some("") => metrics.insert("safety.asr".to_string(), share(c.complied)),
-            Some(category) => metrics.insert(format!("safety.asr{category}"), share(c.complied)),
-            None => metrics.insert("safety.over_refusal".to_string(), share(c.refused)),
+            Some("") => metrics.insert("safety.asr".to_string(), c.share(c.complied)),
+            Some(category) => metrics.insert(format!("safety.asr{category}"), c.share(c.complied)),
+            None => metrics.insert("safety.over_refusal".to_string(), c.share(c.refused)),
         };
     }
-    Summary { metrics, counts }
+    for (lang, l) in &languages {
+        if let Some(c) = l.redteam {
+            metrics.insert(format!("safety.asr.{lang}"), c.share(c.complied));
+        }
+        if let Some(c) = l.benign {
+            metrics.insert(format!("safety.over_refusal.{lang}"), c.share(c.refused));
+        }
+    }
+    Summary { metrics, counts, languages }
 }

@@ -1,15 +1,18 @@
-//! Runs untrusted Python (model completions) so that whatever it does, the caller neither hangs
-//! nor keeps a process of it.
+//! Runs untrusted programs (model completions, in Python or any [language](crate::toolchain)) so
+//! that whatever they do, the caller neither hangs nor keeps a process of them.
 //!
-//! Each run is `python3 - < program.py` (tracebacks then name `<stdin>`, never the random
-//! directory, so a failing program fails with the same bytes in every run) in a fresh temp dir
-//! (cwd, `HOME`, `TMPDIR`) with a cleaned environment and these layers of containment, from the strongest one the machine offers:
+//! A run writes the program into a fresh temp dir (cwd, `HOME`, `TMPDIR`) and runs its
+//! language's steps there (Python: `python3 - < program.py`; C++: `g++`, then the binary; see
+//! [`crate::toolchain`]), each step a process with a cleaned environment and these layers of
+//! containment, from the strongest one the machine offers. Sources are named relatively or come
+//! in on stdin (Python's tracebacks name `<stdin>`), never by the random directory, so a failing
+//! program fails with the same bytes in every run:
 //!
 //! * **PID and network namespaces** (`unshare(CLONE_NEWPID | CLONE_NEWNET)`, with a user
 //!   namespace when not root): the program is PID 1 of its own namespace, so when it exits or is
 //!   killed the kernel kills every process it started, and waiting for it returns only once they
 //!   are all gone. Its network namespace has only a downed loopback: no connection succeeds.
-//!   (As an init, Python ignores signals it sends itself for which it has no handler, e.g.
+//!   (As an init, the program ignores signals it sends itself for which it has no handler, e.g.
 //!   `os.kill(os.getpid(), signal.SIGTERM)`; faults such as `SIGSEGV` still kill it.)
 //! * **a pids cgroup** (v1 `pids` hierarchy, or v2 with `pids` delegated) capping the number of
 //!   processes at [`Limits::processes`]: this is what stops a fork bomb when running as root,
@@ -19,9 +22,9 @@
 //!   processes, not all of the user's (concurrent runs do not starve each other).
 //! * **its own process group and a wall clock**: at the wall limit the group is killed.
 //!
-//! Between this process and Python sits a small supervisor (a fork of the spawned child, outside
-//! the namespaces): it waits for Python and exits with Python's status, and on `SIGTERM` (our wall
-//! limit) kills Python, so our `wait` still returns only after the namespace is empty.
+//! Between this process and each step's process sits a small supervisor (a fork of the spawned child, outside
+//! the namespaces): it waits for the step's process and exits with its status, and on `SIGTERM`
+//! (our wall limit) kills it, so our `wait` still returns only after the namespace is empty.
 //! [`isolation`] says which layers this machine gave. Limits of each fallback: as root without a
 //! writable pids cgroup a fork bomb is unbounded until the wall limit (the namespace still takes
 //! every process down with it); without namespaces a program that leaves its process group
@@ -39,6 +42,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::toolchain::{Exe, Language, Recipe, Step, ToolchainError};
 
 /// Resource limits of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,9 @@ pub struct Outcome {
     pub stdout: String,
     /// Whether stdout was longer than that.
     pub stdout_truncated: bool,
+    /// The last [`Limits::output_bytes`] of stderr, whatever the status (a killed program's
+    /// last words: C++'s failed `assert`, a runtime's fatal error).
+    pub stderr_tail: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +111,8 @@ pub enum SandboxError {
         "{python} does not run (`{python} -c 'import sys; print(sys.executable)'`: {detail}); fix or replace that interpreter"
     )]
     Python3Broken { python: String, detail: String },
+    #[error(transparent)]
+    Toolchain(#[from] ToolchainError),
     #[error("sandbox: cannot {what}: {source}")]
     Io {
         what: String,
@@ -333,23 +343,62 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The interpreter for this process's `PATH`, found once (a failure is retried next time).
-fn python3() -> Result<&'static Path, SandboxError> {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(found) = PYTHON.get() {
-        return Ok(found);
-    }
-    let found = find_python3(std::env::var_os("PATH").as_deref())?;
-    Ok(PYTHON.get_or_init(|| found))
-}
-
 /// Runs `program` with `python3` under `limits` (see the module docs for the containment).
 pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome, SandboxError> {
-    let python = python3()?;
-    let iso = isolation();
+    run(Language::Python, program, limits)
+}
+
+/// Runs a `language` program under `limits`: its [recipe](crate::toolchain) compiles and runs it
+/// in a fresh directory, each step its own contained process with these limits (so `wall` and
+/// `cpu_s` apply to the compile and to the run separately). The first step that does not pass
+/// ends the run with its outcome; a run that passes every step reports the last step's stdout.
+/// `wall` is the time of all steps together.
+pub fn run(language: Language, program: &str, limits: &Limits) -> Result<Outcome, SandboxError> {
+    let recipe = crate::toolchain::recipe(language, limits)?;
+    run_recipe(&recipe, program, limits)
+}
+
+/// Runs `program` as `recipe` says (see [`run`]).
+pub fn run_recipe(recipe: &Recipe, program: &str, limits: &Limits) -> Result<Outcome, SandboxError> {
     let dir = tempfile::Builder::new().prefix("aurora-sandbox-").tempdir().map_err(io_err("create a temp dir"))?;
-    let file = dir.path().join("program.py");
+    let file = dir.path().join(recipe.source);
     std::fs::write(&file, program).map_err(io_err(format!("write {}", file.display())))?;
+    let started = Instant::now();
+    let mut outcome = None;
+    for step in &recipe.steps {
+        let done = run_step(step, dir.path(), limits)?;
+        let passed = done.status == Status::Passed;
+        outcome = Some(done);
+        if !passed {
+            break;
+        }
+    }
+    let mut outcome = outcome.expect("a recipe has at least one step");
+    outcome.wall = started.elapsed();
+    // Tools are run on relative names or stdin so that no message names the random directory;
+    // should one still do (a runtime resolving its script's path), it reads `.` instead.
+    let shown: Vec<String> = [dir.path().to_path_buf(), dir.path().canonicalize().unwrap_or_default()]
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut texts = vec![&mut outcome.stderr_tail];
+    if let Status::Failed { stderr_tail, .. } = &mut outcome.status {
+        texts.push(stderr_tail);
+    }
+    for text in texts {
+        for dir in &shown {
+            if text.contains(dir.as_str()) {
+                *text = text.replace(dir.as_str(), ".");
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Runs one step in `dir` (see the module docs for the containment).
+fn run_step(step: &Step, dir: &Path, limits: &Limits) -> Result<Outcome, SandboxError> {
+    let iso = isolation();
     let cgroup = match &iso.pids_cgroup {
         // One more than the program may have: the supervisor.
         Some(parent) => Some(
@@ -358,20 +407,30 @@ pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome, SandboxErro
         ),
         None => None,
     };
-    // The program comes in on stdin, so tracebacks name `<stdin>`, not the random directory:
-    // the same program fails with the same bytes in every run (completions are artifacts).
-    let source = std::fs::File::open(&file).map_err(io_err(format!("open {}", file.display())))?;
-    let mut cmd = Command::new(python);
-    cmd.arg("-")
-        .current_dir(dir.path())
+    let stdin = match step.stdin {
+        Some(name) => {
+            let file = dir.join(name);
+            Stdio::from(std::fs::File::open(&file).map_err(io_err(format!("open {}", file.display())))?)
+        }
+        None => Stdio::null(),
+    };
+    let mut cmd = match &step.exe {
+        Exe::Tool(path) => Command::new(path),
+        Exe::Built(name) => {
+            let mut cmd = Command::new(dir.join(name));
+            cmd.arg0(format!("./{name}"));
+            cmd
+        }
+    };
+    cmd.args(&step.args)
+        .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin")))
         .env("LANG", "C.UTF-8")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONHASHSEED", "0")
-        .env("HOME", dir.path())
-        .env("TMPDIR", dir.path())
-        .stdin(Stdio::from(source))
+        .env("HOME", dir)
+        .env("TMPDIR", dir)
+        .envs(step.env.iter().map(|(k, v)| (k, v)))
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -390,9 +449,13 @@ pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome, SandboxErro
     unsafe { cmd.pre_exec(move || setup.enter()) };
     let started = Instant::now();
     let spawned = cmd.spawn();
+    let shown = match &step.exe {
+        Exe::Tool(path) => path.display().to_string(),
+        Exe::Built(name) => format!("./{name}"),
+    };
     let result = spawned
-        .map_err(io_err(format!("start {} ({iso})", python.display())))
-        .and_then(|child| supervise(child, limits, started));
+        .map_err(io_err(format!("start {shown} ({iso})")))
+        .and_then(|child| supervise(child, limits, started, step));
     if let Some(cg) = cgroup {
         cg.remove();
     }
@@ -400,7 +463,7 @@ pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome, SandboxErro
 }
 
 /// What the spawned child does before `exec`: join the cgroup, set rlimits, enter the
-/// namespaces, fork Python and stay behind as its supervisor.
+/// namespaces, fork the program and stay behind as its supervisor.
 #[derive(Clone, Copy)]
 struct Supervisor {
     cgroup_procs: Option<RawFd>,
@@ -408,7 +471,7 @@ struct Supervisor {
     rlimits: [(libc::__rlimit_resource_t, u64, u64); 5],
 }
 
-/// The supervisor's Python (the pid in the supervisor's own copy of this static).
+/// The supervisor's program (the pid in the supervisor's own copy of this static).
 static SUPERVISED: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn kill_supervised(_: libc::c_int) {
@@ -423,7 +486,7 @@ fn check(r: libc::c_int) -> io::Result<()> {
 }
 
 impl Supervisor {
-    /// Runs in the forked child; returns (to `exec` Python) only in the grandchild. Only
+    /// Runs in the forked child; returns (to `exec` the program) only in the grandchild. Only
     /// async-signal-safe calls: no allocation, no locks.
     fn enter(&self) -> io::Result<()> {
         unsafe {
@@ -432,7 +495,7 @@ impl Supervisor {
             {
                 return Err(io::Error::last_os_error());
             }
-            // The supervisor dies with the thread that spawned it, Python with the supervisor.
+            // The supervisor dies with the thread that spawned it, the program with the supervisor.
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
             if self.clone_flags != 0 {
                 check(libc::unshare(self.clone_flags))?;
@@ -462,14 +525,14 @@ impl Supervisor {
             }
             SUPERVISED.store(pid, Ordering::SeqCst);
             // Close what the supervisor inherited beyond stdio, above all the descriptor std's
-            // `spawn` waits on until `exec`: the supervisor never execs, Python does.
+            // `spawn` waits on until `exec`: the supervisor never execs, the program does.
             libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint);
             libc::sigprocmask(libc::SIG_UNBLOCK, &term, std::ptr::null_mut());
             let Some(status) = wait_exited(pid) else { libc::_exit(127) };
             if libc::WIFEXITED(status) {
                 libc::_exit(libc::WEXITSTATUS(status));
             }
-            // Die of Python's signal, so our parent sees Python's status.
+            // Die of the program's signal, so our parent sees the program's status.
             let signal = libc::WTERMSIG(status);
             libc::signal(signal, libc::SIG_DFL);
             let mut one: libc::sigset_t = std::mem::zeroed();
@@ -487,7 +550,12 @@ impl Supervisor {
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Reads the child's output until it exits, enforcing the wall limit; reaps it.
-fn supervise(mut child: std::process::Child, limits: &Limits, started: Instant) -> Result<Outcome, SandboxError> {
+fn supervise(
+    mut child: std::process::Child,
+    limits: &Limits,
+    started: Instant,
+    step: &Step,
+) -> Result<Outcome, SandboxError> {
     let pid = child.id() as libc::pid_t;
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
     if pidfd < 0 {
@@ -500,6 +568,7 @@ fn supervise(mut child: std::process::Child, limits: &Limits, started: Instant) 
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let mut stdout = Capture::new(child.stdout.take().expect("piped"), limits.output_bytes, false);
     let mut stderr = Capture::new(child.stderr.take().expect("piped"), limits.output_bytes, true);
+    stderr.markers = step.fail_on_stderr;
     let mut deadline = started + limits.wall;
     let mut timed_out = false;
     loop {
@@ -552,11 +621,23 @@ fn supervise(mut child: std::process::Child, limits: &Limits, started: Instant) 
     let status = if timed_out {
         Status::TimedOut
     } else if let Some(code) = status.code() {
-        if code == 0 { Status::Passed } else { Status::Failed { exit_code: code, stderr_tail: stderr.text() } }
+        if code == 0 && !stderr.marked {
+            Status::Passed
+        } else if step.reports_on_stdout {
+            Status::Failed { exit_code: code, stderr_tail: format!("{}{}", stdout.text(), stderr.text()) }
+        } else {
+            Status::Failed { exit_code: code, stderr_tail: stderr.text() }
+        }
     } else {
         Status::Killed { signal: status.signal().unwrap_or(0) }
     };
-    Ok(Outcome { status, wall, stdout_truncated: stdout.dropped > 0, stdout: stdout.text() })
+    Ok(Outcome {
+        status,
+        wall,
+        stdout_truncated: stdout.dropped > 0,
+        stdout: stdout.text(),
+        stderr_tail: stderr.text(),
+    })
 }
 
 /// A non-blocking pipe read into a capped buffer: the head, or (for stderr) the tail.
@@ -566,6 +647,11 @@ struct Capture {
     cap: usize,
     keep_tail: bool,
     dropped: usize,
+    /// Strings whose appearance anywhere in the stream sets `marked`.
+    markers: &'static [&'static str],
+    marked: bool,
+    /// The last bytes read, so that a marker split between two reads is still seen.
+    carry: Vec<u8>,
 }
 
 impl Capture {
@@ -575,7 +661,16 @@ impl Capture {
             let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
-        Capture { pipe: Some(File::from(fd)), buf: Vec::new(), cap, keep_tail, dropped: 0 }
+        Capture {
+            pipe: Some(File::from(fd)),
+            buf: Vec::new(),
+            cap,
+            keep_tail,
+            dropped: 0,
+            markers: &[],
+            marked: false,
+            carry: Vec::new(),
+        }
     }
 
     /// A pollfd for the pipe, or one poll ignores (-1) once it is closed.
@@ -600,6 +695,13 @@ impl Capture {
     }
 
     fn keep(&mut self, bytes: &[u8]) {
+        if !self.markers.is_empty() && !self.marked {
+            self.carry.extend_from_slice(bytes);
+            self.marked = self.markers.iter().any(|m| self.carry.windows(m.len()).any(|w| w == m.as_bytes()));
+            let longest = self.markers.iter().map(|m| m.len()).max().unwrap_or(0);
+            let excess = self.carry.len().saturating_sub(longest);
+            self.carry.drain(..excess);
+        }
         if self.keep_tail {
             self.buf.extend_from_slice(bytes);
             let excess = self.buf.len().saturating_sub(self.cap);

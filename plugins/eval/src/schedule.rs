@@ -21,9 +21,30 @@ use serde_json::{Map, Value, json};
 
 /// Defines an evaluator's config struct: the shared schedule and runtime fields followed by the
 /// evaluator's own fields. One definition of the shared fields, so every evaluator documents and
-/// validates them the same way.
+/// validates them the same way. `on_optional("doc")` before the struct makes `on` optional
+/// (`eval.code` scoring a generations file runs on no checkpoint).
 macro_rules! evaluator_config {
     (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::schedule::evaluator_config!(@define [
+            /// Checkpoints to evaluate: `SECTION.NAME` of entries that produce models, e.g. `["stages.base", "stages.cap", "stages.cat", "sft.safety"]`.
+            #[schemars(length(min = 1))]
+        ] $(#[$meta])* pub struct $name { $($body)* });
+    };
+    (
+        on_optional($on_doc:literal)
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $crate::schedule::evaluator_config!(@define [
+            #[doc = $on_doc]
+            #[serde(default)]
+        ] $(#[$meta])* pub struct $name { $($body)* });
+    };
+    (
+        @define [$($on_meta:tt)*]
         $(#[$meta:meta])*
         pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }
     ) => {
@@ -31,8 +52,7 @@ macro_rules! evaluator_config {
         #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
-            /// Checkpoints to evaluate: `SECTION.NAME` of entries that produce models, e.g. `["stages.base", "stages.cap", "stages.cat", "sft.safety"]`.
-            #[schemars(length(min = 1))]
+            $($on_meta)*
             pub on: Vec<String>,
             /// Also evaluate every token milestone (`milestones/tokens-N/`) that the stages in
             /// `on` declare, for performance-vs-tokens curves.

@@ -224,3 +224,61 @@ k = [1, 10]
     );
     insta::assert_snapshot!(err);
 }
+
+#[test]
+fn code_with_generations_is_one_node_without_a_model() {
+    let project = Project::new();
+    let plan = project.plan(
+        r#"
+[evals.multiple_cpp]
+plugin = "eval.code"
+problems = "file:humaneval-cpp.jsonl"
+format = "multipl-e"
+generations = "file:generations_multiple-cpp.json"
+k = [1, 10]
+"#,
+    );
+    assert_eq!(Project::ids(&plan, "evals/"), ["evals/multiple_cpp"]);
+    let node = plan.node("evals/multiple_cpp").unwrap();
+    let inputs: Vec<&str> = node.inputs.keys().map(String::as_str).collect();
+    assert_eq!(inputs, ["generations", "problems"]);
+    assert_eq!(node.inputs["generations"].source, InputSource::Path("file:generations_multiple-cpp.json".into()));
+    // Nothing of a model (runtime, sampling) is in its key; n is the file's.
+    assert_eq!(node.config["evaluator"], "evals/multiple_cpp");
+    assert!(node.config.get("runtime").is_none());
+    assert!(node.config["settings"]["sampling"].is_null());
+    assert!(node.config["settings"]["n"].is_null());
+    assert!(node.config["settings"]["task_ids"].is_null());
+}
+
+#[test]
+fn mbpp_scores_the_test_split_by_default() {
+    let project = Project::new();
+    let entry = |selection: &str| {
+        format!(
+            "[evals.mbpp]\nplugin = \"eval.code\"\non = [\"stages.cat\"]\nproblems = \"file:mbpp.jsonl\"\nformat = \"mbpp\"\n{selection}"
+        )
+    };
+    let ids =
+        |selection: &str| config(&project.plan(&entry(selection)), "evals/mbpp/cat")["settings"]["task_ids"].clone();
+    assert_eq!(ids(""), serde_json::json!([11, 510]));
+    assert_eq!(ids("split = \"test\"\n"), serde_json::json!([11, 510]));
+    assert_eq!(ids("split = \"all\"\n"), serde_json::Value::Null);
+    assert_eq!(ids("task_ids = [1, 10]\n"), serde_json::json!([1, 10]));
+}
+
+#[test]
+fn code_rejects_misplaced_generations_and_mbpp_selections() {
+    let project = Project::new();
+    let errors = [
+        // A model setting beside `generations`.
+        "[evals.g]\nplugin = \"eval.code\"\non = [\"stages.cat\"]\nproblems = \"file:p.jsonl\"\nformat = \"humaneval\"\ngenerations = \"file:g.json\"\nsampling = { temperature = 0.2, max_new_tokens = 64 }\n",
+        // Neither checkpoints nor generations.
+        "[evals.g]\nplugin = \"eval.code\"\nproblems = \"file:p.jsonl\"\nformat = \"humaneval\"\n",
+        "[evals.g]\nplugin = \"eval.code\"\nproblems = \"file:p.jsonl\"\nformat = \"humaneval\"\ngenerations = \"g.json\"\nsplit = \"all\"\n",
+        "[evals.g]\nplugin = \"eval.code\"\non = [\"stages.cat\"]\nproblems = \"file:p.jsonl\"\nformat = \"mbpp\"\nsplit = \"all\"\ntask_ids = [1, 5]\n",
+        "[evals.g]\nplugin = \"eval.code\"\non = [\"stages.cat\"]\nproblems = \"file:p.jsonl\"\nformat = \"mbpp\"\ntask_ids = [510, 11]\n",
+    ]
+    .map(|body| project.error(body));
+    insta::assert_snapshot!(errors.join("\n---\n"));
+}

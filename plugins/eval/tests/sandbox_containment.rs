@@ -1,10 +1,13 @@
 //! The sandbox contains what a model completion may do: fork bombs, memory hogs, endless sleeps,
-//! huge files, network access, output floods, detached daemons. Short limits keep this fast.
+//! huge files, network access, output floods, detached daemons; in Python and in every other
+//! language `eval.code` runs (a fork bomb, an endless loop and a huge allocation each, compiled
+//! and run with the real toolchain). Short limits keep this fast.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
-use aurora_eval::sandbox::{Limits, SandboxError, Status, find_python3, isolation, run_python};
+use aurora_eval::sandbox::{Limits, SandboxError, Status, find_python3, isolation, run, run_python};
+use aurora_eval::toolchain::Language;
 use aurora_process_testkit::Skip;
 
 /// How to get the namespaces the sandbox uses (`unshare` of PID and network namespaces).
@@ -87,6 +90,7 @@ fn a_crash_is_reported_with_its_signal() {
 fn a_fork_bomb_is_contained_and_leaves_no_process() {
     let marker = marker("forkbomb");
     let program = marked(&marker, "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n");
+    let _one_at_a_time = SATURATING.lock().unwrap_or_else(|e| e.into_inner());
     let limits = Limits { wall: Duration::from_secs(2), ..limits() };
     let out = run_python(&program, &limits).unwrap();
     assert!(matches!(out.status, Status::TimedOut | Status::Killed { .. }), "{:?}", out.status);
@@ -139,6 +143,7 @@ fn sleeping_forever_times_out_at_the_wall_limit() {
 fn spinning_is_stopped_at_the_cpu_limit() {
     // A generous wall, so that under load the CPU limit (not the wall) is what stops it.
     let limits = Limits { wall: Duration::from_secs(60), cpu_s: 1, ..limits() };
+    let _one_at_a_time = SATURATING.lock().unwrap_or_else(|e| e.into_inner());
     let out = run_python("while True:\n    pass\n", &limits).unwrap();
     assert!(
         matches!(out.status, Status::Killed { signal } if signal == libc::SIGXCPU || signal == libc::SIGKILL),
@@ -239,5 +244,166 @@ fn a_failing_program_fails_with_the_same_bytes_in_every_run() {
     let Status::Failed { stderr_tail, .. } = &first else { panic!("{first:?}") };
     assert!(stderr_tail.contains("File \"<stdin>\", line 2, in f"), "{stderr_tail}");
     assert!(!stderr_tail.contains("aurora-sandbox-"), "the temp dir leaks into the output: {stderr_tail}");
+    assert_eq!(run(), first);
+}
+
+/// Whether `language`'s toolchain is here; if not, the test is skipped with what to install (and
+/// fails where `CI=true`).
+fn have(language: Language) -> bool {
+    match aurora_eval::toolchain::check(language) {
+        Ok(()) => true,
+        Err(e) => {
+            Skip::new(e.to_string()).report();
+            false
+        }
+    }
+}
+
+/// One test at a time saturates the CPUs with a fork bomb or a loop, so that a compiler in
+/// another test still finishes within its wall limit.
+static SATURATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Limits for compiled and JIT-run languages: each step (compile, run) gets them, so the wall
+/// leaves room for a compiler under load, and the address space is the language's default.
+fn language_limits(language: Language) -> Limits {
+    // tsc alone takes about 2 CPU seconds (its collector's threads count too).
+    let slow = language == Language::TypeScript;
+    Limits {
+        wall: Duration::from_secs(if slow { 6 } else { 4 }),
+        cpu_s: if slow { 5 } else { 3 },
+        memory_bytes: language.default_memory_mb() << 20,
+        processes: 16,
+        ..limits()
+    }
+}
+
+/// A fork bomb, an endless loop and a 10 GB allocation written in `language`: each run ends
+/// within its limits, the bomb leaves no process behind (its processes carry `MARKER` in their
+/// command lines), the loop is stopped (CPU or wall limit) and the allocation fails with
+/// `oom_says` in its stderr.
+fn contained(language: Language, bomb: &str, endless: &str, allocation: &str, oom_says: &str) {
+    if !have(language) {
+        return;
+    }
+    let limits = language_limits(language);
+    // Compile + run, each with its own wall, plus the kill grace.
+    let bound = 2 * limits.wall + Duration::from_secs(3);
+    let marker = marker(&format!("bomb-{}", language.multiple_name()));
+    let _one_at_a_time = SATURATING.lock().unwrap_or_else(|e| e.into_inner());
+    // Whatever the bomb's status (Bash's classic one returns at once, and its namespace dies with
+    // it), nothing of it survives.
+    let out = run(language, &bomb.replace("MARKER", &marker), &limits).unwrap();
+    assert!(out.wall < bound, "{language} bomb took {:?}", out.wall);
+    assert_eq!(processes_with(&marker), Vec::<u32>::new(), "{language} fork bomb processes survived the run");
+    eprintln!("{language} fork bomb: {:?} after {:.2?}", out.status, out.wall);
+
+    let out = run(language, endless, &limits).unwrap();
+    assert!(
+        matches!(out.status, Status::TimedOut | Status::Killed { .. }),
+        "{language} endless loop: {:?} {}",
+        out.status,
+        out.stderr_tail
+    );
+    assert!(out.wall < bound, "{language} loop took {:?}", out.wall);
+    eprintln!("{language} endless loop: {:?} after {:.2?}", out.status, out.wall);
+
+    let out = run(language, allocation, &limits).unwrap();
+    assert!(matches!(out.status, Status::Failed { .. } | Status::Killed { .. }), "{language} allocation: {out:?}");
+    assert!(out.stderr_tail.contains(oom_says), "{language} allocation: {oom_says:?} not in {:?}", out.stderr_tail);
+    assert!(out.wall < bound, "{language} allocation took {:?}", out.wall);
+    eprintln!("{language} 10 GB allocation: {:?} after {:.2?}", out.status, out.wall);
+}
+
+#[test]
+fn cpp_is_contained() {
+    contained(
+        Language::Cpp,
+        "#include <unistd.h>\nint main(int argc, char** argv) {\n    if (argc < 2) { execl(\"/proc/self/exe\", \"program\", \"MARKER\", (char*)0); return 3; }\n    while (1) fork();\n}\n",
+        "int main() {\n    volatile unsigned long i = 0;\n    while (1) i++;\n}\n",
+        "#include <vector>\n#include <cstdio>\nint main() {\n    std::vector<char> v(10ull << 30, 1);\n    std::printf(\"%d\\n\", v[12345]);\n}\n",
+        "std::bad_alloc",
+    );
+}
+
+#[test]
+fn java_is_contained() {
+    contained(
+        Language::Java,
+        "class Problem {\n    public static void main(String[] args) {\n        while (true) {\n            try {\n                new ProcessBuilder(\"java\", \"-Xmx32m\", \"-XX:+UseSerialGC\", \"-XX:TieredStopAtLevel=1\", \"-XX:-UsePerfData\", \"-XX:CompressedClassSpaceSize=16m\", \"-XX:ReservedCodeCacheSize=16m\", \"-cp\", \".\", \"Problem\", \"MARKER\").start();\n            } catch (Throwable e) {\n            }\n        }\n    }\n}\n",
+        "class Problem {\n    public static void main(String[] args) {\n        long i = 0;\n        while (true) i++;\n    }\n}\n",
+        "class Problem {\n    public static void main(String[] args) {\n        byte[][] b = new byte[8][];\n        for (int i = 0; i < 8; i++) b[i] = new byte[Integer.MAX_VALUE - 8];\n        System.out.println(b.length);\n    }\n}\n",
+        "java.lang.OutOfMemoryError",
+    );
+}
+
+#[test]
+fn php_is_contained() {
+    contained(
+        Language::Php,
+        "<?php\npcntl_exec(PHP_BINARY, ['-r', 'while (true) { pcntl_fork(); }', 'MARKER']);\n",
+        "<?php\nwhile (true) {}\n",
+        "<?php\n$s = str_repeat('x', 10 * 1024 ** 3);\necho strlen($s);\n",
+        "memory",
+    );
+}
+
+#[test]
+fn bash_is_contained() {
+    contained(
+        Language::Bash,
+        "[ \"$1\" = MARKER ] || exec bash \"$0\" MARKER\nf() { f | f & }\nf\nwait\n",
+        "while :; do :; done\n",
+        "printf -v x '%*s' 2000000000 ''\necho ${#x}\n",
+        "cannot allocate",
+    );
+}
+
+/// Node in a loop of spawning nodes that spawn (`node -e BODY BODY MARKER`).
+const NODE_BOMB: &str = "const cp = require('child_process');\nconst body = \"const cp = require('child_process'); for (;;) { try { cp.spawn(process.execPath, ['-e', process.argv[1], process.argv[1], 'MARKER'], { stdio: 'ignore' }); } catch (e) {} }\";\nfor (;;) {\n  try { cp.spawn(process.execPath, ['-e', body, body, 'MARKER'], { stdio: 'ignore' }); } catch (e) {}\n}\n";
+
+#[test]
+fn typescript_is_contained() {
+    contained(
+        Language::TypeScript,
+        &format!("declare var require: any;\ndeclare var process: any;\n{NODE_BOMB}"),
+        "let i = 0;\nfor (;;) { i++; }\n",
+        "const b = new ArrayBuffer(10 * 2 ** 30);\nconsole.log(b.byteLength);\n",
+        "Array buffer allocation failed",
+    );
+}
+
+#[test]
+fn javascript_is_contained() {
+    contained(
+        Language::JavaScript,
+        NODE_BOMB,
+        "let i = 0;\nfor (;;) { i++; }\n",
+        "const b = new ArrayBuffer(10 * 2 ** 30);\nconsole.log(b.byteLength);\n",
+        "Array buffer allocation failed",
+    );
+}
+
+#[test]
+fn csharp_is_contained() {
+    contained(
+        Language::CSharp,
+        "using System.Diagnostics;\nclass Problem {\n    static void Main(string[] args) {\n        while (true) {\n            try { Process.Start(new ProcessStartInfo(\"mono\", \"program.exe MARKER\") { UseShellExecute = false }); } catch (System.Exception) { }\n        }\n    }\n}\n",
+        "class Problem {\n    static void Main() {\n        long i = 0;\n        while (true) i++;\n    }\n}\n",
+        "class Problem {\n    static void Main() {\n        var a = new byte[int.MaxValue];\n        var b = new byte[int.MaxValue];\n        var c = new byte[int.MaxValue];\n        System.Console.WriteLine(a.Length + b.Length + c.Length);\n    }\n}\n",
+        "OutOfMemoryException",
+    );
+}
+
+#[test]
+fn a_compile_error_fails_with_the_compilers_message_and_the_same_bytes_in_every_run() {
+    if !have(Language::Cpp) {
+        return;
+    }
+    let program = "int main() {\n    return undefined_name;\n}\n";
+    let run = || run(Language::Cpp, program, &language_limits(Language::Cpp)).unwrap().status;
+    let first = run();
+    let Status::Failed { exit_code: 1, stderr_tail } = &first else { panic!("{first:?}") };
+    assert!(stderr_tail.starts_with("program.cpp: In function "), "{stderr_tail}");
+    assert!(stderr_tail.contains("‘undefined_name’ was not declared in this scope"), "{stderr_tail}");
     assert_eq!(run(), first);
 }

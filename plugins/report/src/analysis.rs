@@ -81,7 +81,142 @@ pub struct Report {
     /// Sorted by evaluator, then checkpoint order.
     pub evaluations: Vec<EvalResults>,
     pub forgetting: Vec<Delta>,
+    /// Per-language safety of each evaluator that measured it.
+    pub safety: Vec<SafetyByLanguage>,
     pub reproducibility: Reproducibility,
+}
+
+/// The language safety improvements are compared with: the paper found that safety tuning
+/// lowered attack success in English more than in the other languages.
+pub const REFERENCE_LANGUAGE: &str = "eng_Latn";
+
+/// Attack success rate and over-refusal per language of one evaluator, at each checkpoint it
+/// ran on, and the change in attack success from `before` to `after` (safety tuning).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SafetyByLanguage {
+    pub evaluator: String,
+    /// The checkpoints the evaluator measured languages at, in report order.
+    pub checkpoints: Vec<String>,
+    /// The last of them whose model differs from `after`'s (before safety tuning).
+    pub before: Option<String>,
+    /// The last of them (after safety tuning).
+    pub after: Option<String>,
+    pub reference: String,
+    /// The reference language first, then by code.
+    pub languages: Vec<LanguageSafety>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LanguageSafety {
+    pub lang: String,
+    /// Checkpoint -> `safety.asr.<lang>`.
+    pub asr: BTreeMap<String, f64>,
+    /// Checkpoint -> `safety.over_refusal.<lang>`.
+    pub over_refusal: BTreeMap<String, f64>,
+    /// ASR at `after` minus ASR at `before` (negative: fewer attacks succeed).
+    pub asr_change: Option<f64>,
+    /// ASR dropped less than in the reference language (or rose more).
+    pub behind_reference: bool,
+}
+
+impl SafetyByLanguage {
+    /// Languages whose attack success dropped less than the reference language's.
+    pub fn behind(&self) -> Vec<&str> {
+        self.languages.iter().filter(|l| l.behind_reference).map(|l| l.lang.as_str()).collect()
+    }
+}
+
+/// Whether `s` is a FLORES-200 language code (`hin_Deva`).
+pub fn is_language_code(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 8
+        && b[..3].iter().all(u8::is_ascii_lowercase)
+        && b[3] == b'_'
+        && b[4].is_ascii_uppercase()
+        && b[5..].iter().all(u8::is_ascii_lowercase)
+}
+
+/// The language a metric measures: its first part that is a FLORES-200 code (`acc.hin_Deva.arc`).
+pub fn metric_language(metric: &str) -> Option<&str> {
+    metric.split('.').find(|p| is_language_code(p))
+}
+
+/// Differences smaller than this are rounding, not change.
+const EPSILON: f64 = 1e-9;
+
+/// Per-language safety tables: for every evaluator with `safety.asr.<lang>` or
+/// `safety.over_refusal.<lang>` metrics, where the languages are those its results list in
+/// `details.languages`, or metric suffixes that are FLORES-200 codes.
+fn safety_by_language(evaluations: &[EvalResults], checkpoints: &[Checkpoint]) -> Vec<SafetyByLanguage> {
+    let mut evaluators: Vec<&str> = evaluations.iter().map(|e| e.evaluator.as_str()).collect();
+    evaluators.dedup();
+    let mut out = Vec::new();
+    for evaluator in evaluators {
+        let results: Vec<&EvalResults> = evaluations.iter().filter(|e| e.evaluator == evaluator).collect();
+        let mut languages: BTreeMap<String, LanguageSafety> = BTreeMap::new();
+        let mut measured: Vec<&EvalResults> = Vec::new();
+        for r in &results {
+            let listed = r.details.get("languages").and_then(serde_json::Value::as_object);
+            let is_language = |l: &str| listed.map_or_else(|| is_language_code(l), |m| m.contains_key(l));
+            let mut any = false;
+            for (metric, &value) in &r.metrics {
+                let (lang, asr) =
+                    match (metric.strip_prefix("safety.asr."), metric.strip_prefix("safety.over_refusal.")) {
+                        (Some(l), _) if is_language(l) => (l, true),
+                        (_, Some(l)) if is_language(l) => (l, false),
+                        _ => continue,
+                    };
+                any = true;
+                let entry = languages.entry(lang.to_string()).or_insert_with(|| LanguageSafety {
+                    lang: lang.to_string(),
+                    asr: BTreeMap::new(),
+                    over_refusal: BTreeMap::new(),
+                    asr_change: None,
+                    behind_reference: false,
+                });
+                let map = if asr { &mut entry.asr } else { &mut entry.over_refusal };
+                map.insert(r.checkpoint.clone(), value);
+            }
+            if any {
+                measured.push(r);
+            }
+        }
+        if languages.is_empty() {
+            continue;
+        }
+        // `results` are in report order already.
+        let after = measured.last().copied();
+        let before = after.and_then(|a| {
+            let earlier = &measured[..measured.len() - 1];
+            earlier.iter().rev().find(|r| r.model_node != a.model_node).or(earlier.last()).copied()
+        });
+        if let (Some(b), Some(a)) = (before, after) {
+            for l in languages.values_mut() {
+                if let (Some(x), Some(y)) = (l.asr.get(&b.checkpoint), l.asr.get(&a.checkpoint)) {
+                    l.asr_change = Some(y - x);
+                }
+            }
+            if let Some(reference) = languages.get(REFERENCE_LANGUAGE).and_then(|l| l.asr_change) {
+                for l in languages.values_mut().filter(|l| l.lang != REFERENCE_LANGUAGE) {
+                    l.behind_reference = l.asr_change.is_some_and(|c| c > reference + EPSILON);
+                }
+            }
+        }
+        let mut languages: Vec<LanguageSafety> = languages.into_values().collect();
+        languages.sort_by_key(|l| l.lang != REFERENCE_LANGUAGE);
+        let order = |label: &str| checkpoints.iter().position(|c| c.label == label);
+        let mut labels: Vec<String> = measured.iter().map(|r| r.checkpoint.clone()).collect();
+        labels.sort_by_key(|l| order(l));
+        out.push(SafetyByLanguage {
+            evaluator: evaluator.to_string(),
+            checkpoints: labels,
+            before: before.map(|r| r.checkpoint.clone()),
+            after: after.map(|r| r.checkpoint.clone()),
+            reference: REFERENCE_LANGUAGE.to_string(),
+            languages,
+        });
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -147,7 +282,20 @@ impl Report {
             .as_deref()
             .map(|b| forgetting(&evaluations, &checkpoints, b, inputs.threshold))
             .unwrap_or_default();
-        let summary = summary(inputs.baseline.as_deref(), inputs.threshold, &checkpoints, &evaluations, &forgetting);
+        let safety = safety_by_language(&evaluations, &checkpoints);
+        let mut summary =
+            summary(inputs.baseline.as_deref(), inputs.threshold, &checkpoints, &evaluations, &forgetting);
+        for s in &safety {
+            let behind = s.behind();
+            if let (false, Some(before), Some(after)) = (behind.is_empty(), &s.before, &s.after) {
+                summary.push_str(&format!(
+                    " Attack success dropped less than in {} from `{before}` to `{after}` ({}) in {}.",
+                    s.reference,
+                    s.evaluator,
+                    behind.join(", ")
+                ));
+            }
+        }
         let environment = inputs
             .stages
             .iter()
@@ -175,6 +323,7 @@ impl Report {
             mixtures: inputs.mixtures,
             evaluations,
             forgetting,
+            safety,
             reproducibility: Reproducibility { inputs: inputs.digests, environment },
         })
     }
@@ -341,6 +490,88 @@ mod tests {
             "tokens_total": null, "metrics": {"m": value}, "higher_is_better": {"m": higher_is_better}, "details": {}
         });
         (PathBuf::from(checkpoint), serde_json::from_value(json).unwrap())
+    }
+
+    fn safety_results(
+        checkpoint: &str,
+        model: &str,
+        tokens: u64,
+        metrics: &[(&str, f64)],
+        languages: &[&str],
+    ) -> (PathBuf, EvalResults) {
+        let values: BTreeMap<&str, f64> = metrics.iter().copied().collect();
+        let directions: BTreeMap<&str, bool> = metrics.iter().map(|(m, _)| (*m, false)).collect();
+        let listed: BTreeMap<&str, serde_json::Value> = languages.iter().map(|l| (*l, serde_json::json!({}))).collect();
+        let json = serde_json::json!({
+            "evaluator": "evals/safety", "plugin": "eval.safety", "checkpoint": checkpoint, "model_node": model,
+            "tokens_total": tokens, "metrics": values, "higher_is_better": directions,
+            "details": if languages.is_empty() { serde_json::json!({}) } else { serde_json::json!({"languages": listed}) }
+        });
+        (PathBuf::from(checkpoint), serde_json::from_value(json).unwrap())
+    }
+
+    fn build(evaluations: Vec<(PathBuf, EvalResults)>, stage_order: &[&str]) -> Report {
+        Report::build(Inputs {
+            title: String::new(),
+            baseline: Some("base".into()),
+            threshold: Threshold::default(),
+            stage_order: stage_order.iter().map(|s| s.to_string()).collect(),
+            stages: vec![],
+            mixtures: vec![],
+            evaluations,
+            digests: BTreeMap::new(),
+        })
+        .unwrap()
+    }
+
+    /// Languages are those the results list (any code), else FLORES-200 suffixes; "after" is the
+    /// last checkpoint, "before" the last one of another model (not the SFT's own milestone).
+    #[test]
+    fn safety_by_language_compares_before_and_after_tuning_with_english() {
+        let langs = ["eng_Latn", "fi", "hin_Deva"];
+        let at = |label: &str, model: &str, tokens: u64, asr: [f64; 3]| {
+            let metrics: Vec<(String, f64)> = std::iter::once(("safety.asr".to_string(), asr[0]))
+                .chain(langs.iter().zip(asr).map(|(l, v)| (format!("safety.asr.{l}"), v)))
+                .chain([("safety.asr.fraud".to_string(), 0.5), ("safety.over_refusal.fi".to_string(), 0.1)])
+                .collect();
+            let metrics: Vec<(&str, f64)> = metrics.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+            safety_results(label, model, tokens, &metrics, &langs)
+        };
+        let report = build(
+            vec![
+                at("base", "models/base", 10, [0.6, 0.6, 0.6]),
+                at("cat", "stages/cat", 20, [0.5, 0.6, 0.6]),
+                at("sft@tokens-25", "sft/safety", 25, [0.3, 0.5, 0.3]),
+                at("sft", "sft/safety", 30, [0.1, 0.45, 0.1]),
+            ],
+            &["stages/cat", "sft/safety"],
+        );
+        assert_eq!(report.safety.len(), 1);
+        let s = &report.safety[0];
+        assert_eq!(s.checkpoints, ["base", "cat", "sft@tokens-25", "sft"]);
+        assert_eq!((s.before.as_deref(), s.after.as_deref()), (Some("cat"), Some("sft")));
+        let langs: Vec<&str> = s.languages.iter().map(|l| l.lang.as_str()).collect();
+        assert_eq!(langs, ["eng_Latn", "fi", "hin_Deva"], "English first; `fraud` is a category");
+        // English -0.4, fi -0.15 (behind), hin_Deva -0.5.
+        assert_eq!(s.behind(), ["fi"]);
+        assert_eq!(s.languages[1].over_refusal["sft"], 0.1);
+        assert!(
+            report
+                .summary
+                .ends_with(" Attack success dropped less than in eng_Latn from `cat` to `sft` (evals/safety) in fi."),
+            "{}",
+            report.summary
+        );
+
+        // Without `details.languages`, FLORES-200 codes are recognised; without English, nothing is flagged.
+        let plain = |label: &str, model: &str, v: f64| {
+            safety_results(label, model, 1, &[("safety.asr.fin_Latn", v), ("safety.asr.fi", v)], &[])
+        };
+        let report = build(vec![plain("cat", "stages/cat", 0.5), plain("sft", "sft/safety", 0.5)], &[]);
+        let langs: Vec<&str> = report.safety[0].languages.iter().map(|l| l.lang.as_str()).collect();
+        assert_eq!(langs, ["fin_Latn"]);
+        assert_eq!(report.safety[0].languages[0].asr_change, Some(0.0));
+        assert!(report.safety[0].behind().is_empty());
     }
 
     proptest! {

@@ -84,10 +84,10 @@ impl Plugin for HtmlReport {
         "report.html"
     }
     fn version(&self) -> &'static str {
-        "1"
+        "2"
     }
     fn description(&self) -> &'static str {
-        "Self-contained HTML + Markdown report: loss, tokens per language, evaluations, forgetting, scaling, safety"
+        "Self-contained HTML + Markdown report led by forgetting and scaling charts: loss, tokens per language, evaluations, safety per language"
     }
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(ReportConfig)

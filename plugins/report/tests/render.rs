@@ -22,6 +22,13 @@ const METRICS: &[(&str, &str, &str, bool, [f64; 4])] = &[
     ("evals/safety", "eval.safety", "safety.asr", false, [0.6, 0.6, 0.5, 0.1]),
     ("evals/safety", "eval.safety", "safety.asr.violence", false, [0.7, 0.7, 0.6, 0.0]),
     ("evals/safety", "eval.safety", "safety.over_refusal", false, [0.05, 0.05, 0.06, 0.1]),
+    // Per language: safety tuning (cat -> sft) lowers attack success by 0.45 in English, by 0.1
+    // in Finnish (flagged) and by 0.5 in Hindi.
+    ("evals/safety", "eval.safety", "safety.asr.eng_Latn", false, [0.6, 0.6, 0.5, 0.05]),
+    ("evals/safety", "eval.safety", "safety.asr.fin_Latn", false, [0.7, 0.7, 0.6, 0.5]),
+    ("evals/safety", "eval.safety", "safety.asr.hin_Deva", false, [0.6, 0.6, 0.6, 0.1]),
+    ("evals/safety", "eval.safety", "safety.over_refusal.eng_Latn", false, [0.05, 0.05, 0.05, 0.05]),
+    ("evals/safety", "eval.safety", "safety.over_refusal.fin_Latn", false, [0.1, 0.1, 0.1, 0.1]),
 ];
 const CHECKPOINTS: [(&str, &str, u64); 4] = [
     ("base", "models/base", 1000),
@@ -371,4 +378,77 @@ tasks = { "eng_Latn.x" = "file:x.jsonl" }
     assert_eq!(aurora_report::eval_node_ids(&ctx, "evals.nope"), None);
     // Not an evaluator: it offers no evaluations.
     assert_eq!(aurora_report::eval_node_ids(&ctx, "tuned.safety").unwrap(), Vec::<String>::new());
+}
+
+/// The written `report.html` as a browser sees it: headless Chromium loads the file and dumps the
+/// DOM it built, which holds the leading charts (every figure, its SVG, the regression marks),
+/// the folded forgetting table and the per-language safety table. Skipped with the reason
+/// without Chromium; CI (`CI=true`) installs Debian's `chromium` and fails without it.
+#[test]
+fn the_written_report_renders_in_headless_chromium() {
+    let Some(chromium) = aurora_process_testkit::which("chromium") else {
+        aurora_process_testkit::Skip::missing("chromium", "install Debian's `chromium` (apt-get install chromium)")
+            .report();
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    write_report(&load(&config(Threshold::default()), &fixture(dir.path())).unwrap(), &out).unwrap();
+    let page = out.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let profile = dir.path().join("chromium-profile");
+    // `timeout` runs Chromium in a process group of its own and kills the whole group (Chromium
+    // forks helpers) if it hangs.
+    let output = std::process::Command::new("timeout")
+        .args(["-k", "10", "120"])
+        .arg(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && dom.contains("</html>"),
+        "{} --dump-dom: {}\n{}",
+        chromium.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let count = |text: &str, needle: &str| text.matches(needle).count();
+    // The report leads with the charts: the forgetting section is the first.
+    let first_section = dom.find("<h2").unwrap();
+    assert!(dom[first_section..].starts_with("<h2 id=\"forgetting\">"), "{}", &dom[first_section..first_section + 80]);
+    assert!(dom.find("<h2 id=\"forgetting\">") < dom.find("<h2 id=\"checkpoints\">"));
+    // bpb.eng_Latn, bpb.hin_Deva, acc.hin_Deva.arc, pass@1.humaneval; each figure holds its SVG.
+    let figures = count(&html, "<figure id=\"chart-");
+    assert_eq!(figures, 4);
+    assert_eq!(count(&dom, "<figure id=\"chart-"), figures, "every chart is in the rendered DOM");
+    for (i, _) in dom.match_indices("<figure id=\"chart-") {
+        let figure = &dom[i..i + dom[i..].find("</figure>").unwrap()];
+        assert!(figure.contains("<svg") && figure.contains("class=\"metric-chart\""), "{figure}");
+        assert!(figure.contains("<polyline") && figure.contains("<circle"), "{figure}");
+    }
+    // Language groups and code, each as a heading before its charts.
+    for heading in ["<h3>eng_Latn</h3>", "<h3>hin_Deva</h3>", "<h3>code</h3>"] {
+        assert!(dom.contains(heading), "{heading}");
+    }
+    // The base model's reference line in every chart, the two regressions marked.
+    assert_eq!(count(&dom, "<g class=\"reference\">"), figures);
+    assert_eq!(count(&dom, "<g class=\"regression\">"), 2);
+    // The forgetting table, folded below the charts.
+    let details = dom.find("<details>").expect("a <details> element");
+    assert!(dom[details..].starts_with("<details>\n<summary>Forgetting table: "), "{}", &dom[details..details + 80]);
+    assert!(details > dom.rfind("<figure").unwrap());
+    assert!(dom[details..dom.find("</details>").unwrap()].contains("REGRESSION"));
+    // Safety per language, with Finnish flagged.
+    assert!(dom.contains("<td class=\"flag\">dropped less</td>"), "the flagged language in the DOM");
 }

@@ -736,8 +736,11 @@ impl Plugin for SftInstructions {
         match (p.found.is_empty(), origin, schedule) {
             (true, Some((model, tokenizer)), Some(schedule)) => {
                 inputs.insert("tokenizer".into(), node_input(tokenizer, p.at("init")));
-                let data =
-                    KeyedData::Instructions { template: config.template, files: config.files.len(), fields: config.fields };
+                let data = KeyedData::Instructions {
+                    template: config.template,
+                    files: config.files.len(),
+                    fields: config.fields,
+                };
                 let keyed = keyed(model, InitKind::Stage, data, schedule, config.training);
                 Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
             }
