@@ -252,12 +252,19 @@ pub fn current_test() -> String {
 
 /// The directory of real test data (see its `SOURCES.md`): [`SHARED_DATA_ENV`] if set, else `../shared/data` beside
 /// the repository.
+///
+/// The repository is found from the running test's package (`cargo test` sets `CARGO_MANIFEST_DIR`
+/// when it runs a test binary): the nearest directory above it with a `Cargo.lock`. Not from this
+/// crate's compile-time path, which a checkout elsewhere sharing the target directory can leave
+/// behind (cargo hashes path dependencies by their place in the workspace, not their absolute path).
 pub fn shared_data_dir() -> PathBuf {
-    match std::env::var_os(SHARED_DATA_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        // testkit/process -> the repository -> beside it.
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(3).unwrap_or(Path::new("/")).join("shared/data"),
+    if let Some(dir) = std::env::var_os(SHARED_DATA_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
     }
+    let package =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let repository = package.ancestors().find(|d| d.join("Cargo.lock").is_file()).unwrap_or(&package);
+    repository.parent().unwrap_or(Path::new("/")).join("shared/data")
 }
 
 /// `path` under [`shared_data_dir`] (`""`: the directory itself) when it exists; otherwise applies the rule of
