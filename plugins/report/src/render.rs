@@ -325,9 +325,35 @@ fn language_safety(s: &SafetyByLanguage) -> Vec<Block> {
     vec![Block::Text(text), Block::Table(Table::new(headers, rows))]
 }
 
+/// pass@k of every code evaluator side by side, one row per (metric, evaluator): HumanEval,
+/// MBPP and each MultiPL-E language (`pass@1.multiple-cpp`, ...), columns the checkpoints.
+fn code_section(report: &Report) -> Section {
+    let mut rows: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
+    for r in &report.evaluations {
+        for (metric, value) in r.metrics.iter().filter(|(m, _)| m.starts_with("pass@")) {
+            rows.entry((metric.clone(), r.evaluator.clone())).or_default().insert(r.checkpoint.clone(), *value);
+        }
+    }
+    let mut headers = vec!["metric".to_string(), "evaluator".to_string()];
+    headers.extend(report.checkpoints.iter().map(|c| c.label.clone()));
+    let rows = rows
+        .into_iter()
+        .map(|((metric, evaluator), values)| {
+            let mut row = vec![Cell::from(metric), Cell::from(evaluator)];
+            row.extend(report.checkpoints.iter().map(|c| {
+                Cell::from(values.get(&c.label).map_or_else(|| "–".to_string(), |v| fmt_num(*v)))
+            }));
+            row
+        })
+        .collect();
+    let table = Table { name_columns: 2, ..Table::new(headers, rows) };
+    section("Code, per language", vec![table_or(table, "no code evaluations")])
+}
+
 fn sections(report: &Report, charts: bool) -> Vec<Section> {
     let mut out = vec![forgetting_section(report, charts)];
     out.push(safety_section(report));
+    out.push(code_section(report));
     let chart = |svg: Option<String>, what: &str| match svg {
         Some(svg) if charts => Block::Chart(Some(svg)),
         None if charts => Block::NoData(format!("no data: {what}")),
