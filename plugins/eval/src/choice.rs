@@ -68,7 +68,9 @@ impl Plugin for EvalChoice {
         "eval.choice"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: acc_norm divides by the choice's length in characters, as lm-evaluation-harness
+        // (`len(choice)` in Python), not by the continuation's UTF-8 bytes.
+        "2"
     }
     fn description(&self) -> &'static str {
         "Multiple-choice tasks (query, choices, gold): acc and byte-length-normalised acc_norm, k-shot"
@@ -130,7 +132,7 @@ impl Plugin for EvalChoice {
         crate::worker::run(&job, ctx)?;
         let scored: Vec<LoglikResult> =
             schedule::read_worker_output(&ctx.out_dir.join("loglik.jsonl"), requests.len())?;
-        let (scores, per_item) = score(&tasks, &index, &requests, &scored);
+        let (scores, per_item) = score(&tasks, &index, &scored);
         schedule::write_jsonl(&ctx.out_dir.join("items.jsonl"), &per_item)?;
         let mut results = Results::new(self.id(), &node, tokens_total);
         for (task, s) in &scores {
@@ -327,9 +329,12 @@ pub fn argmax(values: &[f64]) -> usize {
 }
 
 /// The predictions for one item: (`acc` prediction, `acc_norm` prediction) from the summed
-/// log-likelihood of each continuation and the continuations' texts.
-pub fn predict(logprobs: &[f64], continuations: &[&str]) -> (usize, usize) {
-    let normed: Vec<f64> = logprobs.iter().zip(continuations).map(|(lp, c)| lp / c.len() as f64).collect();
+/// log-likelihood of each continuation and the choices' texts. `acc_norm` divides each
+/// log-likelihood by the choice's length in characters (Unicode scalar values, Python's
+/// `len`), without the space the continuation starts with: lm-evaluation-harness's
+/// `lls / completion_len` with `completion_len = [len(i) for i in choices]`.
+pub fn predict(logprobs: &[f64], choices: &[String]) -> (usize, usize) {
+    let normed: Vec<f64> = logprobs.iter().zip(choices).map(|(lp, c)| lp / c.chars().count() as f64).collect();
     (argmax(logprobs), argmax(&normed))
 }
 
@@ -367,7 +372,6 @@ pub struct ItemVerdict {
 pub fn score(
     tasks: &[(String, Vec<Item>)],
     index: &RequestIndex,
-    requests: &[LoglikRequest],
     scored: &[LoglikResult],
 ) -> (BTreeMap<String, TaskScore>, Vec<ItemVerdict>) {
     let mut scores: BTreeMap<String, TaskScore> = BTreeMap::new();
@@ -377,8 +381,7 @@ pub fn score(
         let (t, i, _) = index[r];
         let end = r + tasks[t].1[i].choices.len();
         let logprobs: Vec<f64> = scored[r..end].iter().map(|s| s.logprob).collect();
-        let continuations: Vec<&str> = requests[r..end].iter().map(|q| q.continuation.as_str()).collect();
-        let (pred, pred_norm) = predict(&logprobs, &continuations);
+        let (pred, pred_norm) = predict(&logprobs, &tasks[t].1[i].choices);
         let gold = tasks[t].1[i].gold;
         let s = scores.entry(tasks[t].0.clone()).or_default();
         s.items += 1;

@@ -97,13 +97,40 @@ fn argmax_takes_the_first_maximum() {
     assert_eq!(argmax(&[-0.5]), 0);
 }
 
+fn strings(choices: &[&str]) -> Vec<String> {
+    choices.iter().map(|c| c.to_string()).collect()
+}
+
 #[test]
-fn acc_norm_divides_by_continuation_bytes() {
-    // " cat" (4 bytes) at -4.0 beats " elephant" (9 bytes) at -6.3 unnormalised; per byte
-    // -1.0 vs -0.7, the longer one wins.
-    assert_eq!(predict(&[-4.0, -6.3], &[" cat", " elephant"]), (0, 1));
-    // Bytes, not characters: " है" is 4 bytes (1 + 3), " a" is 2.
-    assert_eq!(predict(&[-2.2, -1.2], &[" है", " a"]), (1, 0));
+fn acc_norm_divides_by_the_choices_characters() {
+    // "cat" (3 characters) at -4.0 beats "elephant" (8) at -6.3 unnormalised; per character
+    // -1.33 vs -0.79, the longer one wins.
+    assert_eq!(predict(&[-4.0, -6.3], &strings(&["cat", "elephant"])), (0, 1));
+    // Characters, not bytes: "है" is 2 characters (6 bytes), "ab" 2: per character -1.1 vs -0.6.
+    assert_eq!(predict(&[-2.2, -1.2], &strings(&["है", "ab"])), (1, 1));
+}
+
+/// lm-evaluation-harness's multiple-choice scoring, transcribed from its `process_results`:
+/// `acc = argmax(lls) == gold`, `acc_norm = argmax(lls / [len(i) for i in choices]) == gold`, with
+/// numpy's first-maximum argmax and Python's `len` (characters).
+fn harness(lls: &[f64], choices: &[String]) -> (usize, usize) {
+    let first_max =
+        |values: &[f64]| values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best });
+    let completion_len: Vec<f64> = choices.iter().map(|c| c.chars().count() as f64).collect();
+    let normed: Vec<f64> = lls.iter().zip(&completion_len).map(|(l, n)| l / n).collect();
+    (first_max(lls), first_max(&normed))
+}
+
+proptest::proptest! {
+    /// On any fixed model output (log-likelihoods) and any choices, ASCII or not, eval.choice
+    /// predicts what the harness's formula does.
+    #[test]
+    fn predictions_match_the_harness_formula(
+        cases in proptest::collection::vec((-50.0f64..0.0, "[a-zé ह日]{1,12}"), 2..6),
+    ) {
+        let (lls, choices): (Vec<f64>, Vec<String>) = cases.into_iter().unzip();
+        proptest::prop_assert_eq!(predict(&lls, &choices), harness(&lls, &choices));
+    }
 }
 
 #[test]
@@ -119,7 +146,7 @@ fn scores_per_task_from_hand_written_logliks() {
         .enumerate()
         .map(|(i, &lp)| LoglikResult { logprob: lp, greedy: false, tokens: 1, truncated: u64::from(i == 5) })
         .collect();
-    let (scores, items) = score(&tasks, &index, &requests, &scored);
+    let (scores, items) = score(&tasks, &index, &scored);
     // Task a: item 0 acc picks x (wrong), acc_norm picks " yyyyyyyy" (-4/9 > -1/2: right);
     // item 1 picks z both ways (right).
     assert_eq!((scores["a"].items, scores["a"].correct, scores["a"].correct_norm), (2, 1, 2));

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 /// Perplexity: nll = bytes * ln 2 (1 bit per byte) for ASCII documents, twice that otherwise.
 /// Loglik: logprob = -(characters of the continuation), so the shortest choice wins `acc` and
-/// every choice ties (the first wins) under `acc_norm` for ASCII; a judge model (see below) answers
+/// the longest `acc_norm` (which divides by the choice's characters, without the space); a judge model (see below) answers
 /// by its words instead.
 /// Generate: the answer from the model directory's `answers.json` if it has one for the prompt;
 /// else for code prompts a right and a wrong sample; else a refusal when the prompt mentions
@@ -171,7 +171,8 @@ files = { eng_Latn = "file:eng.txt", fin_Latn = "file:fin.txt" }
 
 fn choice() {
     let project = Project::new();
-    // acc picks the shortest choice, acc_norm the first (every choice costs 1 per character).
+    // Every continuation (" " + choice) costs 1 per character: acc picks the shortest choice;
+    // acc_norm divides by the choice's characters (without the space), so it picks the longest.
     project.write(
         "task.jsonl",
         [
@@ -186,7 +187,7 @@ fn choice() {
     );
     let results = execute(&project, &plan, "evals/choice/cat", &[]).unwrap();
     assert_eq!(results["tokens_total"], 50000);
-    assert_eq!(results["metrics"], json!({ "acc.eng_Latn.toy": 1.0 / 3.0, "acc_norm.eng_Latn.toy": 1.0 / 3.0 }));
+    assert_eq!(results["metrics"], json!({ "acc.eng_Latn.toy": 1.0 / 3.0, "acc_norm.eng_Latn.toy": 2.0 / 3.0 }));
     assert_eq!(results["higher_is_better"]["acc.eng_Latn.toy"], true);
     assert_eq!(results["details"]["tasks"]["eng_Latn.toy"]["correct"], 1);
 

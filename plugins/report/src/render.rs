@@ -340,9 +340,12 @@ fn code_section(report: &Report) -> Section {
         .into_iter()
         .map(|((metric, evaluator), values)| {
             let mut row = vec![Cell::from(metric), Cell::from(evaluator)];
-            row.extend(report.checkpoints.iter().map(|c| {
-                Cell::from(values.get(&c.label).map_or_else(|| "–".to_string(), |v| fmt_num(*v)))
-            }));
+            row.extend(
+                report
+                    .checkpoints
+                    .iter()
+                    .map(|c| Cell::from(values.get(&c.label).map_or_else(|| "–".to_string(), |v| fmt_num(*v)))),
+            );
             row
         })
         .collect();
