@@ -139,7 +139,7 @@ fn scores_per_task_from_hand_written_logliks() {
         ("a".to_string(), vec![item("Q", &["x", "yyyyyyyy"], 1), item("R", &["x", "y", "z"], 2)]),
         ("b".to_string(), vec![item("S", &["p", "q"], 0)]),
     ];
-    let (requests, index) = build_requests(&tasks, 0, 0).unwrap();
+    let (_, index) = build_requests(&tasks, 0, 0).unwrap();
     let logprobs = [-1.0, -4.0, -3.0, -2.0, -1.0, -0.5, -0.25];
     let scored: Vec<LoglikResult> = logprobs
         .iter()
