@@ -16,6 +16,7 @@ pub mod process;
 pub mod record;
 pub mod remote;
 pub mod schema;
+pub mod template;
 pub mod testing;
 pub mod units;
 pub mod validate;

@@ -286,25 +286,7 @@ pub fn render_instruction(template: &str, instruction: &str, input: &str, output
         instruction
     };
     // One pass, so placeholders inside the substituted values are never expanded.
-    let mut out = String::with_capacity(template.len() + instruction.len() + input.len() + output.len());
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        let (value, len) = if tail.starts_with("{instruction}") {
-            (instruction, "{instruction}".len())
-        } else if tail.starts_with("{input}") {
-            (input, "{input}".len())
-        } else if tail.starts_with("{output}") {
-            (output, "{output}".len())
-        } else {
-            ("{", 1)
-        };
-        out.push_str(value);
-        rest = &tail[len..];
-    }
-    out.push_str(rest);
-    out
+    aurora_core::template::fill(template, &[("{instruction}", instruction), ("{input}", input), ("{output}", output)])
 }
 
 /// How instruction records are read: the template, the records' shape and keys.

@@ -410,23 +410,7 @@ impl RefusalClassifier for JudgeClassifier {
 
 /// The judge's question about one response (one pass, so text in the values is never expanded).
 pub fn judge_question(template: &str, prompt: &str, response: &str) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        let (value, len) = if tail.starts_with("{prompt}") {
-            (prompt, "{prompt}".len())
-        } else if tail.starts_with("{response}") {
-            (response, "{response}".len())
-        } else {
-            ("{", 1)
-        };
-        out.push_str(value);
-        rest = &tail[len..];
-    }
-    out.push_str(rest);
-    out
+    aurora_core::template::fill(template, &[("{prompt}", prompt), ("{response}", response)])
 }
 
 /// Every response and its verdict.
