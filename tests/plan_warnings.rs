@@ -59,3 +59,35 @@ fn no_warning_where_the_share_fits_or_the_files_cannot_tell() {
     assert_code(&out, 0, "plan");
     assert_eq!(stderr(&out), "", "a frame without a declared size gives no bound, so no warning");
 }
+
+/// With a tokenizer that is a file of the manifest, the source's tokens are estimated at the
+/// bytes per token it makes of the source's first documents: a share within the byte bound but
+/// beyond the estimate is found before anything runs.
+#[test]
+fn a_tokenizer_file_measures_bytes_per_token_on_a_sample_of_the_source() {
+    let Some(tokenizer) = aurora_process_testkit::shared_data("tokenizer/gpt2_tokenizer.json") else { return };
+    let p = Project::new();
+    let sentence = "The quick brown fox jumps over the lazy dog near the quiet river bank. ";
+    let docs: String = (0..40).map(|i| format!("{{\"text\": \"{i}: {}\"}}\n", sentence.repeat(4))).collect();
+    p.write("web.jsonl", &docs);
+    let manifest = |tokens: u64| {
+        format!(
+            "[experiment]\nname = \"w\"\nseed = 1\n\n[sources.web]\nplugin = \"source.jsonl\"\nfiles = [\"file:web.jsonl\"]\n\
+             lang = \"eng_Latn\"\n\n[tokenizers.gpt2]\nplugin = \"tokenizer.file\"\npath = \"file:{}\"\n\n\
+             [mixtures.m]\nplugin = \"mixer.blend\"\ntokenizer = \"tokenizers.gpt2\"\nweights = {{ web = 1 }}\n\
+             tokens = {tokens}\nseq_len = 16\nmax_repetition = 1\n",
+            tokenizer.display()
+        )
+    };
+    let bytes = docs.len() as u64;
+    // Within the file's bytes (so the one-token-per-byte bound says nothing), beyond its tokens.
+    p.write("aurora.toml", &manifest(bytes / 2));
+    let out = p.run(&["plan", "aurora.toml"]);
+    assert_code(&out, 0, "a warning does not fail the plan");
+    let warning = stderr(&out);
+    assert!(warning.contains("bytes per token `tokenizers.gpt2` makes of its text"), "{warning}");
+    assert!(warning.contains("warning: mixture `m` asks `web`"), "{warning}");
+    // A share its tokens hold: no warning.
+    p.write("aurora.toml", &manifest(bytes / 10));
+    assert_eq!(stderr(&p.run(&["plan", "aurora.toml"])), "");
+}

@@ -84,14 +84,31 @@ pub struct Offer {
     /// without reading it (file sizes, compressed frames' declared sizes, Parquet metadata):
     /// lets a mixture warn at plan time that a share cannot be met.
     pub text_bytes: Option<u64>,
+    /// The first documents' text (up to [`TEXT_SAMPLE_BYTES`]), where the offering plugin can
+    /// read it at plan time: a mixture measures its tokenizer's bytes per token on it.
+    pub text_sample: Option<String>,
+    /// The manifest's `file:` input that is the output itself, where it is a file rather than
+    /// something the node builds (a `tokenizer.file`'s `tokenizer.json`).
+    pub file: Option<String>,
 }
+
+/// How much text a [`Offer::text_sample`] holds at most, in bytes.
+pub const TEXT_SAMPLE_BYTES: usize = 64 * 1024;
 
 impl Offer {
     pub fn new(output: Output, node: impl Into<String>) -> Offer {
-        Offer { output, node: node.into(), subdir: None, text_bytes: None }
+        Offer { output, node: node.into(), subdir: None, text_bytes: None, text_sample: None, file: None }
     }
     pub fn with_text_bytes(mut self, bytes: Option<u64>) -> Offer {
         self.text_bytes = bytes;
+        self
+    }
+    pub fn with_text_sample(mut self, sample: Option<String>) -> Offer {
+        self.text_sample = sample;
+        self
+    }
+    pub fn with_file(mut self, file: impl Into<String>) -> Offer {
+        self.file = Some(file.into());
         self
     }
     pub fn at(mut self, subdir: impl Into<String>) -> Offer {

@@ -127,7 +127,8 @@ impl Plugin for JsonlSource {
         schemars::schema_for!(JsonlConfig)
     }
     fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry, ctx, None)
+        let format = entry.parse::<JsonlConfig>(ctx.manifest).ok().map(|c| Format::Jsonl { text_field: c.text_field });
+        source::offers(entry, ctx, format)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: JsonlConfig = entry.parse(ctx.manifest)?;
@@ -156,7 +157,8 @@ impl Plugin for TextSource {
         schemars::schema_for!(TextConfig)
     }
     fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry, ctx, None)
+        let format = entry.parse::<TextConfig>(ctx.manifest).ok().map(|c| Format::Text { split: c.split });
+        source::offers(entry, ctx, format)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: TextConfig = entry.parse(ctx.manifest)?;
@@ -185,7 +187,12 @@ impl Plugin for InstructionsSource {
         schemars::schema_for!(InstructionsConfig)
     }
     fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
-        source::offers(entry, ctx, None)
+        let format = entry.parse::<InstructionsConfig>(ctx.manifest).ok().map(|c| Format::Instructions {
+            template: c.template,
+            shape: c.shape,
+            fields: c.fields,
+        });
+        source::offers(entry, ctx, format)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: InstructionsConfig = entry.parse(ctx.manifest)?;
@@ -230,8 +237,11 @@ impl Plugin for ParquetSource {
         schemars::schema_for!(config::ParquetConfig)
     }
     fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
-        let column = entry.config.get("text_column").and_then(serde_json::Value::as_str).unwrap_or("text");
-        source::offers(entry, ctx, Some(column))
+        let format = entry
+            .parse::<config::ParquetConfig>(ctx.manifest)
+            .ok()
+            .map(|c| Format::Parquet { text_column: c.text_column });
+        source::offers(entry, ctx, format)
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: config::ParquetConfig = entry.parse(ctx.manifest)?;

@@ -10,7 +10,7 @@ use aurora_core::diagnostic::{Diagnostic, Diagnostics};
 use aurora_core::manifest::FILE_PREFIX;
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NodeSpec, Offer, Output, PlanContext, PluginError,
-    Progress,
+    Progress, TEXT_SAMPLE_BYTES,
 };
 use rayon::prelude::*;
 use serde::Serialize;
@@ -168,7 +168,11 @@ pub fn plan(
 /// files tell it, see [`crate::size`]), and the dedup node's drop list when it takes part in
 /// cross-source dedup (`dedup`, default true: the one rule, used by [`plan`] too).
 /// `parquet_column`: the text column, for Parquet sources.
-pub fn offers(entry: &Entry<'_>, ctx: &PlanContext<'_>, parquet_column: Option<&str>) -> Vec<Offer> {
+pub fn offers(entry: &Entry<'_>, ctx: &PlanContext<'_>, format: Option<Format>) -> Vec<Offer> {
+    let parquet_column = match &format {
+        Some(Format::Parquet { text_column }) => Some(text_column.as_str()),
+        _ => None,
+    };
     let root = &ctx.manifest.project_root;
     let patterns = entry.config.get("files").and_then(serde_json::Value::as_array);
     let files: Option<Vec<PathBuf>> = patterns.map(|patterns| {
@@ -180,12 +184,31 @@ pub fn offers(entry: &Entry<'_>, ctx: &PlanContext<'_>, parquet_column: Option<&
             .map(|f| ctx.manifest.input_path(&f))
             .collect()
     });
-    let text_bytes = files.and_then(|files| crate::size::text_bytes(&files, parquet_column));
-    let mut offers = vec![Offer::new(Output::DOCUMENTS, entry.node_id()).with_text_bytes(text_bytes)];
+    let text_bytes = files.as_ref().and_then(|files| crate::size::text_bytes(files, parquet_column));
+    let sample = files.zip(format).and_then(|(files, format)| text_sample(&files, &format));
+    let mut offers =
+        vec![Offer::new(Output::DOCUMENTS, entry.node_id()).with_text_bytes(text_bytes).with_text_sample(sample)];
     if takes_part_in_dedup(entry) {
         offers.push(Offer::new(Output::DEDUP_DROPS, crate::dedup::NODE_ID));
     }
     offers
+}
+
+/// The first documents of the first readable file, up to [`TEXT_SAMPLE_BYTES`] (before
+/// cleaning: what the files hold). `None` when nothing can be read.
+fn text_sample(files: &[PathBuf], format: &Format) -> Option<String> {
+    let mut sample = String::new();
+    let mut state = crate::read::ReadState { on_error: crate::config::OnError::Skip, skipped: 0 };
+    let path = files.iter().find(|f| f.is_file())?;
+    crate::read_file(path, format, &mut state, &mut |text| {
+        if !sample.is_empty() {
+            sample.push('\n');
+        }
+        sample.push_str(&text);
+        sample.len() < TEXT_SAMPLE_BYTES
+    })
+    .ok()?;
+    (!sample.is_empty()).then_some(sample)
 }
 
 /// Whether a source entry takes part in cross-source exact dedup: its `dedup` setting, default

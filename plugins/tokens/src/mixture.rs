@@ -120,44 +120,66 @@ fn count(value: f64) -> String {
     si(value).trim_end().to_string()
 }
 
-/// Warns, at plan time, of each source whose share of the mixture its files cannot hold even at
-/// one token per byte (a byte-level tokenizer's most: every token is at least one byte) and
-/// `max_repetition` passes. Only sources that offer a bound of their text bytes are checked;
-/// the exact check runs when the mixture is built, after tokenization.
-fn warn_of_short_sources(ctx: &PlanContext<'_>, entry: &Entry<'_>, config: &BlendConfig) {
+/// Warns, at plan time, of each source whose share of the mixture its files cannot hold within
+/// `max_repetition` passes. A source's tokens are estimated from the bound of its text bytes it
+/// offers, at the bytes per token the mixture's tokenizer makes of the source's text sample where
+/// the tokenizer is a file of the manifest; otherwise (a tokenizer trained in the run) at one
+/// token per byte, the most a byte-level tokenizer makes. The exact check runs when the mixture
+/// is built, after tokenization.
+fn warn_of_short_sources(ctx: &PlanContext<'_>, entry: &Entry<'_>, config: &BlendConfig, tokenizer: &Entry<'_>) {
+    let tokenizer_file = ctx
+        .offers(tokenizer, Output::TOKENIZER)
+        .into_iter()
+        .find_map(|o| o.file)
+        .map(|file| ctx.manifest.input_path(&file))
+        .and_then(|path| tokenizers::Tokenizer::from_file(path).ok());
     let total: f64 = config.sources().map(|name| config.weights[name]).sum();
     for name in config.sources() {
         let Some(source) = source_entry(ctx, name) else { continue };
-        let Some(bytes) = ctx.offers(&source, Output::DOCUMENTS).iter().find_map(|o| o.text_bytes) else {
+        let Some(documents) = ctx.offers(&source, Output::DOCUMENTS).into_iter().find(|o| o.text_bytes.is_some())
+        else {
             continue;
         };
+        let bytes = documents.text_bytes.expect("found with text bytes") as f64;
+        let measured = tokenizer_file.as_ref().zip(documents.text_sample.as_deref()).and_then(|(t, sample)| {
+            let tokens = t.encode(sample, false).ok()?.len();
+            (tokens > 0).then(|| (sample.len() as f64 / tokens as f64).max(1.0))
+        });
+        let bytes_per_token = measured.unwrap_or(1.0);
+        let available = bytes / bytes_per_token;
         let share = config.tokens as f64 * config.weights[name] / total;
-        let most = bytes as f64 * config.max_repetition;
-        if share > most {
-            let pointer = format!("{}/weights/{name}", entry.pointer());
-            ctx.warn(
-                Diagnostic::new(format!(
-                    "mixture `{}` asks `{name}` for {} tokens ({:.1}% of {} tokens), but its files hold at most {} \
-                     bytes of text, so at most {} tokens at one token per byte: {:.3e} passes over it, above \
-                     max_repetition = {}",
-                    entry.name,
-                    count(share),
-                    100.0 * config.weights[name] / total,
-                    count(config.tokens as f64),
-                    count(bytes as f64),
-                    count(bytes as f64),
-                    share / bytes as f64,
-                    config.max_repetition
-                ))
-                .at(ctx.manifest.sources.value(&pointer))
-                .pointer(pointer)
-                .help(format!(
-                    "building the mixture will fail after `{}` is tokenized: add data to `{name}`, lower its weight or \
-                     `tokens`, or raise `max_repetition`",
-                    source.reference()
-                )),
-            );
+        if share <= available * config.max_repetition {
+            continue;
         }
+        let how = match measured {
+            Some(bpt) => format!(
+                "about {} tokens at the {bpt:.2} bytes per token `{}` makes of its text",
+                count(available),
+                tokenizer.reference()
+            ),
+            None => format!("at most {} tokens at one token per byte", count(available)),
+        };
+        let pointer = format!("{}/weights/{name}", entry.pointer());
+        ctx.warn(
+            Diagnostic::new(format!(
+                "mixture `{}` asks `{name}` for {} tokens ({:.1}% of {} tokens), but its files hold at most {} bytes \
+                 of text, so {how}: {:.3e} passes over it, above max_repetition = {}",
+                entry.name,
+                count(share),
+                100.0 * config.weights[name] / total,
+                count(config.tokens as f64),
+                count(bytes),
+                share / available,
+                config.max_repetition
+            ))
+            .at(ctx.manifest.sources.value(&pointer))
+            .pointer(pointer)
+            .help(format!(
+                "building the mixture will fail after `{}` is tokenized: add data to `{name}`, lower its weight or \
+                 `tokens`, or raise `max_repetition`",
+                source.reference()
+            )),
+        );
     }
 }
 
@@ -280,7 +302,7 @@ impl Plugin for MixerBlend {
             };
             inputs.insert(format!("{STORE_PREFIX}{name}"), InputSpec { source: InputSource::Node(store), pointer });
         }
-        warn_of_short_sources(ctx, entry, &config);
+        warn_of_short_sources(ctx, entry, &config, &tokenizer);
         let keyed = Keyed {
             weights: config.sources().map(|name| (name.to_string(), config.weights[name])).collect(),
             tokens: config.tokens,

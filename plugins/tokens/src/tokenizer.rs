@@ -134,8 +134,12 @@ impl Plugin for TokenizerFile {
     fn config_schema(&self) -> schemars::Schema {
         schemars::schema_for!(FileConfig)
     }
-    fn offers(&self, entry: &Entry<'_>, _ctx: &PlanContext<'_>) -> Vec<Offer> {
-        vec![Offer::new(Output::TOKENIZER, entry.node_id())]
+    fn offers(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Vec<Offer> {
+        let offer = Offer::new(Output::TOKENIZER, entry.node_id());
+        match entry.parse::<FileConfig>(ctx.manifest) {
+            Ok(config) => vec![offer.with_file(config.path)],
+            Err(_) => vec![offer],
+        }
     }
     fn plan(&self, entry: &Entry<'_>, ctx: &PlanContext<'_>) -> Result<Vec<NodeSpec>, Diagnostics> {
         let config: FileConfig = entry.parse(ctx.manifest)?;
