@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use aurora_core::plan::Plan;
-use aurora_core::plugin::{ExecContext, InputSource, NoProgress, registry};
+use aurora_core::plugin::InputSource;
 use common::Project;
 use serde_json::{Value, json};
 
@@ -91,21 +91,7 @@ fn execute(project: &Project, plan: &Plan, id: &str, extra: &[(&str, PathBuf)]) 
         .collect();
     inputs.insert("model".into(), model_dir(project));
     inputs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let out = project.dir.path().join("out").join(id);
-    let resume = project.dir.path().join("resume").join(id);
-    std::fs::create_dir_all(&out).unwrap();
-    let mut log = Vec::new();
-    let mut ctx = ExecContext {
-        node_id: id,
-        config: &node.config,
-        seed: node.seed,
-        inputs: &inputs,
-        out_dir: &out,
-        resume_dir: &resume,
-        log: &mut log,
-        progress: &NoProgress,
-    };
-    registry().get(node.plugin.id()).unwrap().execute(&mut ctx).map_err(|e| project.redact(&e.message))?;
+    let out = project.execute_node(plan, id, &inputs)?;
     Ok(serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap())
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aurora_core::plan::Plan;
-use aurora_core::plugin::{ExecContext, InputSource, NoProgress, registry};
+use aurora_core::plugin::InputSource;
 use aurora_eval::toolchain::{self, Language};
 use aurora_process_testkit::Skip;
 use serde_json::Value;
@@ -36,22 +36,7 @@ pub fn execute(project: &Project, plan: &Plan, id: &str) -> Result<Scored, Strin
             InputSource::Node(node) => panic!("{id} takes node {node}: not a node scored without a model"),
         })
         .collect();
-    let out = project.dir.path().join("out").join(id);
-    let resume = project.dir.path().join("resume").join(id);
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    let mut log = Vec::new();
-    let mut ctx = ExecContext {
-        node_id: id,
-        config: &node.config,
-        seed: node.seed,
-        inputs: &inputs,
-        out_dir: &out,
-        resume_dir: &resume,
-        log: &mut log,
-        progress: &NoProgress,
-    };
-    registry().get(node.plugin.id()).unwrap().execute(&mut ctx).map_err(|e| project.redact(&e.message))?;
+    let out = project.execute_node(plan, id, &inputs)?;
     let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
     Ok(Scored {
         results: serde_json::from_str(&read("results.json")).unwrap(),

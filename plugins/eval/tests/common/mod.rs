@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use aurora_core::diagnostic::Diagnostics;
 use aurora_core::manifest::{ResolveOptions, resolve};
 use aurora_core::plan::{Plan, plan};
-use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError};
+use aurora_core::plugin::{
+    Entry, ExecContext, ExecOutcome, NoProgress, NodeSpec, Offer, Output, PlanContext, Plugin, PluginError, registry,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -119,6 +121,29 @@ plugin = "source.stub"
 "#;
 
 impl Project {
+    /// Executes node `id` of `plan` with `inputs` (name -> path), in `out/ID` (emptied first)
+    /// with scratch in `resume/ID`; returns the output directory, or the redacted error.
+    pub fn execute_node(&self, plan: &Plan, id: &str, inputs: &BTreeMap<String, PathBuf>) -> Result<PathBuf, String> {
+        let node = plan.node(id).unwrap_or_else(|| panic!("no node {id}"));
+        let out = self.dir.path().join("out").join(id);
+        let resume = self.dir.path().join("resume").join(id);
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let mut log = Vec::new();
+        let mut ctx = ExecContext {
+            node_id: id,
+            config: &node.config,
+            seed: node.seed,
+            inputs,
+            out_dir: &out,
+            resume_dir: &resume,
+            log: &mut log,
+            progress: &NoProgress,
+        };
+        registry().get(node.plugin.id()).unwrap().execute(&mut ctx).map_err(|e| self.redact(&e.message))?;
+        Ok(out)
+    }
+
     pub fn new() -> Project {
         Project { dir: tempfile::tempdir().expect("temp dir") }
     }
