@@ -61,6 +61,12 @@ enum Command {
         /// jobs in the queue at once).
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
+        /// CPU cores the nodes executed here share (default: every core of this machine). Nodes
+        /// run side by side only as far as their threads fit: a training stage's `threads` per
+        /// rank, an evaluator's `threads` (0: every core), one core for the others. Never part of
+        /// a node key.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        cpus: Option<u32>,
         /// Where nodes execute: `local` (in this process and its workers) or `slurm` (each node
         /// a Slurm job running `aurora exec-node` against the shared store, sized from the node;
         /// the entry's `slurm = { partition, account, time, ... }` table adds sbatch options).
@@ -351,7 +357,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plan { manifest, inputs: true, json } => cmd_inputs(&manifest, json),
         Command::Plan { manifest, inputs: false, json } => cmd_plan(&manifest, json),
         Command::Lock { manifest, jobs } => cmd_lock(&manifest, jobs),
-        Command::Run { manifest, jobs, executor, until, force, launcher, remote, remote_upload, json } => {
+        Command::Run { manifest, jobs, cpus, executor, until, force, launcher, remote, remote_upload, json } => {
             // Checked now (a Slurm launcher outside an allocation is an error before any work),
             // then handed to the plugins that start ranks through the environment.
             aurora_launch::Launcher::resolve(Some(&launcher), |k| std::env::var(k).ok())
@@ -361,6 +367,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             let slurm = executor == "slurm";
             let mut options = RunOptions {
                 jobs: jobs.unwrap_or(if slurm { SLURM_JOBS } else { default_jobs() }),
+                cpus: cpus.map_or(0, |n| n as usize),
                 until,
                 force: force.into_iter().collect::<BTreeSet<_>>(),
                 remote: remote.open()?,

@@ -13,6 +13,7 @@ use aurora_store::{Digest, PublishRequest, Store};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::cores::{CoreBudget, machine_cores};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::explain::why_pending;
 use crate::plan::{Plan, PlannedNode};
@@ -130,6 +131,9 @@ impl Observer for Silent {
 pub struct RunOptions {
     /// Nodes executed at the same time (at least 1).
     pub jobs: usize,
+    /// CPU cores that locally executed nodes share ([`CoreBudget`]); 0 means every core of this
+    /// machine. Nodes run in parallel only as far as their threads fit.
+    pub cpus: usize,
     /// Run only this node and what it depends on.
     pub until: Option<String>,
     /// Execute these nodes even when cached (locally or remotely).
@@ -158,6 +162,7 @@ impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunOptions")
             .field("jobs", &self.jobs)
+            .field("cpus", &self.cpus)
             .field("until", &self.until)
             .field("force", &self.force)
             .field("remote", &self.remote.as_ref().map(|r| r.url()))
@@ -327,6 +332,8 @@ pub fn run(
         crate::lock::check(plan, store, lock, Some(&selected)).into_result()?;
     }
     let jobs = options.jobs.max(1);
+    let cores = CoreBudget::new(options.cpus);
+    let cores = &cores;
 
     let mut remaining: HashMap<usize, usize> = HashMap::new();
     let mut downstream: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -358,7 +365,7 @@ pub fn run(
                 let tx = tx.clone();
                 running += 1;
                 scope.spawn(move || {
-                    let report = execute_node(plan, store, node, &digests, options, observer, progress);
+                    let report = execute_node(plan, store, (i, node), &digests, options, cores, observer, progress);
                     // The receiver outlives every worker (it is dropped after the scope).
                     let _ = tx.send(Done { index: i, report });
                 });
@@ -410,12 +417,16 @@ pub fn run(
     Ok(reports.into_values().collect())
 }
 
+/// Executes (or finds cached) the node at `position` in the plan, which is its priority for
+/// `cores`.
+#[allow(clippy::too_many_arguments)]
 fn execute_node(
     plan: &Plan,
     store: &Store,
-    node: &PlannedNode,
+    (position, node): (usize, &PlannedNode),
     digests: &BTreeMap<String, Digest>,
     options: &RunOptions,
+    cores: &CoreBudget,
     observer: &dyn Observer,
     progress: &dyn Progress,
 ) -> Result<NodeReport, crate::Error> {
@@ -495,9 +506,13 @@ fn execute_node(
         }
         return Ok(report);
     }
+    let grant = cores.acquire(position, cores.request(&node.plugin.resources(&node.config)));
+    // A node's time is its execution's, not its wait for cores.
+    let started = Instant::now();
     let work = store.prepare_work(&lock)?;
     let mut log: Vec<u8> = Vec::new();
-    let outcome = invoke_plugin(plan, store, node, digests, &work, &mut log, progress);
+    let outcome = invoke_plugin(plan, store, node, digests, &work, grant.cores(), &mut log, progress);
+    drop(grant);
     report.ms = Some(started.elapsed().as_millis() as u64);
     match outcome {
         Ok(outcome) => {
@@ -581,7 +596,9 @@ pub fn run_one(
         )
         .into());
     };
-    execute_node(plan, store, node, &digests, &RunOptions { jobs: 1, ..RunOptions::default() }, observer, progress)
+    let position = plan.position(id).expect("the node is in the plan");
+    let options = RunOptions { jobs: 1, ..RunOptions::default() };
+    execute_node(plan, store, (position, node), &digests, &options, &CoreBudget::new(0), observer, progress)
 }
 
 /// Runs the node's plugin on prepared scratch directories, turning a panic into a failure.
@@ -591,6 +608,7 @@ fn invoke_plugin(
     node: &PlannedNode,
     digests: &BTreeMap<String, Digest>,
     work: &aurora_store::WorkDir,
+    cores: usize,
     log: &mut Vec<u8>,
     progress: &dyn Progress,
 ) -> Result<crate::plugin::ExecOutcome, crate::plugin::PluginError> {
@@ -612,6 +630,7 @@ fn invoke_plugin(
         inputs: &inputs,
         out_dir: &work.out,
         resume_dir: &work.resume,
+        cores,
         log,
         progress,
     };
@@ -675,7 +694,8 @@ pub fn verify_node(
         .into());
     }
     let mut log = Vec::new();
-    let outcome = invoke_plugin(plan, store, node, &digests, &work, &mut log, &crate::plugin::NoProgress);
+    let outcome =
+        invoke_plugin(plan, store, node, &digests, &work, machine_cores(), &mut log, &crate::plugin::NoProgress);
     let result = match outcome {
         Err(e) => Err(Diagnostics::from(Diagnostic::new(format!(
             "re-executing `{id}` failed: {}\n{}",

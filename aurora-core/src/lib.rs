@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md at the repository root for the map and the invariants.
 
 pub mod canonical;
+pub mod cores;
 pub mod diagnostic;
 pub mod execute;
 pub mod explain;

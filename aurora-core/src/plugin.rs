@@ -349,6 +349,9 @@ pub struct ExecContext<'a> {
     pub out_dir: &'a Path,
     /// Persists across crashed attempts of the same node key (checkpoints); removed after success.
     pub resume_dir: &'a Path,
+    /// CPU cores the executor granted this node (from its [`Plugin::resources`]): size thread
+    /// pools by this, not by the machine, so that nodes running beside it keep theirs.
+    pub cores: usize,
     /// Kept with the artifact as `ARTIFACT.log`.
     pub log: &'a mut dyn Write,
     pub progress: &'a dyn Progress,
@@ -448,12 +451,15 @@ pub trait Plugin: dyn_clone::DynClone + Send + Sync + 'static {
 
 dyn_clone::clone_trait_object!(Plugin);
 
-/// A node's share of a cluster: its processes and what each one needs.
+/// A node's share of a machine or a cluster: its processes and what each one needs. The local
+/// executor runs nodes side by side only as far as their cores fit ([`crate::cores`]); `--executor
+/// slurm` sizes each node's job from it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Resources {
     /// Processes (ranks) the node runs at once: `tp * pp * dp` for a training stage.
     pub tasks: u32,
-    /// CPU cores per process.
+    /// CPU cores per process; 0: every core of the machine it runs on (a process sized by its
+    /// libraries' defaults, such as libtorch's thread pool). Slurm jobs get 1 core per task then.
     pub cpus_per_task: u32,
     /// Accelerators (GPUs, GCDs) per process.
     pub gpus_per_task: u32,

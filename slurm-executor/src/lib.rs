@@ -125,7 +125,8 @@ impl SlurmExecutor {
             format!("--output={}", log.display()),
             format!("--chdir={}", self.job.workdir.display()),
             format!("--ntasks={}", resources.tasks),
-            format!("--cpus-per-task={}", resources.cpus_per_task),
+            // 0 (every core of the machine, locally) is one core here: set `threads` to size it.
+            format!("--cpus-per-task={}", resources.cpus_per_task.max(1)),
             // A preempted job goes back to the queue and resumes from its checkpoint.
             "--requeue".to_string(),
             format!("--export=ALL,AURORA_STORE={}", self.job.store.display()),

@@ -403,8 +403,8 @@ impl Plugin for EvalCode {
     }
     fn resources(&self, config: &serde_json::Value) -> aurora_core::plugin::Resources {
         if config.get("runtime").is_none() {
-            // Scoring a generations file: no worker, the sandbox's threads.
-            return aurora_core::plugin::Resources::default();
+            // Scoring a generations file: no worker, the sandbox's threads on every core.
+            return aurora_core::plugin::Resources { cpus_per_task: 0, ..Default::default() };
         }
         crate::schedule::resources(config)
     }
@@ -656,14 +656,15 @@ pub struct SampleVerdict {
     pub detail: String,
 }
 
-/// Runs every sample in the sandbox on as many threads as there are CPUs; verdicts in sample order.
+/// Runs every sample in the sandbox, on a thread per core granted to the node; verdicts in
+/// sample order.
 pub fn run_samples(
     problems: &[Problem],
     samples: Vec<Sample>,
     limits: &Limits,
     ctx: &ExecContext<'_>,
 ) -> Result<Vec<SampleVerdict>, PluginError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(samples.len().max(1));
+    let threads = ctx.cores.clamp(1, samples.len().max(1));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let slots: Vec<Mutex<Option<Result<SampleVerdict, String>>>> = samples.iter().map(|_| Mutex::new(None)).collect();

@@ -116,13 +116,13 @@ pub struct Runtime {
     pub batch_size: u64,
 }
 
-/// What one evaluation node needs from a cluster: one process, its `threads` cores, and one GPU
-/// when it runs on CUDA (`--executor slurm` sizes its job from this).
+/// What one evaluation node needs: one process, its `threads` cores (0, libtorch's default: every
+/// core), and one GPU when it runs on CUDA.
 pub fn resources(node_config: &serde_json::Value) -> aurora_core::plugin::Resources {
     let runtime = &node_config["runtime"];
     let on_gpu = runtime["device"].as_str().is_some_and(|d| d.starts_with("cuda"));
     aurora_core::plugin::Resources {
-        cpus_per_task: runtime["threads"].as_u64().map_or(1, |t| u32::try_from(t).unwrap_or(u32::MAX).max(1)),
+        cpus_per_task: runtime["threads"].as_u64().map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
         gpus_per_task: u32::from(on_gpu),
         ..Default::default()
     }

@@ -136,6 +136,13 @@ impl LayerNorm {
     }
 }
 
+/// The positions whose logits a forward pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logits {
+    All,
+    Last,
+}
+
 #[derive(Debug)]
 struct Block {
     ln_1: LayerNorm,
@@ -245,11 +252,12 @@ impl GptBigCode {
     pub fn forward_unchecked(&self, ids: &Tensor) -> Tensor {
         let t = ids.size2().expect("[batch, seq] ids").1;
         let pos = Tensor::arange(t, (Kind::Int64, ids.device()));
-        self.run_blocks(ids, &pos, |_, blk, x| self.attention(blk, x))
+        self.run_blocks(ids, &pos, Logits::All, |_, blk, x| self.attention(blk, x))
     }
 
     /// Embeddings of `ids` at `positions` (broadcastable to `ids`), every block with
-    /// `attention(layer, block, ln_1 output)` as its attention before `c_proj`, then the logits.
+    /// `attention(layer, block, ln_1 output)` as its attention before `c_proj`, then the logits
+    /// of the positions `logits` asks for.
     // `x = x + ...` on purpose: tch's `+=` is an in-place `add_`, which would overwrite the
     // residual stream autograd saved for the LayerNorm backward.
     #[allow(clippy::assign_op_pattern)]
@@ -257,6 +265,7 @@ impl GptBigCode {
         &self,
         ids: &Tensor,
         positions: &Tensor,
+        logits: Logits,
         mut attention: impl FnMut(usize, &Block, &Tensor) -> Tensor,
     ) -> Tensor {
         let mut x = Tensor::embedding(&self.wte, ids, -1, false, false)
@@ -271,6 +280,10 @@ impl GptBigCode {
             };
             x = x + blk.mlp_proj.forward(&m);
         }
+        let x = match logits {
+            Logits::All => x,
+            Logits::Last => x.narrow(1, x.size()[1] - 1, 1),
+        };
         let x = self.ln_f.forward(&x);
         x.matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr())
     }
@@ -306,6 +319,30 @@ impl GptBigCode {
         valid: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor, ModelError> {
+        self.forward_cached_logits(ids, positions, valid, cache, Logits::All)
+    }
+
+    /// [`GptBigCode::forward_cached`] with the logits of the last new position only, `[batch, 1,
+    /// vocab]`: what generation needs, without the LM head over every prompt position (with a
+    /// small model and a large vocabulary, the head is much of a forward pass).
+    pub fn forward_cached_last(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
+        self.forward_cached_logits(ids, positions, valid, cache, Logits::Last)
+    }
+
+    fn forward_cached_logits(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor, ModelError> {
         self.check_input(ids)?;
         let (b, t) = ids.size2()?;
         for (name, tensor, kind) in [("positions", positions, Kind::Int64), ("valid", valid, Kind::Bool)] {
@@ -334,7 +371,7 @@ impl GptBigCode {
                 )));
             }
         }
-        Ok(tch::no_grad(|| self.forward_cached_unchecked(ids, positions, valid, cache)))
+        Ok(tch::no_grad(|| self.forward_cached_unchecked(ids, positions, valid, cache, logits)))
     }
 
     fn forward_cached_unchecked(
@@ -343,6 +380,7 @@ impl GptBigCode {
         positions: &Tensor,
         valid: &Tensor,
         cache: &mut KvCache,
+        which: Logits,
     ) -> Tensor {
         let (b, t) = ids.size2().expect("checked");
         let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
@@ -361,7 +399,7 @@ impl GptBigCode {
         // against the single key/value head (as transformers' `_attn` does).
         let mask = mask.unsqueeze(2).expand([b, t, n_head, total], false).reshape([b, 1, t * n_head, total]);
         let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
-        let logits = self.run_blocks(ids, positions, |layer, blk, x| {
+        let logits = self.run_blocks(ids, positions, which, |layer, blk, x| {
             let qkv = blk.c_attn.forward(x);
             let q = qkv.narrow(-1, 0, d).reshape([b, 1, t * n_head, hd]);
             let (keys, values) = (&cache.keys[layer], &cache.values[layer]);

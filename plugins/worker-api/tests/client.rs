@@ -59,6 +59,7 @@ fn run_fake(script: &str) -> (tempfile::TempDir, Outcome) {
         inputs: &inputs,
         out_dir: &out,
         resume_dir: &resume,
+        cores: aurora_core::cores::machine_cores(),
         log: &mut log,
         progress: &progress,
     };

@@ -120,6 +120,7 @@ pub fn execute(
         inputs,
         out_dir,
         resume_dir: &resume,
+        cores: aurora_core::cores::machine_cores(),
         log: &mut log,
         progress: &NoProgress,
     };

@@ -137,6 +137,7 @@ impl Project {
             inputs,
             out_dir: &out,
             resume_dir: &resume,
+            cores: aurora_core::cores::machine_cores(),
             log: &mut log,
             progress: &NoProgress,
         };

@@ -71,6 +71,7 @@ pub fn exec(
         inputs,
         out_dir: out,
         resume_dir: &resume,
+        cores: aurora_core::cores::machine_cores(),
         log: &mut log,
         progress: &NoProgress,
     };
