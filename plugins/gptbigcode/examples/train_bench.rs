@@ -25,6 +25,8 @@ mod bench_util;
 const USAGE: &str = "usage: train_bench LAYERS HIDDEN HEADS SEQ VOCAB BATCH WARMUP STEPS THREADS SEED LR";
 
 fn main() {
+    // As the worker that trains (plugins/worker/src/main.rs).
+    aurora_torch::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() != 11 {
         eprintln!("{USAGE}");

@@ -79,28 +79,18 @@ pub struct AdamW {
 /// both compute the same bits for the same element.
 #[derive(Debug, Clone, Copy)]
 pub struct Coefficients {
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    decay_factor: f64,
-    step_size: f64,
-    bias_correction2_sqrt: f64,
+    step: aurora_torch::AdamWStep,
 }
 
 impl Coefficients {
     pub fn new(config: &AdamWConfig, lr: f64, step: u64) -> Self {
         let AdamWConfig { beta1, beta2, eps, weight_decay } = *config;
-        Coefficients {
-            beta1,
-            beta2,
-            eps,
-            decay_factor: 1.0 - lr * weight_decay,
-            step_size: lr / (1.0 - beta1.powi(step as i32)),
-            bias_correction2_sqrt: (1.0 - beta2.powi(step as i32)).sqrt(),
-        }
+        Coefficients { step: aurora_torch::AdamWStep { step, lr, beta1, beta2, weight_decay, eps } }
     }
 
-    /// `torch.optim.AdamW`'s update of `param` (a parameter or a view of part of one) in place.
+    /// `torch.optim.AdamW`'s update of `param` (a parameter or a contiguous view of part of one)
+    /// in place, with libtorch's fused kernel (`fused=True`): element-wise, so a shard of a
+    /// parameter gets the same bits as the whole. Weight decay applies when `decay`.
     pub fn update(
         &self,
         param: &mut Tensor,
@@ -109,15 +99,8 @@ impl Coefficients {
         exp_avg_sq: &mut Tensor,
         decay: bool,
     ) {
-        if decay && self.decay_factor != 1.0 {
-            let _ = param.g_mul_scalar_(self.decay_factor);
-        }
-        let _ = exp_avg.g_mul_scalar_(self.beta1);
-        let _ = exp_avg.g_add_(&(grad * (1.0 - self.beta1)));
-        let _ = exp_avg_sq.g_mul_scalar_(self.beta2);
-        let _ = exp_avg_sq.addcmul_(grad, &(grad * (1.0 - self.beta2)));
-        let denom = (exp_avg_sq.sqrt() / self.bias_correction2_sqrt) + self.eps;
-        let _ = param.addcdiv_(&(&*exp_avg * -self.step_size), &denom);
+        let step = aurora_torch::AdamWStep { weight_decay: if decay { self.step.weight_decay } else { 0.0 }, ..self.step };
+        aurora_torch::fused_adamw(param, grad, exp_avg, exp_avg_sq, &step);
     }
 }
 
@@ -139,14 +122,12 @@ impl AdamW {
         self.step
     }
 
-    /// Sets every gradient to zero (as `optimizer.zero_grad(set_to_none=False)`).
+    /// Drops every gradient (as `optimizer.zero_grad()`, `set_to_none=True`): the next backward
+    /// writes them anew, with no fill of zeros to add to.
     pub fn zero_grad(&self) {
         for p in &self.params {
-            let mut g = p.var.grad();
-            if g.defined() {
-                let _ = g.detach_();
-                let _ = g.zero_();
-            }
+            // A shallow clone shares the variable's autograd state, gradient included.
+            aurora_torch::clear_grad(&mut p.var.shallow_clone());
         }
     }
 

@@ -297,9 +297,11 @@ impl GptBigCode {
         let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
         let qkv = blk.c_attn.forward(x);
         let q = qkv.narrow(-1, 0, d).view([b, t, n_head, hd]).transpose(1, 2);
-        let k = qkv.narrow(-1, d, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
-        let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1).expand([b, n_head, t, hd], false);
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, false);
+        // One key/value head for all query heads: SDPA's grouped-query mode reads it for every
+        // head, where an expanded copy would cost a materialised gradient per head and its sum.
+        let k = qkv.narrow(-1, d, hd).unsqueeze(1);
+        let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1);
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, true);
         y.transpose(1, 2).contiguous().view([b, t, d])
     }
 
@@ -415,13 +417,15 @@ impl GptBigCode {
     }
 
     /// Mean next-token cross-entropy of `ids` `[batch, seq]`: position t predicts ids[t + 1].
+    /// The labels are shifted instead of the logits (the last position's label is ignored), so
+    /// the logits are never copied, forward or backward; this is the trainer's loss per token.
     pub fn lm_loss(&self, ids: &Tensor) -> Result<Tensor, ModelError> {
         let logits = self.forward(ids)?;
-        let (_, t) = ids.size2()?;
-        let v = self.config.vocab_size;
-        let pred = logits.narrow(1, 0, t - 1).reshape([-1, v]);
-        let target = ids.narrow(1, 1, t - 1).reshape([-1]);
-        Ok(pred.cross_entropy_for_logits(&target))
+        let (b, t) = ids.size2()?;
+        let ignored = Tensor::full([b, 1], crate::trainer::sft::IGNORE, (Kind::Int64, ids.device()));
+        let labels = Tensor::cat(&[&ids.narrow(1, 1, t - 1), &ignored], 1);
+        let tokens = (b * (t - 1)).max(1) as f64;
+        Ok(crate::trainer::masked_loss_sum(&logits, &labels) / tokens)
     }
 }
 

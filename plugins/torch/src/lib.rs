@@ -77,6 +77,87 @@ unsafe extern "C" {
     fn aurora_torch_deterministic_algorithms() -> i32;
     fn aurora_torch_set_cuda_autocast_bf16() -> i32;
     fn aurora_torch_cuda_autocast_is_bf16() -> i32;
+    fn aurora_torch_fused_adamw(
+        param: *mut torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        exp_avg: *mut torch_sys::C_tensor,
+        exp_avg_sq: *mut torch_sys::C_tensor,
+        step: f64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> i32;
+    fn aurora_torch_clear_grad(var: *mut torch_sys::C_tensor) -> i32;
+}
+
+/// The hyper-parameters of one AdamW step (see [`fused_adamw`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    /// The step count after this update (1 for the first), for the bias corrections.
+    pub step: u64,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Decoupled weight decay (`param *= 1 - lr * weight_decay`); 0 for none.
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// `torch.optim.AdamW`'s update of `param` in place with libtorch's fused kernel
+/// (`fused=True`): one pass over the parameter, its gradient and both moments.
+///
+/// # Panics
+/// If a tensor is not contiguous, or libtorch refuses the update (shapes, dtypes or devices of
+/// parameter, gradient and moments differ).
+pub fn fused_adamw(
+    param: &mut tch::Tensor,
+    grad: &tch::Tensor,
+    exp_avg: &mut tch::Tensor,
+    exp_avg_sq: &mut tch::Tensor,
+    s: &AdamWStep,
+) {
+    // SAFETY: the pointers are live tch tensors for the duration of the call; the function
+    // catches every C++ exception.
+    let rc = unsafe {
+        aurora_torch_fused_adamw(
+            param.as_mut_ptr(),
+            grad.as_ptr(),
+            exp_avg.as_mut_ptr(),
+            exp_avg_sq.as_mut_ptr(),
+            s.step as f64,
+            s.lr,
+            s.beta1,
+            s.beta2,
+            s.weight_decay,
+            s.eps,
+        )
+    };
+    assert_ne!(rc, 2, "fused AdamW: parameter, gradient and moments must be contiguous");
+    assert_eq!(rc, 0, "libtorch refused the AdamW update (shapes, dtypes or devices of parameter, gradient and moments differ)");
+}
+
+/// Makes this process's allocator keep the memory libtorch frees (every buffer up to 32 MiB comes
+/// from the heap, and the heap is never trimmed) instead of handing it back to the kernel and
+/// faulting fresh zeroed pages in at the next step: training allocates and frees the same
+/// activations every step, and glibc's defaults spend ~5% of a CPU step in page faults. Peak
+/// memory is what the step needs at most. Call once, early, in a process that runs libtorch.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's tunables; it is called before other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+/// Drops a variable's gradient (`zero_grad(set_to_none=True)`): the next backward writes it
+/// anew instead of adding to zeros, which saves a fill and an addition per parameter.
+pub fn clear_grad(var: &mut tch::Tensor) {
+    // SAFETY: a live tch tensor; the function catches every C++ exception.
+    let rc = unsafe { aurora_torch_clear_grad(var.as_mut_ptr()) };
+    assert_eq!(rc, 0, "libtorch refused to drop a gradient");
 }
 
 /// Makes `tch::autocast` on CUDA compute in bfloat16 (libtorch's default is float16, and tch

@@ -13,6 +13,7 @@ use aurora_worker_api::client::EXIT_COMMUNICATION;
 use aurora_worker_api::{Event, Job, ModelRef};
 
 fn main() -> ExitCode {
+    aurora_torch::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let [_, job_path] = args.as_slice() else {
         eprintln!("usage: aurora-worker JOB.json (written and run by aurora's training and evaluation plugins)");
