@@ -25,6 +25,10 @@ use aurora_tokens::store::{EncodeInput, encode_documents};
 
 use aurora_tokens::tokenizer::describe;
 
+// The allocator of the `aurora` binary, which runs the tokenizing nodes (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
