@@ -55,7 +55,11 @@ impl CoreBudget {
     /// A budget of `total` cores (at least 1); 0 means every core of this machine.
     pub fn new(total: usize) -> Self {
         let total = if total == 0 { machine_cores() } else { total };
-        CoreBudget { total, state: Mutex::new(State { free: total, waiting: BTreeSet::new() }), changed: Condvar::new() }
+        CoreBudget {
+            total,
+            state: Mutex::new(State { free: total, waiting: BTreeSet::new() }),
+            changed: Condvar::new(),
+        }
     }
 
     /// Cores in the budget.

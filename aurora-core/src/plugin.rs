@@ -473,6 +473,14 @@ impl Default for Resources {
     }
 }
 
+impl Resources {
+    /// One process on every core of the machine: a node whose work runs on a thread pool as
+    /// large as the machine (rayon's global pool, the sandbox's threads).
+    pub fn every_core() -> Self {
+        Resources { cpus_per_task: 0, ..Resources::default() }
+    }
+}
+
 /// An `inventory` registration: a constructor, because statics cannot hold boxed trait objects,
 /// and the crate that linked it (named in `aurora plugins` and in every run record).
 pub struct Registration {

@@ -77,7 +77,9 @@ pub mod text;
 use std::path::Path;
 
 use aurora_core::diagnostic::{Diagnostic, Diagnostics};
-use aurora_core::plugin::{Entry, ExecContext, ExecOutcome, NodeSpec, Offer, PlanContext, Plugin, PluginError};
+use aurora_core::plugin::{
+    Entry, ExecContext, ExecOutcome, NodeSpec, Offer, PlanContext, Plugin, PluginError, Resources,
+};
 
 use config::{Format, InstructionsConfig, JsonlConfig, TextConfig};
 use read::{Emit, ReadError, ReadState};
@@ -137,6 +139,10 @@ impl Plugin for JsonlSource {
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         source::execute(ctx)
     }
+    fn resources(&self, _config: &serde_json::Value) -> Resources {
+        // Cleaning runs on rayon's pool: every core.
+        Resources::every_core()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,6 +172,10 @@ impl Plugin for TextSource {
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         source::execute(ctx)
+    }
+    fn resources(&self, _config: &serde_json::Value) -> Resources {
+        // Cleaning runs on rayon's pool: every core.
+        Resources::every_core()
     }
 }
 
@@ -214,6 +224,10 @@ impl Plugin for InstructionsSource {
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         source::execute(ctx)
     }
+    fn resources(&self, _config: &serde_json::Value) -> Resources {
+        // Cleaning runs on rayon's pool: every core.
+        Resources::every_core()
+    }
 }
 
 #[cfg(feature = "parquet")]
@@ -249,5 +263,9 @@ impl Plugin for ParquetSource {
     }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         source::execute(ctx)
+    }
+    fn resources(&self, _config: &serde_json::Value) -> Resources {
+        // Cleaning runs on rayon's pool: every core.
+        Resources::every_core()
     }
 }

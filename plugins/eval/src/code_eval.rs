@@ -404,7 +404,7 @@ impl Plugin for EvalCode {
     fn resources(&self, config: &serde_json::Value) -> aurora_core::plugin::Resources {
         if config.get("runtime").is_none() {
             // Scoring a generations file: no worker, the sandbox's threads on every core.
-            return aurora_core::plugin::Resources { cpus_per_task: 0, ..Default::default() };
+            return aurora_core::plugin::Resources::every_core();
         }
         crate::schedule::resources(config)
     }

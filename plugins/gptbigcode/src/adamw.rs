@@ -99,7 +99,8 @@ impl Coefficients {
         exp_avg_sq: &mut Tensor,
         decay: bool,
     ) {
-        let step = aurora_torch::AdamWStep { weight_decay: if decay { self.step.weight_decay } else { 0.0 }, ..self.step };
+        let step =
+            aurora_torch::AdamWStep { weight_decay: if decay { self.step.weight_decay } else { 0.0 }, ..self.step };
         aurora_torch::fused_adamw(param, grad, exp_avg, exp_avg_sq, &step);
     }
 }

@@ -58,6 +58,10 @@ pub struct SourceMegatron;
 aurora_core::register_plugin!(SourceMegatron);
 
 impl Plugin for SourceMegatron {
+    fn resources(&self, _config: &serde_json::Value) -> aurora_core::plugin::Resources {
+        // The vocabulary check runs on rayon's pool: every core.
+        aurora_core::plugin::Resources::every_core()
+    }
     fn id(&self) -> &'static str {
         "source.megatron"
     }

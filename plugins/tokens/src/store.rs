@@ -281,6 +281,10 @@ pub struct TokensEncode;
 aurora_core::register_plugin!(TokensEncode);
 
 impl Plugin for TokensEncode {
+    fn resources(&self, _config: &serde_json::Value) -> aurora_core::plugin::Resources {
+        // Encoding runs on rayon's pool: every core.
+        aurora_core::plugin::Resources::every_core()
+    }
     fn id(&self) -> &'static str {
         "tokenizer.encode"
     }

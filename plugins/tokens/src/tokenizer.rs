@@ -223,6 +223,10 @@ pub struct TokenizerBpe;
 aurora_core::register_plugin!(TokenizerBpe);
 
 impl Plugin for TokenizerBpe {
+    fn resources(&self, _config: &serde_json::Value) -> aurora_core::plugin::Resources {
+        // tokenizers trains on rayon's pool: every core.
+        aurora_core::plugin::Resources::every_core()
+    }
     fn id(&self) -> &'static str {
         "tokenizer.bpe"
     }

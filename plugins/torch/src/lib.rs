@@ -135,7 +135,10 @@ pub fn fused_adamw(
         )
     };
     assert_ne!(rc, 2, "fused AdamW: parameter, gradient and moments must be contiguous");
-    assert_eq!(rc, 0, "libtorch refused the AdamW update (shapes, dtypes or devices of parameter, gradient and moments differ)");
+    assert_eq!(
+        rc, 0,
+        "libtorch refused the AdamW update (shapes, dtypes or devices of parameter, gradient and moments differ)"
+    );
 }
 
 /// Makes this process's allocator keep the memory libtorch frees (every buffer up to 32 MiB comes

@@ -18,6 +18,10 @@ pub struct Timed {
     /// User + system CPU time of the process and the descendants it waited for (None where
     /// /proc is unavailable).
     pub cpu: Option<Duration>,
+    /// Peak resident memory, in bytes, of the largest of the process and the descendants it
+    /// waited for (`ru_maxrss` of `wait4`): a process tree's peak where its processes do not
+    /// overlap.
+    pub peak_rss: Option<u64>,
 }
 
 /// Runs `cmd` to completion (stdin and stdout to /dev/null, stderr discarded) and times it.
@@ -49,8 +53,8 @@ fn timed(cmd: &mut Command, timeout: Duration, hint: &str) -> Result<Timed> {
     let wall = started.elapsed();
     let cpu = cpu_before.zip(children_cpu()).map(|(a, b)| b.saturating_sub(a));
     match status {
-        Some(s) if s.success() => Ok(Timed { wall, cpu }),
-        Some(s) => bail!("`{shown}` failed ({s}); {hint}"),
+        Some((s, peak_rss)) if s.success() => Ok(Timed { wall, cpu, peak_rss }),
+        Some((s, _)) => bail!("`{shown}` failed ({s}); {hint}"),
         None => bail!("`{shown}` ran past its limit of {} and was killed", crate::fmt_duration(timeout)),
     }
 }
@@ -82,7 +86,12 @@ fn children_cpu() -> Option<Duration> {
 
 /// `child.wait()` with a watchdog that kills the child after `timeout` (None: it was killed).
 /// The watchdog is a thread blocked on a channel, so the measured path is a plain `wait()`.
-fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+/// The child's exit status and peak RSS (bytes), or `None` if it ran past `timeout` and was
+/// killed.
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<Option<(std::process::ExitStatus, Option<u64>)>> {
     let pid = child.id();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
@@ -93,10 +102,33 @@ fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Resu
         }
         false
     });
-    let status = child.wait().context("waiting for a benchmarked process")?;
+    let (status, peak_rss) = wait4(child).context("waiting for a benchmarked process")?;
     let _ = done_tx.send(());
     let killed = watchdog.join().unwrap_or(false);
-    Ok(if killed { None } else { Some(status) })
+    Ok(if killed { None } else { Some((status, peak_rss)) })
+}
+
+/// Reaps `child` with `wait4`, which also reports its resource usage and that of the
+/// descendants it waited for: the peak RSS of the largest of them (`ru_maxrss`, KiB on Linux).
+fn wait4(child: &mut std::process::Child) -> std::io::Result<(std::process::ExitStatus, Option<u64>)> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; wait4 writes it and the status for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: pid is a child of this process that nothing else reaps (std's `Child` only
+        // waits when asked to).
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == pid {
+            let peak = u64::try_from(usage.ru_maxrss).ok().filter(|&k| k > 0).map(|kib| kib * 1024);
+            return Ok((std::process::ExitStatus::from_raw(status), peak));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }
 
 /// Summary of a set of timed runs: wall-time samples (seconds, sorted) and total CPU time.
@@ -155,7 +187,7 @@ mod tests {
     fn ms(v: &[u64]) -> Stats {
         let runs: Vec<Timed> = v
             .iter()
-            .map(|&m| Timed { wall: Duration::from_millis(m), cpu: Some(Duration::from_millis(2 * m)) })
+            .map(|&m| Timed { wall: Duration::from_millis(m), cpu: Some(Duration::from_millis(2 * m)), peak_rss: None })
             .collect();
         Stats::new(&runs)
     }

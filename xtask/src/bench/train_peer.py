@@ -5,7 +5,9 @@
 # only), fp32 on CPU, dropout 0. `warmup` untimed steps, then `steps` timed ones. Prints one
 # JSON line. `build` is also the model of dist_peer.py.
 #
-# argv: layers hidden heads seq vocab batch warmup steps threads seed lr
+# argv: layers hidden heads seq vocab batch warmup steps threads seed lr [compile]
+# With `compile`, the model is torch.compile'd (inductor, compiled C++ on CPU) before the warmup
+# steps, which then include the compilation.
 import json, math, resource, sys, time
 
 import torch
@@ -56,6 +58,9 @@ def main():
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model, params, opt = build(layers, hidden, heads, seq, vocab, lr)
+    compiled = len(sys.argv) > 12 and sys.argv[12] == "compile"
+    if compiled:
+        model = torch.compile(model)
     # One fixed batch of random ids (the model memorises it: the loss must fall).
     ids = torch.randint(vocab, (batch, seq), dtype=torch.int64)
 
@@ -70,7 +75,7 @@ def main():
     losses, secs, cpu = run_steps(step, warmup, steps)
     tokens = steps * batch * seq
     print(json.dumps({
-        "bench": "train", "side": "pytorch", "torch": torch.__version__, "transformers": transformers.__version__,
+        "bench": "train", "side": "pytorch-compile" if compiled else "pytorch", "torch": torch.__version__, "transformers": transformers.__version__,
         "attn": model.config._attn_implementation, "threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in params), "tokens": tokens, "seconds": secs, "cpu_seconds": cpu,
         "tokens_per_s": tokens / secs, "loss_first": losses[0], "loss_last": losses[-1], "ln_vocab": math.log(vocab),

@@ -160,8 +160,7 @@ mod tests {
             let len = 1 + (rng.next_u64() % 700) as usize;
             // Few distinct values, so ties are common.
             let distinct = 1 + (rng.next_u64() % 12);
-            let weights: Vec<f64> =
-                (0..len).map(|_| ((rng.next_u64() % distinct) as f64 * 0.37).exp() - 1.0).collect();
+            let weights: Vec<f64> = (0..len).map(|_| ((rng.next_u64() % distinct) as f64 * 0.37).exp() - 1.0).collect();
             let top_p = [0.05, 0.5, 0.9, 0.95, 0.999999, 1e-12][case % 6];
             let total: f64 = weights.iter().sum();
             let mut order: Vec<usize> = (0..len).collect();
