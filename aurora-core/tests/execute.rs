@@ -14,6 +14,7 @@ use aurora_core::manifest::{FILE_PREFIX, ResolveOptions, resolve};
 use aurora_core::plan::{Plan, plan};
 use aurora_core::plugin::{
     Entry, ExecContext, ExecOutcome, InputSource, InputSpec, NoProgress, NodeSpec, PlanContext, Plugin, PluginError,
+    Resources,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -32,6 +33,10 @@ struct Seen {
     max_running: usize,
     /// Rendezvous nodes that have started (never decremented, so no arrival can be missed).
     arrived: usize,
+    /// Cores granted to each node, and the most held by nodes running at once.
+    granted: BTreeMap<String, usize>,
+    cores_running: usize,
+    max_cores_running: usize,
 }
 
 /// Runs `f` on what the test plugin saw in the test with token `test`.
@@ -57,6 +62,9 @@ struct ConcatConfig {
     /// Wait until this many nodes run at once (bounded), to observe parallelism.
     #[serde(default)]
     rendezvous: usize,
+    /// The cores the node asks for (`Resources::cpus_per_task`; 0: every core); 1 if absent.
+    #[serde(default)]
+    cores: Option<u32>,
 }
 
 aurora_core::register_plugin!(Concat);
@@ -93,10 +101,27 @@ impl Plugin for Concat {
         keyed.as_object_mut().unwrap().remove("inputs");
         Ok(vec![NodeSpec::for_entry(entry, keyed, inputs)])
     }
+    fn resources(&self, config: &serde_json::Value) -> Resources {
+        let config: ConcatConfig = serde_json::from_value(config.clone()).expect("a planned config");
+        Resources { cpus_per_task: config.cores.unwrap_or(1), ..Resources::default() }
+    }
     fn execute(&self, ctx: &mut ExecContext<'_>) -> Result<ExecOutcome, PluginError> {
         // The keyed config is the entry's minus `inputs`, which defaults to empty.
         let config: ConcatConfig = ctx.parse()?;
-        seen(&config.test, |s| *s.executions.entry(ctx.node_id.to_string()).or_default() += 1);
+        seen(&config.test, |s| {
+            *s.executions.entry(ctx.node_id.to_string()).or_default() += 1;
+            s.granted.insert(ctx.node_id.to_string(), ctx.cores);
+            s.cores_running += ctx.cores;
+            s.max_cores_running = s.max_cores_running.max(s.cores_running);
+        });
+        let outcome = self.concat(ctx, &config);
+        seen(&config.test, |s| s.cores_running -= ctx.cores);
+        outcome
+    }
+}
+
+impl Concat {
+    fn concat(&self, ctx: &mut ExecContext<'_>, config: &ConcatConfig) -> Result<ExecOutcome, PluginError> {
         if config.rendezvous > 0 {
             seen(&config.test, |s| {
                 s.running += 1;
@@ -231,9 +256,33 @@ fn independent_nodes_run_in_parallel_with_jobs() {
     let p = Project::new(
         "[experiment]\nname = \"m\"\nseed = 2\n[par.x]\nplugin = \"exec.concat\"\ntext = \"x\"\nrendezvous = 2\n[par.y]\nplugin = \"exec.concat\"\ntext = \"y\"\nrendezvous = 2\n",
     );
-    let reports = p.run(RunOptions { jobs: 2, ..Default::default() });
+    let reports = p.run(RunOptions { jobs: 2, cpus: 2, ..Default::default() });
     assert!(reports.iter().all(|r| r.status == NodeStatus::Executed));
     assert!(p.max_running() >= 2, "two independent nodes overlapped");
+}
+
+/// Nodes run side by side only as far as their cores fit the budget: one-core nodes share, the
+/// two nodes that ask for every core (and more) are ready together but run one after the other,
+/// and each node is told what it was granted.
+#[test]
+fn nodes_share_the_cores_without_oversubscribing() {
+    let p = Project::new(concat!(
+        "[experiment]\nname = \"m\"\nseed = 2\n",
+        "[c.all]\nplugin = \"exec.concat\"\ntext = \"a\"\ncores = 0\ninputs = [\"c.x\", \"c.y\"]\n",
+        "[c.big]\nplugin = \"exec.concat\"\ntext = \"b\"\ncores = 8\ninputs = [\"c.x\", \"c.y\"]\n",
+        "[c.x]\nplugin = \"exec.concat\"\ntext = \"x\"\nrendezvous = 2\n",
+        "[c.y]\nplugin = \"exec.concat\"\ntext = \"y\"\nrendezvous = 2\ncores = 1\n",
+    ));
+    let reports = p.run(RunOptions { jobs: 4, cpus: 2, ..Default::default() });
+    assert!(reports.iter().all(|r| r.status == NodeStatus::Executed), "{reports:#?}");
+    let (granted, max_cores) = seen(&p.token, |s| (s.granted.clone(), s.max_cores_running));
+    assert_eq!(
+        granted,
+        BTreeMap::from([("c/all".into(), 2), ("c/big".into(), 2), ("c/x".into(), 1), ("c/y".into(), 1)]),
+        "every core is the budget, and a request beyond it is capped"
+    );
+    assert!(max_cores <= 2, "{max_cores} cores held at once with a budget of 2");
+    assert!(p.max_running() >= 2, "the two one-core nodes ran side by side");
 }
 
 #[test]
