@@ -511,7 +511,8 @@ fn execute_node(
     let started = Instant::now();
     let work = store.prepare_work(&lock)?;
     let mut log: Vec<u8> = Vec::new();
-    let outcome = invoke_plugin(plan, store, node, digests, &work, grant.cores(), &mut log, progress);
+    let inputs = input_paths(plan, store, node, digests);
+    let outcome = invoke_plugin(node, &inputs, &work, grant.cores(), &mut log, progress);
     drop(grant);
     report.ms = Some(started.elapsed().as_millis() as u64);
     match outcome {
@@ -601,19 +602,14 @@ pub fn run_one(
     execute_node(plan, store, (position, node), &digests, &options, &CoreBudget::new(0), observer, progress)
 }
 
-/// Runs the node's plugin on prepared scratch directories, turning a panic into a failure.
-fn invoke_plugin(
+/// Where the node's inputs are: a `file:` input's path, an upstream node's artifact directory.
+fn input_paths(
     plan: &Plan,
     store: &Store,
     node: &PlannedNode,
     digests: &BTreeMap<String, Digest>,
-    work: &aurora_store::WorkDir,
-    cores: usize,
-    log: &mut Vec<u8>,
-    progress: &dyn Progress,
-) -> Result<crate::plugin::ExecOutcome, crate::plugin::PluginError> {
-    let inputs: BTreeMap<String, PathBuf> = node
-        .inputs
+) -> BTreeMap<String, PathBuf> {
+    node.inputs
         .iter()
         .map(|(name, input)| {
             let path = match &input.source {
@@ -622,12 +618,24 @@ fn invoke_plugin(
             };
             (name.clone(), path)
         })
-        .collect();
+        .collect()
+}
+
+/// Runs the node's plugin on prepared scratch directories with `cores` granted, turning a panic
+/// into a failure.
+fn invoke_plugin(
+    node: &PlannedNode,
+    inputs: &BTreeMap<String, PathBuf>,
+    work: &aurora_store::WorkDir,
+    cores: usize,
+    log: &mut Vec<u8>,
+    progress: &dyn Progress,
+) -> Result<crate::plugin::ExecOutcome, crate::plugin::PluginError> {
     let mut ctx = ExecContext {
         node_id: &node.id,
         config: &node.config,
         seed: node.seed,
-        inputs: &inputs,
+        inputs,
         out_dir: &work.out,
         resume_dir: &work.resume,
         cores,
@@ -694,8 +702,8 @@ pub fn verify_node(
         .into());
     }
     let mut log = Vec::new();
-    let outcome =
-        invoke_plugin(plan, store, node, &digests, &work, machine_cores(), &mut log, &crate::plugin::NoProgress);
+    let inputs = input_paths(plan, store, node, &digests);
+    let outcome = invoke_plugin(node, &inputs, &work, machine_cores(), &mut log, &crate::plugin::NoProgress);
     let result = match outcome {
         Err(e) => Err(Diagnostics::from(Diagnostic::new(format!(
             "re-executing `{id}` failed: {}\n{}",
