@@ -76,7 +76,8 @@ pub struct AdamW {
 
 /// The scalars of one AdamW update (step `t`, learning rate `lr`), and the update itself: one
 /// definition for the whole-parameter optimizer here and the sharded one ([`crate::zero`]), so
-/// both compute the same bits for the same element.
+/// both compute the same update for the same element (up to the fused kernel's rounding, which
+/// differs between its vectorised body and its scalar tail).
 #[derive(Debug, Clone, Copy)]
 pub struct Coefficients {
     step: aurora_torch::AdamWStep,
@@ -90,7 +91,7 @@ impl Coefficients {
 
     /// `torch.optim.AdamW`'s update of `param` (a parameter or a contiguous view of part of one)
     /// in place, with libtorch's fused kernel (`fused=True`): element-wise, so a shard of a
-    /// parameter gets the same bits as the whole. Weight decay applies when `decay`.
+    /// parameter gets the whole's update up to the last bit. Weight decay applies when `decay`.
     pub fn update(
         &self,
         param: &mut Tensor,

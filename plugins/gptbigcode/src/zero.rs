@@ -7,7 +7,8 @@
 //! receives the sum of its slice), rank `r` updates its slice of the weights with its slice of
 //! the AdamW moments, and the slices are all-gathered back into every rank's weights. The
 //! update is [`Coefficients::update`] applied to each parameter's run of elements inside the
-//! slice, so an element gets the same bits as the whole-parameter [`AdamW`] would give it.
+//! slice, so an element gets the update the whole-parameter [`AdamW`] would give it (up to the
+//! fused kernel's last bit: its vectorised body and scalar tail round differently).
 //!
 //! Shards are saved as `<param>.exp_avg@<start>` runs ([`StateFiles`] reads them back for any
 //! `parts`): resuming with another `dp` reshards without a conversion script.

@@ -54,11 +54,15 @@ fn data_parallel_equals_one_process_and_zero_equals_replicated_adamw() {
     assert!(dir(&zero).join("milestones/tokens-2048/model.safetensors").is_file());
     // The same layout twice: the same bytes.
     assert_eq!(report(&zero.1, "stages/cap").artifact, report(&again.1, "stages/cap").artifact);
-    // ZeRO-1 against AdamW replicated on every rank: each element gets the same update.
+    // ZeRO-1 against AdamW replicated on every rank: each element gets the same update, up to
+    // the fused kernel's rounding (its vector body and scalar tail round differently, and a
+    // shard's boundaries move elements from one to the other), which Adam's normalisation
+    // magnifies where a gradient is near zero, as above.
     assert_close(&losses(&dir(&zero)), &losses(&dir(&replicated)), "ZeRO-1 vs replicated AdamW");
     let (whole, worst, name) = relative_errors(&weights(&zero), &weights(&replicated));
     eprintln!("ZeRO-1 vs replicated: weights {whole:e} (worst tensor {name}: {worst:e})");
-    assert!(whole < 1e-6, "ZeRO-1 vs replicated: relative error {whole:e} (worst {worst:e} in {name})");
+    assert!(whole < 1e-5, "ZeRO-1 vs replicated: relative error {whole:e} (worst {worst:e} in {name})");
+    assert!(worst < 1e-3, "ZeRO-1 vs replicated: relative error {worst:e} in {name}");
 }
 
 #[test]

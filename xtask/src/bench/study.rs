@@ -144,7 +144,7 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
     // first, with both runs side by side.
     let mut timed: Vec<(&NodeLine, Option<u64>)> = first_nodes
         .iter()
-        .filter(|n| n.ms.is_some())
+        .filter(|n| n.ms.is_some_and(|ms| ms > 0))
         .map(|n| (n, second_nodes.iter().find(|m| m.id == n.id).and_then(|m| m.ms)))
         .collect();
     timed.sort_by_key(|(n, _)| std::cmp::Reverse(n.ms));
@@ -158,8 +158,10 @@ fn run(ctx: &mut Ctx) -> Result<Section> {
         Json::Arr(timed.iter().take(SLOWEST).map(|(n, _)| Json::Str(n.id.clone())).collect()),
         format!(
             "node times of run 1 sum to {:.1} s (nodes run side by side where their cores fit); the \
-             per-node rows put run 2 in the peer column, so their ratio shows the spread",
-            total_ms as f64 / 1e3
+             per-node rows put run 2 in the peer column, so their ratio shows the spread; {} nodes took \
+             under a millisecond and have no row",
+            total_ms as f64 / 1e3,
+            first_nodes.len() - timed.len()
         ),
     );
     Ok(s)
