@@ -23,4 +23,4 @@ pub mod zero;
 pub use aurora_train::config;
 pub use aurora_train::config::{ConfigError, GptBigCodeConfig};
 pub use aurora_train::schedule;
-pub use model::{GptBigCode, ModelError};
+pub use model::{GptBigCode, Logits, ModelError};

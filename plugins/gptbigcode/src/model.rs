@@ -136,10 +136,13 @@ impl LayerNorm {
     }
 }
 
-/// The positions whose logits a forward pass computes.
+/// The positions whose logits a cached forward pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Logits {
+pub enum Logits {
+    /// Every new position's.
     All,
+    /// The last new position's only: what generation needs, without the LM head over every
+    /// prompt position (with a small model and a large vocabulary, the head is much of a pass).
     Last,
 }
 
@@ -305,39 +308,17 @@ impl GptBigCode {
         y.transpose(1, 2).contiguous().view([b, t, d])
     }
 
-    /// Logits `[batch, new, vocab]` of `ids` `[batch, new]` (int64) at `positions` `[batch, new]`,
-    /// attending to the positions already in `cache` and to each other causally, then appends
-    /// their keys and values to `cache`. `valid` `[batch, new]` (bool) is false for padding:
+    /// Logits of `ids` `[batch, new]` (int64) at `positions` `[batch, new]`, attending to the
+    /// positions already in `cache` and to each other causally, then appends their keys and values
+    /// to `cache`: `[batch, new, vocab]` for [`Logits::All`], `[batch, 1, vocab]` for
+    /// [`Logits::Last`]. `valid` `[batch, new]` (bool) is false for padding:
     /// padded positions are never attended to (a padded query attends to itself only, so its
     /// row stays finite; its logits mean nothing). With left padding, positions count the real
     /// tokens of each row from 0, so a padded row computes what the row alone would.
     ///
-    /// Runs without autograd. With an empty cache and every position valid this is
-    /// [`GptBigCode::forward`] (up to the kernels' rounding).
+    /// Runs without autograd. With an empty cache, every position valid and [`Logits::All`] this
+    /// is [`GptBigCode::forward`] (up to the kernels' rounding).
     pub fn forward_cached(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        valid: &Tensor,
-        cache: &mut KvCache,
-    ) -> Result<Tensor, ModelError> {
-        self.forward_cached_logits(ids, positions, valid, cache, Logits::All)
-    }
-
-    /// [`GptBigCode::forward_cached`] with the logits of the last new position only, `[batch, 1,
-    /// vocab]`: what generation needs, without the LM head over every prompt position (with a
-    /// small model and a large vocabulary, the head is much of a forward pass).
-    pub fn forward_cached_last(
-        &self,
-        ids: &Tensor,
-        positions: &Tensor,
-        valid: &Tensor,
-        cache: &mut KvCache,
-    ) -> Result<Tensor, ModelError> {
-        self.forward_cached_logits(ids, positions, valid, cache, Logits::Last)
-    }
-
-    fn forward_cached_logits(
         &self,
         ids: &Tensor,
         positions: &Tensor,

@@ -14,7 +14,7 @@ use aurora_gptbigcode::infer::{
     self, GenerationRow, InferError, Session, Window, generate, perplexity_windows, run_generate, run_loglik,
     run_perplexity, score_windows,
 };
-use aurora_gptbigcode::model::{GptBigCode, KvCache};
+use aurora_gptbigcode::model::{GptBigCode, KvCache, Logits};
 use aurora_torch::tch::{Device, Kind, Tensor, nn};
 use aurora_worker_api::{
     Event, GenerateJob, LoglikJob, LoglikResult, ModelRef, PerplexityJob, PerplexityResult, Precision, Sampling,
@@ -106,13 +106,39 @@ fn cached_logits_match_the_full_forward() {
         let piece = Tensor::from_slice(&tokens[start as usize..(start + len) as usize]).view([1, len]);
         let positions = Tensor::arange_start(start, start + len, (Kind::Int64, Device::Cpu)).view([1, len]);
         let valid = Tensor::ones([1, len], (Kind::Bool, Device::Cpu));
-        pieces.push(session.model().forward_cached(&piece, &positions, &valid, &mut cache).unwrap().squeeze_dim(0));
+        pieces.push(
+            session.model().forward_cached(&piece, &positions, &valid, &mut cache, Logits::All).unwrap().squeeze_dim(0),
+        );
         start += len;
     }
     assert_eq!(cache.len(), n);
     let cached = Tensor::cat(&pieces, 0);
     assert_eq!(cached.size(), expected.size());
     assert!(max_diff(&cached, &expected) < 1e-4, "max diff {}", max_diff(&cached, &expected));
+}
+
+/// Generation's pass: only the last position's logits, the same as that row of the full pass.
+#[test]
+fn the_last_positions_logits_are_the_full_passes_last_row() {
+    let (_dir, session) = fixture();
+    let tokens = ids(&session, "Only the last one is needed.");
+    let n = tokens.len() as i64;
+    let expected = full_logits(&session, &tokens).narrow(0, n - 1, 1);
+    let mut cache = KvCache::new(session.model(), 1, n).unwrap();
+    let last = session
+        .model()
+        .forward_cached(
+            &Tensor::from_slice(&tokens).view([1, n]),
+            &Tensor::arange(n, (Kind::Int64, Device::Cpu)).view([1, n]),
+            &Tensor::ones([1, n], (Kind::Bool, Device::Cpu)),
+            &mut cache,
+            Logits::Last,
+        )
+        .unwrap();
+    assert_eq!(last.size(), [1, 1, expected.size()[1]]);
+    assert_eq!(cache.len(), n, "every position's keys and values are cached");
+    let last = last.squeeze_dim(0);
+    assert!(max_diff(&last, &expected) < 1e-4, "max diff {}", max_diff(&last, &expected));
 }
 
 #[test]
@@ -137,6 +163,7 @@ fn left_padded_rows_compute_what_each_row_alone_does() {
             &Tensor::from_slice(&positions).view(shape),
             &Tensor::from_slice(&valid).view(shape),
             &mut cache,
+            Logits::All,
         )
         .unwrap();
     assert!(logits.isfinite().all().int64_value(&[]) == 1, "padded queries must stay finite");
@@ -154,13 +181,13 @@ fn forward_cached_rejects_overflow_and_bad_shapes() {
     let five = Tensor::zeros([1, 5], (Kind::Int64, Device::Cpu));
     let err = session
         .model()
-        .forward_cached(&five, &five, &Tensor::ones([1, 5], (Kind::Bool, Device::Cpu)), &mut cache)
+        .forward_cached(&five, &five, &Tensor::ones([1, 5], (Kind::Bool, Device::Cpu)), &mut cache, Logits::All)
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "forward_cached: 1 rows of 5 new tokens do not fit a cache of 1 rows holding 0 of 4 positions"
     );
-    let err = session.model().forward_cached(&five, &five, &five, &mut cache).unwrap_err();
+    let err = session.model().forward_cached(&five, &five, &five, &mut cache, Logits::All).unwrap_err();
     assert!(err.to_string().contains("`valid` must be a [1, 5] Bool tensor"), "{err}");
     assert!(KvCache::new(session.model(), 1, N_POSITIONS + 1).is_err());
 }

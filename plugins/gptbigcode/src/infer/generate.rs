@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::sample::{SplitMix64, choose_token, row_seed};
 use super::{InferError, Session, chunk_size, read_jsonl, write_jsonl};
-use crate::model::KvCache;
+use crate::model::{KvCache, Logits};
 
 /// One completion to draw: its prompt's token ids (at least one, fitting the context with
 /// `max_new_tokens`) and its sampling seed.
@@ -76,7 +76,7 @@ pub fn generate(
     let mut positions = tensor_2d(&positions, longest);
     let mut valid = Tensor::from_slice(&valid).view([n, longest]).to_device(session.device);
     let mut cache = KvCache::new(model, n, if kv_cache { capacity } else { longest })?;
-    let mut logits = model.forward_cached_last(&ids, &positions, &valid, &mut cache)?;
+    let mut logits = model.forward_cached(&ids, &positions, &valid, &mut cache, Logits::Last)?;
 
     let mut state: Vec<Row> =
         rows.iter().map(|r| Row { rng: SplitMix64::new(r.seed), tokens: Vec::new(), text: None }).collect();
@@ -110,13 +110,13 @@ pub fn generate(
         let next_positions = tensor_2d(&next_positions, 1);
         let live = Tensor::from_slice(&live).view([n, 1]).to_device(session.device);
         logits = if kv_cache {
-            model.forward_cached_last(&next, &next_positions, &live, &mut cache)?
+            model.forward_cached(&next, &next_positions, &live, &mut cache, Logits::Last)?
         } else {
             ids = Tensor::cat(&[&ids, &next], 1);
             positions = Tensor::cat(&[&positions, &next_positions], 1);
             valid = Tensor::cat(&[&valid, &live], 1);
             let mut fresh = KvCache::new(model, n, ids.size()[1])?;
-            model.forward_cached_last(&ids, &positions, &valid, &mut fresh)?
+            model.forward_cached(&ids, &positions, &valid, &mut fresh, Logits::Last)?
         };
     }
     state
