@@ -576,6 +576,24 @@ fn bad_launcher() {
     insta::assert_snapshot!("bad_launcher", format!("{}\n{}", p.redact(&slurm), p.redact(&unknown)));
 }
 
+/// `--cpus` is a number of cores, at least one: anything else is refused before any work.
+#[test]
+fn bad_cpus() {
+    let p = Project::new();
+    p.write("data/raw.txt", "x\n");
+    p.write("m.toml", CHAIN);
+    let mut errors = Vec::new();
+    for value in ["0", "two"] {
+        let out = p.run(&["run", "m.toml", "--cpus", value]);
+        assert_code(&out, 2, &format!("aurora run --cpus {value}"));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("invalid value '{value}' for '--cpus <N>'")), "{err}");
+        errors.push(p.redact(&err));
+    }
+    assert!(p.store_files().iter().all(|f| !f.starts_with("cas/")), "no work was done");
+    insta::assert_snapshot!("bad_cpus", errors.join("\n"));
+}
+
 #[test]
 fn bad_unknown_plugin() {
     let p = Project::new();
