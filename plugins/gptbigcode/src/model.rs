@@ -298,12 +298,15 @@ impl GptBigCode {
         let (b, t, _) = x.size3().expect("[batch, seq, hidden]");
         let (d, n_head, hd) = (self.config.n_embd, self.config.n_head, self.config.head_dim());
         let scale = if self.config.scale_attn_weights { None } else { Some(1.0) };
-        let qkv = blk.c_attn.forward(x);
-        let q = qkv.narrow(-1, 0, d).view([b, t, n_head, hd]).transpose(1, 2);
+        // One split, not three narrows: its backward writes the three gradients side by side
+        // into one tensor, where each narrow's would zero a whole `qkv`-sized gradient and the
+        // three would then be summed.
+        let qkv = blk.c_attn.forward(x).split_with_sizes([d, hd, hd], -1);
+        let q = qkv[0].view([b, t, n_head, hd]).transpose(1, 2);
         // One key/value head for all query heads: SDPA's grouped-query mode reads it for every
         // head, where an expanded copy would cost a materialised gradient per head and its sum.
-        let k = qkv.narrow(-1, d, hd).unsqueeze(1);
-        let v = qkv.narrow(-1, d + hd, hd).unsqueeze(1);
+        let k = qkv[1].unsqueeze(1);
+        let v = qkv[2].unsqueeze(1);
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, true);
         y.transpose(1, 2).contiguous().view([b, t, d])
     }
