@@ -4,7 +4,8 @@
 //!   libtorch zip, or `version.py` of a pip-installed torch; "unknown" otherwise),
 //! - re-exports the lib dir to dependents (`DEP_AURORA_TORCH_LIBTORCH_LIB`),
 //! - emits the rpath / CUDA force-link args for this crate's own tests (build/link.rs),
-//! - compiles the C++ shims for what tch does not expose: determinism switches (`src/shim.cpp`)
+//! - compiles the C++ shims for what tch does not expose: determinism switches and libtorch's
+//!   fused AdamW (`src/shim.cpp`), fused GELU and cross-entropy kernels (`src/kernels.cpp`),
 //!   and torch.distributed's c10d engine (`src/dist.cpp`: TCPStore, Gloo, and NCCL where the
 //!   libtorch has CUDA and the NCCL headers are installed beside it).
 
@@ -18,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build/link.rs");
     println!("cargo:rerun-if-changed=build/version.rs");
     println!("cargo:rerun-if-changed=src/shim.cpp");
+    println!("cargo:rerun-if-changed=src/kernels.cpp");
     println!("cargo:rerun-if-changed=src/dist.cpp");
     println!("cargo:rerun-if-env-changed=AURORA_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
@@ -38,21 +40,36 @@ fn main() {
     // Same flags as torch-sys uses for its own C++ wrapper.
     let include = std::env::var_os("LIBTORCH_INCLUDE").map(PathBuf::from).unwrap_or_else(|| root.clone());
     let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(include.join("include"))
-        .flag("-std=c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
-        .define("GLOG_USE_GLOG_EXPORT", None)
-        .file("src/shim.cpp");
+    let cxx = || {
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .pic(true)
+            .warnings(false)
+            .include(include.join("include"))
+            .include(include.join("include/torch/csrc/api/include"))
+            .flag("-std=c++17")
+            .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
+            .define("GLOG_USE_GLOG_EXPORT", None);
+        build
+    };
+    // The fused kernels: optimised in every profile (tests train in the dev profile); without
+    // floating-point contraction, so that each instruction-set clone computes the same bits; and
+    // without trapping math, which only lets the AVX2 and SSE2 clones vectorise the branch-free
+    // clamps (no result changes).
+    cxx()
+        .file("src/kernels.cpp")
+        .opt_level(3)
+        .flag("-ffp-contract=off")
+        .flag("-fno-trapping-math")
+        .compile("aurora_torch_kernels");
+    let mut build = cxx();
+    build.file("src/shim.cpp");
     // c10d's Gloo backend: libtorch exports it, but its wheel ships no gloo headers, which
     // ProcessGroupGloo.hpp includes; Debian's libgloo-dev has them (only the declarations are
     // used: the code is libtorch's own).
     let gloo = gloo_include();
-    build.include(include.join("include/torch/csrc/api/include")).define("USE_C10D_GLOO", None).file("src/dist.cpp");
+    build.define("USE_C10D_GLOO", None).file("src/dist.cpp");
     if gloo != Path::new("/usr/include") {
         build.include(&gloo);
     }

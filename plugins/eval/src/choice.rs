@@ -69,8 +69,9 @@ impl Plugin for EvalChoice {
     }
     fn version(&self) -> &'static str {
         // 2: acc_norm divides by the choice's length in characters, as lm-evaluation-harness
-        // (`len(choice)` in Python), not by the continuation's UTF-8 bytes.
-        "2"
+        // (`len(choice)` in Python), not by the continuation's UTF-8 bytes. 3: the model's fused
+        // GELU kernel on CPU: other last bits.
+        "3"
     }
     fn description(&self) -> &'static str {
         "Multiple-choice tasks (query, choices, gold): acc and byte-length-normalised acc_norm, k-shot"

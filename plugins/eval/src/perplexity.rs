@@ -77,7 +77,8 @@ impl Plugin for EvalPerplexity {
     fn version(&self) -> &'static str {
         // 2: documents are scored after the end-of-text token (every token, as
         // lm-evaluation-harness's rolling log-likelihood), not from their second token.
-        "2"
+        // 3: the model's fused GELU kernel on CPU: other last bits.
+        "3"
     }
     fn description(&self) -> &'static str {
         "Bits per byte and token perplexity per language on held-out splits and text files"

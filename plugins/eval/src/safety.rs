@@ -212,7 +212,8 @@ impl Plugin for EvalSafety {
         "eval.safety"
     }
     fn version(&self) -> &'static str {
-        "2"
+        // 3: the model's fused GELU kernel on CPU: other last bits of the logits.
+        "3"
     }
     fn description(&self) -> &'static str {
         "Red-team attack success rate (overall, per category, per language) and benign over-refusal, via refusal lexicons or a judge model"

@@ -9,6 +9,7 @@
 
 mod device;
 pub mod dist;
+pub mod kernels;
 
 pub use device::DeviceSpec;
 pub use tch;

@@ -538,7 +538,8 @@ impl Plugin for TrainTch {
     fn version(&self) -> &'static str {
         // 2: milestones carry tokenizer.json. 3: tokens_total counts init stages' tokens.
         // 4: fused AdamW, gradients set to none, grouped-query SDPA: other last bits.
-        "4"
+        // 5: fused GELU and cross-entropy kernels on CPU: other last bits.
+        "5"
     }
     fn description(&self) -> &'static str {
         "Train a GPTBigCode curriculum stage on a mixture with libtorch (AdamW, schedules, resumable checkpoints, HF export)"
@@ -691,8 +692,9 @@ impl Plugin for SftInstructions {
     }
     fn version(&self) -> &'static str {
         // 2: tokens_total counts the init stages' tokens. 3: fused AdamW, gradients set to
-        // none, grouped-query SDPA: other last bits.
-        "3"
+        // none, grouped-query SDPA: other last bits. 4: fused GELU and cross-entropy kernels on
+        // CPU: other last bits.
+        "4"
     }
     fn description(&self) -> &'static str {
         "Instruction-tune a trained stage on {instruction, input, output} records (loss on responses only)"

@@ -18,7 +18,7 @@ use aurora_torch::tch::{Kind, Tensor, nn};
 use super::grid::Grid;
 use super::pieces::{LocalParam, stage_params};
 use crate::config::{Activation, GptBigCodeConfig};
-use crate::model::{DECAY_GROUP, ModelError, NO_DECAY_GROUP};
+use crate::model::{DECAY_GROUP, ModelError, NO_DECAY_GROUP, activate};
 use crate::trainer::sft;
 
 struct Norm {
@@ -215,10 +215,7 @@ impl StageModel {
             let y = y.transpose(1, 2).contiguous().view([b, t, local_d]);
             x = x + reduce_from(&y.linear::<Tensor>(&blk.attn_proj.0, None))? + &blk.attn_proj.1;
             let m = copy_to(&layer_norm(&x, &blk.ln_2, &self.config))?.linear(&blk.c_fc.0, Some(&blk.c_fc.1));
-            let m = match self.activation {
-                Activation::GeluTanh => m.gelu("tanh"),
-                Activation::Gelu => m.gelu("none"),
-            };
+            let m = activate(self.activation, &m);
             x = x + reduce_from(&m.linear::<Tensor>(&blk.mlp_proj.0, None))? + &blk.mlp_proj.1;
         }
         match (&self.ln_f, &self.head) {

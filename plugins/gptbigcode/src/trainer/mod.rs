@@ -31,7 +31,7 @@ use std::time::Instant;
 use aurora_tokens::loader::{MixtureError, MixtureReader};
 use aurora_tokens::shuffle::{SplitMix64, permutation};
 use aurora_torch::DeviceSpec;
-use aurora_torch::tch::{self, Device, Kind, Reduction, Tensor, nn};
+use aurora_torch::tch::{self, Device, Kind, Tensor, nn};
 use aurora_worker_api::{Event, Init, Precision, TrainData, TrainJob};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -177,15 +177,16 @@ fn derive_seed(seed: u64, parts: &[u64]) -> i64 {
 
 /// Summed next-token cross-entropy of `logits` `[batch, seq, vocab]` against `labels`
 /// `[batch, seq]`; positions labelled [`sft::IGNORE`] contribute nothing (and get no gradient).
+/// On CPU, a fused kernel that never materialises log-probabilities
+/// ([`aurora_torch::kernels::cross_entropy_sum`]).
+///
+/// # Panics
+/// If a label is outside the vocabulary and not [`sft::IGNORE`] (labels come from checked ids).
 pub fn masked_loss_sum(logits: &Tensor, labels: &Tensor) -> Tensor {
     let vocab = logits.size().last().copied().expect("[batch, seq, vocab] logits");
-    logits.to_kind(Kind::Float).reshape([-1, vocab]).cross_entropy_loss::<Tensor>(
-        &labels.reshape([-1]),
-        None,
-        Reduction::Sum,
-        sft::IGNORE,
-        0.0,
-    )
+    let logits = logits.to_kind(Kind::Float).reshape([-1, vocab]);
+    aurora_torch::kernels::cross_entropy_sum(&logits, &labels.reshape([-1]), sft::IGNORE)
+        .unwrap_or_else(|e| panic!("next-token loss: {e}"))
 }
 
 /// The sequences of a run.

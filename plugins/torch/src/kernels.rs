@@ -1,0 +1,147 @@
+//! Fused CPU kernels for a training step (`src/kernels.cpp`), each with its backward, where
+//! libtorch's own ops make several passes over large tensors. On CPU float32 they replace
+//! libtorch's op; on other devices and dtypes they are libtorch's op.
+//!
+//! They compute the same function as libtorch's up to rounding (about 1e-7 relative), not the
+//! same bits. Their own bits do not depend on the instruction set the library picks when it
+//! loads (AVX-512, AVX2 or SSE2) nor on the thread count.
+
+use tch::{TchError, Tensor};
+
+unsafe extern "C" {
+    fn aurora_torch_gelu_tanh(input: *const torch_sys::C_tensor, out: *mut *mut torch_sys::C_tensor) -> i32;
+    fn aurora_torch_cross_entropy_sum(
+        logits: *const torch_sys::C_tensor,
+        labels: *const torch_sys::C_tensor,
+        ignore_index: i64,
+        out: *mut *mut torch_sys::C_tensor,
+    ) -> i32;
+    fn aurora_torch_kernel_error() -> *const std::ffi::c_char;
+}
+
+/// Takes the tensor a kernel handed over, or the message of its C++ exception.
+fn handed_over(rc: i32, out: *mut torch_sys::C_tensor) -> Result<Tensor, TchError> {
+    if rc == 0 {
+        // SAFETY: on success the kernel stored a fresh heap `at::Tensor`, which tch now owns.
+        return Ok(unsafe { Tensor::from_ptr(out) });
+    }
+    // SAFETY: a NUL-terminated string owned by this thread's kernel state, copied at once.
+    let message = unsafe { std::ffi::CStr::from_ptr(aurora_torch_kernel_error()) };
+    Err(TchError::Torch(message.to_string_lossy().into_owned()))
+}
+
+/// GELU with the tanh approximation (`torch.nn.functional.gelu(x, approximate="tanh")`,
+/// transformers' `gelu_pytorch_tanh`), computed as `x * sigmoid(2u)`, which is
+/// `0.5 x (1 + tanh(u))`: one exponential per element forward and one backward, where
+/// libtorch evaluates tanh in both.
+pub fn gelu_tanh(x: &Tensor) -> Tensor {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: a live tch tensor in, an out-pointer the kernel fills on success; the kernel
+    // catches every C++ exception.
+    let rc = unsafe { aurora_torch_gelu_tanh(x.as_ptr(), &mut out) };
+    handed_over(rc, out).unwrap_or_else(|e| panic!("gelu_tanh: {e}"))
+}
+
+/// Cross-entropy of `logits` `[n, vocab]` against `labels` `[n]` (int64), summed over the rows
+/// whose label is not `ignore_index` (`F.cross_entropy(.., reduction="sum", ignore_index=..)`).
+/// On CPU float32 the forward keeps one log-sum-exp per row, not log-probabilities, and the
+/// backward writes `grad * (softmax - one_hot)` in one pass; the sum is taken row by row in
+/// double precision.
+///
+/// # Errors
+/// Shapes other than `[n, vocab]` and `[n]`, labels that are not int64, and a label outside
+/// `0..vocab` that is not `ignore_index` (the message names the position).
+pub fn cross_entropy_sum(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Result<Tensor, TchError> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: as in `gelu_tanh`.
+    let rc = unsafe { aurora_torch_cross_entropy_sum(logits.as_ptr(), labels.as_ptr(), ignore_index, &mut out) };
+    handed_over(rc, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Reduction, Tensor};
+
+    use super::*;
+
+    fn max_relative_gap(ours: &Tensor, reference: &Tensor) -> f64 {
+        let scale = reference.abs().max().double_value(&[]).max(1e-30);
+        (ours - reference).abs().max().double_value(&[]) / scale
+    }
+
+    /// Values, gradients and their gaps to libtorch's gelu(tanh) over the whole useful range,
+    /// including the tails where the gate saturates.
+    #[test]
+    fn gelu_tanh_is_libtorchs_up_to_rounding_forward_and_backward() {
+        let x = Tensor::linspace(-30.0, 30.0, 200_003, (Kind::Float, Device::Cpu));
+        let g = Tensor::linspace(-2.0, 3.0, 200_003, (Kind::Float, Device::Cpu));
+        let (ours_x, ref_x) = (x.copy().set_requires_grad(true), x.copy().set_requires_grad(true));
+        let ours = gelu_tanh(&ours_x);
+        let reference = ref_x.gelu("tanh");
+        assert!(max_relative_gap(&ours, &reference) < 1e-6, "forward gap {}", max_relative_gap(&ours, &reference));
+        (&ours * &g).sum(Kind::Float).backward();
+        (&reference * &g).sum(Kind::Float).backward();
+        let gap = max_relative_gap(&ours_x.grad(), &ref_x.grad());
+        assert!(gap < 1e-6, "backward gap {gap}");
+        // Far tails: exactly x (the gate is 1) and a zero of x's sign.
+        assert_eq!(gelu_tanh(&Tensor::from_slice(&[30.0f32, 100.0])).double_value(&[1]), 100.0);
+        assert!(gelu_tanh(&Tensor::from_slice(&[-100.0f32])).double_value(&[0]).abs() < 1e-30);
+    }
+
+    #[test]
+    fn gelu_tanh_gives_the_same_bits_at_every_thread_count_and_on_strided_input() {
+        let x = Tensor::randn([300, 257], (Kind::Float, Device::Cpu)) * 4.0;
+        let before = tch::get_num_threads();
+        tch::set_num_threads(1);
+        let one = gelu_tanh(&x);
+        tch::set_num_threads(2);
+        let two = gelu_tanh(&x);
+        tch::set_num_threads(before);
+        assert!(one.equal(&two));
+        assert!(gelu_tanh(&x.tr()).equal(&one.tr()), "a transposed view is the transposed result");
+    }
+
+    #[test]
+    fn cross_entropy_sum_is_libtorchs_up_to_rounding_and_skips_ignored_rows() {
+        let logits = (Tensor::randn([37, 1001], (Kind::Float, Device::Cpu)) * 3.0).set_requires_grad(true);
+        let reference_logits = logits.detach().copy().set_requires_grad(true);
+        let labels = Tensor::randint(1001, [37], (Kind::Int64, Device::Cpu));
+        let _ = labels.narrow(0, 5, 3).fill_(-100);
+        let ours = cross_entropy_sum(&logits, &labels, -100).unwrap();
+        let reference =
+            reference_logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0);
+        assert!(max_relative_gap(&ours, &reference) < 1e-6);
+        (&ours * 0.25).backward();
+        (&reference * 0.25).backward();
+        assert!(max_relative_gap(&logits.grad(), &reference_logits.grad()) < 1e-6);
+        assert_eq!(logits.grad().narrow(0, 5, 3).abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn cross_entropy_sum_names_a_label_outside_the_vocabulary() {
+        let logits = Tensor::zeros([3, 10], (Kind::Float, Device::Cpu));
+        let labels = Tensor::from_slice(&[1i64, 10, 2]);
+        let err = cross_entropy_sum(&logits, &labels, -100).unwrap_err().to_string();
+        assert!(err.contains("label 10 at position 1 is outside the vocabulary [0, 10)"), "{err}");
+        let err = cross_entropy_sum(&logits, &Tensor::from_slice(&[1i64, 2]), -100).unwrap_err().to_string();
+        assert!(err.contains("expected logits [n, vocab] and labels [n]"), "{err}");
+    }
+
+    #[test]
+    fn cross_entropy_sum_is_the_same_bits_at_every_thread_count() {
+        let mut logits = Tensor::randn([64, 4099], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let labels = Tensor::randint(4099, [64], (Kind::Int64, Device::Cpu));
+        let before = tch::get_num_threads();
+        let mut runs = Vec::new();
+        for threads in [1, 2] {
+            tch::set_num_threads(threads);
+            logits.zero_grad();
+            let loss = cross_entropy_sum(&logits, &labels, -100).unwrap();
+            loss.backward();
+            runs.push((loss.double_value(&[]), logits.grad().copy()));
+        }
+        tch::set_num_threads(before);
+        assert_eq!(runs[0].0.to_bits(), runs[1].0.to_bits());
+        assert!(runs[0].1.equal(&runs[1].1));
+    }
+}
