@@ -136,12 +136,14 @@ impl LayerNorm {
     }
 }
 
-/// The MLP activation, as every path through the model (whole, sharded, cached) computes it.
-pub(crate) fn activate(activation: Activation, x: &Tensor) -> Tensor {
+/// The MLP activation of `c_fc`'s output before its bias, `x`, and that bias, as every path
+/// through the model (whole, sharded, cached) computes it.
+pub(crate) fn activate(activation: Activation, x: &Tensor, bias: &Tensor) -> Tensor {
     match activation {
-        // A fused kernel on CPU: the same function, one exponential each way instead of tanh.
-        Activation::GeluTanh => aurora_torch::kernels::gelu_tanh(x),
-        Activation::Gelu => x.gelu("none"),
+        // A fused kernel on CPU: the same function, one exponential each way instead of tanh,
+        // and the bias added in the same pass.
+        Activation::GeluTanh => aurora_torch::kernels::bias_gelu_tanh(x, bias),
+        Activation::Gelu => (x + bias).gelu("none"),
     }
 }
 
@@ -285,7 +287,8 @@ impl GptBigCode {
         for (layer, blk) in self.blocks.iter().enumerate() {
             let y = attention(layer, blk, &blk.ln_1.forward(&x));
             x = x + blk.attn_proj.forward(&y);
-            let m = activate(self.activation, &blk.c_fc.forward(&blk.ln_2.forward(&x)));
+            let h = blk.ln_2.forward(&x).linear::<Tensor>(&blk.c_fc.weight, None);
+            let m = activate(self.activation, &h, &blk.c_fc.bias);
             x = x + blk.mlp_proj.forward(&m);
         }
         let x = match logits {

@@ -1,8 +1,10 @@
 // Fused CPU kernels, with their backward, for the two parts of a GPTBigCode training step where
 // libtorch makes several passes over large tensors (see kernels.rs):
-// - GELU with the tanh approximation: libtorch evaluates tanh in the forward and again in the
-//   backward, its most expensive element-wise function. Here gelu(x) = x * sigmoid(2u) (the same
-//   function: 0.5 * (1 + tanh(u)) = sigmoid(2u)) costs one exp each way.
+// - GELU with the tanh approximation, after a linear layer's bias: libtorch evaluates tanh in the
+//   forward and again in the backward, its most expensive element-wise function, and the bias
+//   costs a copy into the matmul's output and a pass to sum its gradient. Here gelu(v) =
+//   v * sigmoid(2u) (the same function: 0.5 * (1 + tanh(u)) = sigmoid(2u)) costs one exp each
+//   way, and the backward sums the bias gradient as it writes the input's.
 // - Cross-entropy summed over positions: log_softmax writes a copy of the logits, nll_loss's
 //   backward zero-fills another and log_softmax's backward reads both. Here the forward keeps one
 //   log-sum-exp per row and the backward writes softmax - one_hot in one pass.
@@ -64,19 +66,32 @@ inline float gelu_gate(float x) {
   return 1.0f / (1.0f + exp_clamped(-two_u));
 }
 
-AURORA_VECTOR_CLONES void gelu_tanh_forward_range(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    y[i] = x[i] * gelu_gate(x[i]);
+// y = gelu(x + bias) over `rows` rows of `cols`.
+AURORA_VECTOR_CLONES void bias_gelu_tanh_forward_rows(const float* x, const float* bias, float* y, int64_t rows,
+                                                      int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = x[r * cols + c] + bias[c];
+      y[r * cols + c] = v * gelu_gate(v);
+    }
   }
 }
 
-// d/dx x * s(x) = s + x * s * (1 - s) * 2u'(x).
-AURORA_VECTOR_CLONES void gelu_tanh_backward_range(const float* x, const float* grad, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float s = gelu_gate(v);
-    const float du = 1.5957691216057308f * (1.0f + 0.134145f * (v * v));
-    out[i] = grad[i] * (s + v * (s * (1.0f - s)) * du);
+// The gradient of x + bias for columns [c0, c1) of every row, d/dv v * s(v) = s + v * s * (1 - s) * 2u'(v),
+// and the bias gradient: each column summed in row order, in double.
+AURORA_VECTOR_CLONES void bias_gelu_tanh_backward_columns(const float* x, const float* bias, const float* grad,
+                                                          float* out, double* bias_grad, int64_t rows,
+                                                          int64_t cols, int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; ++c) bias_grad[c] = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const float v = x[r * cols + c] + bias[c];
+      const float s = gelu_gate(v);
+      const float du = 1.5957691216057308f * (1.0f + 0.134145f * (v * v));
+      const float g = grad[r * cols + c] * (s + v * (s * (1.0f - s)) * du);
+      out[r * cols + c] = g;
+      bias_grad[c] += g;
+    }
   }
 }
 
@@ -114,30 +129,44 @@ constexpr int64_t kGrain = 16384;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-struct GeluTanh : public torch::autograd::Function<GeluTanh> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input) {
-    const at::Tensor x = input.contiguous();
-    ctx->save_for_backward({x});
+// The bias gradient's columns go to threads in blocks of this many: a column's sum never
+// depends on the thread count.
+constexpr int64_t kColumnBlock = 64;
+
+struct BiasGeluTanh : public torch::autograd::Function<BiasGeluTanh> {
+  // input [..., cols] float, bias [cols] float.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& bias_in) {
+    const at::Tensor x = input.contiguous(), bias = bias_in.contiguous();
+    ctx->save_for_backward({x, bias});
     at::Tensor y = at::empty_like(x);
-    const float* xp = x.const_data_ptr<float>();
+    const int64_t cols = bias.numel(), rows = x.numel() / cols;
+    const float *xp = x.const_data_ptr<float>(), *bp = bias.const_data_ptr<float>();
     float* yp = y.mutable_data_ptr<float>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      gelu_tanh_forward_range(xp + begin, yp + begin, end - begin);
+    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t begin, int64_t end) {
+      bias_gelu_tanh_forward_rows(xp + begin * cols, bp, yp + begin * cols, end - begin, cols);
     });
     return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor x = ctx->get_saved_variables()[0];
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &bias = saved[1];
     const at::Tensor grad = grads[0].contiguous();
+    const int64_t cols = bias.numel(), rows = x.numel() / cols;
     at::Tensor out = at::empty_like(x);
-    const float* xp = x.const_data_ptr<float>();
+    std::vector<double> bias_grad(cols);
+    const float *xp = x.const_data_ptr<float>(), *bp = bias.const_data_ptr<float>();
     const float* gp = grad.const_data_ptr<float>();
     float* op = out.mutable_data_ptr<float>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      gelu_tanh_backward_range(xp + begin, gp + begin, op + begin, end - begin);
+    const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      bias_gelu_tanh_backward_columns(xp, bp, gp, op, bias_grad.data(), rows, cols, begin * kColumnBlock,
+                                      std::min(end * kColumnBlock, cols));
     });
-    return {out};
+    at::Tensor bias_out = at::empty_like(bias);
+    float* bo = bias_out.mutable_data_ptr<float>();
+    for (int64_t c = 0; c < cols; ++c) bo[c] = static_cast<float>(bias_grad[c]);
+    return {out, bias_out};
   }
 };
 
@@ -225,10 +254,15 @@ int hand_over(void** out, F make) {
 
 extern "C" {
 
-int aurora_torch_gelu_tanh(const void* input, void** out) {
+int aurora_torch_bias_gelu_tanh(const void* input, const void* bias, void** out) {
   return hand_over(out, [&] {
     const auto& x = *static_cast<const at::Tensor*>(input);
-    return fused_applies(x) ? GeluTanh::apply(x) : at::gelu(x, "tanh");
+    const auto& b = *static_cast<const at::Tensor*>(bias);
+    TORCH_CHECK(b.dim() == 1 && x.dim() >= 1 && x.size(-1) == b.size(0),
+                "bias_gelu_tanh: expected a bias of the input's last dimension, got input ", x.sizes(), " and bias ",
+                b.sizes());
+    if (fused_applies(x) && fused_applies(b)) return BiasGeluTanh::apply(x, b);
+    return at::gelu(x + b, "tanh");
   });
 }
 

@@ -9,7 +9,11 @@
 use tch::{TchError, Tensor};
 
 unsafe extern "C" {
-    fn aurora_torch_gelu_tanh(input: *const torch_sys::C_tensor, out: *mut *mut torch_sys::C_tensor) -> i32;
+    fn aurora_torch_bias_gelu_tanh(
+        input: *const torch_sys::C_tensor,
+        bias: *const torch_sys::C_tensor,
+        out: *mut *mut torch_sys::C_tensor,
+    ) -> i32;
     fn aurora_torch_cross_entropy_sum(
         logits: *const torch_sys::C_tensor,
         labels: *const torch_sys::C_tensor,
@@ -31,15 +35,20 @@ fn handed_over(rc: i32, out: *mut torch_sys::C_tensor) -> Result<Tensor, TchErro
 }
 
 /// GELU with the tanh approximation (`torch.nn.functional.gelu(x, approximate="tanh")`,
-/// transformers' `gelu_pytorch_tanh`), computed as `x * sigmoid(2u)`, which is
-/// `0.5 x (1 + tanh(u))`: one exponential per element forward and one backward, where
-/// libtorch evaluates tanh in both.
-pub fn gelu_tanh(x: &Tensor) -> Tensor {
+/// transformers' `gelu_pytorch_tanh`) of `x + bias`, the bias `[x.size(-1)]` being a linear
+/// layer's, so that the layer's matmul needs no bias of its own. Computed as `v * sigmoid(2u)`,
+/// which is `0.5 v (1 + tanh(u))`: one exponential per element forward and one backward, where
+/// libtorch evaluates tanh in both; the backward sums the bias gradient (column by column, in
+/// row order, in double) in the pass that writes the input's.
+///
+/// # Panics
+/// If `bias` is not a vector of `x`'s last dimension.
+pub fn bias_gelu_tanh(x: &Tensor, bias: &Tensor) -> Tensor {
     let mut out = std::ptr::null_mut();
-    // SAFETY: a live tch tensor in, an out-pointer the kernel fills on success; the kernel
+    // SAFETY: live tch tensors in, an out-pointer the kernel fills on success; the kernel
     // catches every C++ exception.
-    let rc = unsafe { aurora_torch_gelu_tanh(x.as_ptr(), &mut out) };
-    handed_over(rc, out).unwrap_or_else(|e| panic!("gelu_tanh: {e}"))
+    let rc = unsafe { aurora_torch_bias_gelu_tanh(x.as_ptr(), bias.as_ptr(), &mut out) };
+    handed_over(rc, out).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Cross-entropy of `logits` `[n, vocab]` against `labels` `[n]` (int64), summed over the rows
@@ -53,7 +62,7 @@ pub fn gelu_tanh(x: &Tensor) -> Tensor {
 /// `0..vocab` that is not `ignore_index` (the message names the position).
 pub fn cross_entropy_sum(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Result<Tensor, TchError> {
     let mut out = std::ptr::null_mut();
-    // SAFETY: as in `gelu_tanh`.
+    // SAFETY: as in `bias_gelu_tanh`.
     let rc = unsafe { aurora_torch_cross_entropy_sum(logits.as_ptr(), labels.as_ptr(), ignore_index, &mut out) };
     handed_over(rc, out)
 }
@@ -69,36 +78,58 @@ mod tests {
         (ours - reference).abs().max().double_value(&[]) / scale
     }
 
-    /// Values, gradients and their gaps to libtorch's gelu(tanh) over the whole useful range,
-    /// including the tails where the gate saturates.
+    /// Values, gradients (input and bias) and their gaps to libtorch's gelu(tanh) of x + bias over
+    /// the whole useful range, including the tails where the gate saturates.
     #[test]
-    fn gelu_tanh_is_libtorchs_up_to_rounding_forward_and_backward() {
-        let x = Tensor::linspace(-30.0, 30.0, 200_003, (Kind::Float, Device::Cpu));
-        let g = Tensor::linspace(-2.0, 3.0, 200_003, (Kind::Float, Device::Cpu));
-        let (ours_x, ref_x) = (x.copy().set_requires_grad(true), x.copy().set_requires_grad(true));
-        let ours = gelu_tanh(&ours_x);
-        let reference = ref_x.gelu("tanh");
+    fn bias_gelu_tanh_is_libtorchs_up_to_rounding_forward_and_backward() {
+        let x = Tensor::linspace(-30.0, 30.0, 200_000, (Kind::Float, Device::Cpu)).view([-1, 1000]);
+        let g = Tensor::linspace(-2.0, 3.0, 200_000, (Kind::Float, Device::Cpu)).view([-1, 1000]);
+        let b = Tensor::linspace(-0.5, 0.5, 1000, (Kind::Float, Device::Cpu));
+        let leaf = |t: &Tensor| t.copy().set_requires_grad(true);
+        let (ours_x, ours_b, ref_x, ref_b) = (leaf(&x), leaf(&b), leaf(&x), leaf(&b));
+        let ours = bias_gelu_tanh(&ours_x, &ours_b);
+        let reference = (&ref_x + &ref_b).gelu("tanh");
         assert!(max_relative_gap(&ours, &reference) < 1e-6, "forward gap {}", max_relative_gap(&ours, &reference));
         (&ours * &g).sum(Kind::Float).backward();
         (&reference * &g).sum(Kind::Float).backward();
-        let gap = max_relative_gap(&ours_x.grad(), &ref_x.grad());
-        assert!(gap < 1e-6, "backward gap {gap}");
-        // Far tails: exactly x (the gate is 1) and a zero of x's sign.
-        assert_eq!(gelu_tanh(&Tensor::from_slice(&[30.0f32, 100.0])).double_value(&[1]), 100.0);
-        assert!(gelu_tanh(&Tensor::from_slice(&[-100.0f32])).double_value(&[0]).abs() < 1e-30);
+        for (name, ours, reference) in [("input", &ours_x, &ref_x), ("bias", &ours_b, &ref_b)] {
+            let gap = max_relative_gap(&ours.grad(), &reference.grad());
+            assert!(gap < 1e-5, "{name} gradient gap {gap}");
+        }
+        // Far tails: exactly v (the gate is 1) and a zero of v's sign.
+        let zero = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        assert_eq!(bias_gelu_tanh(&Tensor::from_slice(&[100.0f32]), &zero).double_value(&[0]), 100.0);
+        assert!(bias_gelu_tanh(&Tensor::from_slice(&[-100.0f32]), &zero).double_value(&[0]).abs() < 1e-30);
     }
 
     #[test]
-    fn gelu_tanh_gives_the_same_bits_at_every_thread_count_and_on_strided_input() {
-        let x = Tensor::randn([300, 257], (Kind::Float, Device::Cpu)) * 4.0;
+    fn bias_gelu_tanh_gives_the_same_bits_at_every_thread_count_and_on_strided_input() {
+        let x = (Tensor::randn([300, 257], (Kind::Float, Device::Cpu)) * 4.0).set_requires_grad(true);
+        let b = Tensor::randn([257], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let g = Tensor::randn([300, 257], (Kind::Float, Device::Cpu));
         let before = tch::get_num_threads();
-        tch::set_num_threads(1);
-        let one = gelu_tanh(&x);
-        tch::set_num_threads(2);
-        let two = gelu_tanh(&x);
+        let mut runs = Vec::new();
+        for threads in [1, 2, 3] {
+            tch::set_num_threads(threads);
+            let y = bias_gelu_tanh(&x, &b);
+            let grads = Tensor::run_backward(&[(&y * &g).sum(Kind::Float)], &[&x, &b], false, false);
+            runs.push((y, grads));
+        }
         tch::set_num_threads(before);
-        assert!(one.equal(&two));
-        assert!(gelu_tanh(&x.tr()).equal(&one.tr()), "a transposed view is the transposed result");
+        for (y, grads) in &runs[1..] {
+            assert!(y.equal(&runs[0].0));
+            assert!(grads[0].equal(&runs[0].1[0]) && grads[1].equal(&runs[0].1[1]));
+        }
+        let strided = x.detach().tr().contiguous().tr();
+        assert!(bias_gelu_tanh(&strided, &b).equal(&runs[0].0), "a strided view gives the same values");
+    }
+
+    #[test]
+    fn bias_gelu_tanh_refuses_a_bias_of_another_width() {
+        let x = Tensor::zeros([3, 10], (Kind::Float, Device::Cpu));
+        let result = std::panic::catch_unwind(|| bias_gelu_tanh(&x, &Tensor::zeros([9], (Kind::Float, Device::Cpu))));
+        let message = *result.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("expected a bias of the input's last dimension"), "{message}");
     }
 
     #[test]
@@ -108,8 +139,7 @@ mod tests {
         let labels = Tensor::randint(1001, [37], (Kind::Int64, Device::Cpu));
         let _ = labels.narrow(0, 5, 3).fill_(-100);
         let ours = cross_entropy_sum(&logits, &labels, -100).unwrap();
-        let reference =
-            reference_logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0);
+        let reference = reference_logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0);
         assert!(max_relative_gap(&ours, &reference) < 1e-6);
         (&ours * 0.25).backward();
         (&reference * 0.25).backward();

@@ -214,8 +214,8 @@ impl StageModel {
             let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, scale, false);
             let y = y.transpose(1, 2).contiguous().view([b, t, local_d]);
             x = x + reduce_from(&y.linear::<Tensor>(&blk.attn_proj.0, None))? + &blk.attn_proj.1;
-            let m = copy_to(&layer_norm(&x, &blk.ln_2, &self.config))?.linear(&blk.c_fc.0, Some(&blk.c_fc.1));
-            let m = activate(self.activation, &m);
+            let m = copy_to(&layer_norm(&x, &blk.ln_2, &self.config))?.linear::<Tensor>(&blk.c_fc.0, None);
+            let m = activate(self.activation, &m, &blk.c_fc.1);
             x = x + reduce_from(&m.linear::<Tensor>(&blk.mlp_proj.0, None))? + &blk.mlp_proj.1;
         }
         match (&self.ln_f, &self.head) {
