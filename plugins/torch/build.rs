@@ -57,12 +57,16 @@ fn main() {
     // floating-point contraction, so that each instruction-set clone computes the same bits; and
     // without trapping math, which only lets the AVX2 and SSE2 clones vectorise the branch-free
     // clamps (no result changes).
-    cxx()
-        .file("src/kernels.cpp")
-        .opt_level(3)
-        .flag("-ffp-contract=off")
-        .flag("-fno-trapping-math")
-        .compile("aurora_torch_kernels");
+    let mut kernels = cxx();
+    kernels.file("src/kernels.cpp").opt_level(3).flag("-ffp-contract=off").flag("-fno-trapping-math");
+    // With an OpenMP libtorch, `at::parallel_for` is an inline `#pragma omp parallel`: without
+    // -fopenmp it runs on one thread. The kernels then call the very libgomp libtorch loads.
+    if let Some(gomp) = libtorch_openmp(&lib, &include) {
+        kernels.flag("-fopenmp");
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-lib=dylib:+verbatim={gomp}");
+    }
+    kernels.compile("aurora_torch_kernels");
     let mut build = cxx();
     build.file("src/shim.cpp");
     // c10d's Gloo backend: libtorch exports it, but its wheel ships no gloo headers, which
@@ -82,6 +86,22 @@ fn main() {
     }
     println!("cargo:rustc-check-cfg=cfg(aurora_nccl)");
     build.compile("aurora_torch_shim");
+}
+
+/// The OpenMP runtime libtorch's `at::parallel_for` runs on, when its `ATen/Config.h` says
+/// `AT_PARALLEL_OPENMP 1`: the `libgomp*.so*` shipped beside libtorch (a wheel's `libgomp.so.1`,
+/// a zip's hashed `libgomp-<hash>.so.1`), else the system's `libgomp.so.1`.
+fn libtorch_openmp(lib: &Path, include: &Path) -> Option<String> {
+    let config = std::fs::read_to_string(include.join("include/ATen/Config.h")).ok()?;
+    if !config.lines().any(|l| l.split_whitespace().eq(["#define", "AT_PARALLEL_OPENMP", "1"])) {
+        return None;
+    }
+    let shipped = std::fs::read_dir(lib).ok().and_then(|dir| {
+        dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("libgomp") && name.contains(".so"))
+            .min()
+    });
+    Some(shipped.unwrap_or_else(|| "libgomp.so.1".to_owned()))
 }
 
 fn libtorch_lib_dir() -> PathBuf {
