@@ -124,6 +124,21 @@ mod tests {
         assert!(bias_gelu_tanh(&strided, &b).equal(&runs[0].0), "a strided view gives the same values");
     }
 
+    /// Where the fused kernels do not apply (here float64; on a GPU the same branch), the result
+    /// is libtorch's op itself, bit for bit, with libtorch's gradient.
+    #[test]
+    fn other_dtypes_run_libtorchs_own_ops() {
+        let x = Tensor::randn([8, 33], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+        let b = Tensor::randn([33], (Kind::Double, Device::Cpu));
+        assert!(bias_gelu_tanh(&x, &b).equal(&(&x + &b).gelu("tanh")));
+        let labels = Tensor::randint(33, [8], (Kind::Int64, Device::Cpu));
+        let ours = cross_entropy_sum(&x, &labels, -100).unwrap();
+        let reference = x.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0);
+        assert!(ours.equal(&reference));
+        let grads = |loss: &Tensor| Tensor::run_backward(&[loss], &[&x], false, false).remove(0);
+        assert!(grads(&ours).equal(&grads(&reference)));
+    }
+
     #[test]
     fn bias_gelu_tanh_refuses_a_bias_of_another_width() {
         let x = Tensor::zeros([3, 10], (Kind::Float, Device::Cpu));
