@@ -60,9 +60,15 @@ inline float exp_clamped(float x) {
   return e * scale;
 }
 
-// sigmoid(2u) with u = sqrt(2 / pi) * (x + 0.044715 x^3): 0.5 * (1 + tanh(u)).
+// GELU-tanh's u = sqrt(2 / pi) * (x + 0.044715 x^3), as 2u = kTwoU * (x + kCubic x^3), and the
+// slope of its cubic term, 3 * kCubic (written out: the float product would round differently).
+constexpr float kTwoU = 1.5957691216057308f;
+constexpr float kCubic = 0.044715f;
+constexpr float kCubicSlope = 0.134145f;
+
+// sigmoid(2u) = 0.5 * (1 + tanh(u)).
 inline float gelu_gate(float x) {
-  const float two_u = 1.5957691216057308f * (x + 0.044715f * (x * x * x));
+  const float two_u = kTwoU * (x + kCubic * (x * x * x));
   return 1.0f / (1.0f + exp_clamped(-two_u));
 }
 
@@ -87,7 +93,7 @@ AURORA_VECTOR_CLONES void bias_gelu_tanh_backward_columns(const float* x, const 
     for (int64_t c = c0; c < c1; ++c) {
       const float v = x[r * cols + c] + bias[c];
       const float s = gelu_gate(v);
-      const float du = 1.5957691216057308f * (1.0f + 0.134145f * (v * v));
+      const float du = kTwoU * (1.0f + kCubicSlope * (v * v));
       const float g = grad[r * cols + c] * (s + v * (s * (1.0f - s)) * du);
       out[r * cols + c] = g;
       bias_grad[c] += g;
